@@ -1,0 +1,14 @@
+//! The pure domain: what an ID number, a name, a date and a verdict are.
+//! Nothing here knows about gRPC, SQL, the clock or the network.
+
+mod check;
+mod date;
+mod id_number;
+mod name;
+mod person;
+
+pub use check::{Assessment, DateCheck, FieldChecks, FieldOutcome, NameCheck, Reason, Verdict, assess};
+pub use date::{DateError, DatePrecision, PartialDate};
+pub use id_number::{IdNumberError, OldIdNumber, OldIdNumberError, PersonalIdNumber};
+pub use name::{NameError, NameMatchLevel, PersonName, normalize as normalize_name};
+pub use person::{CitizenRecord, CitizenStatus, Claims, Gender};

@@ -1,1 +1,57 @@
+//! # vnid
+//!
+//! Verifies Vietnamese personal identification numbers (số định danh cá
+//! nhân) and claimed personal fields against a mirror of the national
+//! population database, and answers with a signed attestation.
+//!
+//! # Layout
+//!
+//! The data flows down this list, never up:
+//!
+//! - [`cli`]: the `vnid` subcommands. `main.rs` only calls it.
+//! - [`app`]: server assembly: configuration in, a bound server out
+//!   (health, reflection, limits, graceful shutdown).
+//! - [`grpc`]: the `vnid.v1` services, the `pb` ↔ domain seam
+//!   (`grpc::convert`) and the one mapping of errors to `tonic::Status`
+//!   (`grpc::error`).
+//! - [`verify`]: the use case — policy, lookup, match, attest.
+//! - [`mirror`]: the store trait the verifier reads through, and Postgres.
+//! - [`domain`]: pure types and rules: ID numbers, names, dates, verdicts.
+//!   No I/O, no clock.
+//!
+//! Beside them, each a room of its own: [`attest`] (JWS, keys, JWKS,
+//! pairwise subjects), [`policy`] (agencies and what they may ask),
+//! [`config`] (typed settings), [`telemetry`] (logs), [`clock`] (the one
+//! reader of the wall clock).
+//!
+//! Personal data — ID numbers, names, birth dates, and the caller's
+//! `request_id` — never reaches a log line or an error message: the domain
+//! types that hold it mask their `Debug`, and the call span records only
+//! non-personal fields.
+
+pub mod app;
+pub mod attest;
+pub mod cli;
+pub mod clock;
+pub mod config;
 pub mod domain;
+pub mod grpc;
+pub mod mirror;
+pub mod policy;
+pub mod telemetry;
+pub mod verify;
+
+/// The generated protobuf types and gRPC stubs of `vnid.v1`.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+pub mod pb {
+    tonic::include_proto!("vnid.v1");
+
+    /// For server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vnid_descriptor");
+}

@@ -10,7 +10,7 @@
 //! learn.
 
 use super::{
-    Claims, CitizenRecord, CitizenStatus, DatePrecision, NameMatchLevel, PersonalIdNumber,
+    CitizenRecord, CitizenStatus, Claims, DatePrecision, NameMatchLevel, PersonalIdNumber,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,9 +68,14 @@ pub struct FieldChecks {
 
 impl FieldChecks {
     fn all_match(&self) -> bool {
-        [self.full_name.outcome, self.date_of_birth.outcome, self.gender, self.old_id_number]
-            .iter()
-            .all(|o| *o != FieldOutcome::Mismatch)
+        [
+            self.full_name.outcome,
+            self.date_of_birth.outcome,
+            self.gender,
+            self.old_id_number,
+        ]
+        .iter()
+        .all(|o| *o != FieldOutcome::Mismatch)
     }
 }
 
@@ -89,9 +94,15 @@ pub fn assess(
     record: Option<&CitizenRecord>,
 ) -> Assessment {
     let Some(record) = record else {
-        return Assessment { verdict: Verdict::NotVerified(Reason::NotFound), checks: None };
+        return Assessment {
+            verdict: Verdict::NotVerified(Reason::NotFound),
+            checks: None,
+        };
     };
-    let level = claims.full_name.as_ref().and_then(|n| n.compare(&record.full_name));
+    let level = claims
+        .full_name
+        .as_ref()
+        .and_then(|n| n.compare(&record.full_name));
     let checks = FieldChecks {
         full_name: NameCheck {
             outcome: FieldOutcome::of(
@@ -111,11 +122,16 @@ pub fn assess(
         },
         gender: FieldOutcome::of(
             claims.gender.is_some(),
-            claims.gender.is_some_and(|g| g == record.gender && g == id.gender()),
+            claims
+                .gender
+                .is_some_and(|g| g == record.gender && g == id.gender()),
         ),
         old_id_number: FieldOutcome::of(
             claims.old_id_number.is_some(),
-            claims.old_id_number.as_ref().is_some_and(|o| record.old_id_numbers.contains(o)),
+            claims
+                .old_id_number
+                .as_ref()
+                .is_some_and(|o| record.old_id_numbers.contains(o)),
         ),
     };
     let verdict = match record.status {
@@ -124,7 +140,10 @@ pub fn assess(
         CitizenStatus::Deceased => Verdict::NotVerified(Reason::Deceased),
         CitizenStatus::Cancelled => Verdict::NotVerified(Reason::Cancelled),
     };
-    Assessment { verdict, checks: Some(checks) }
+    Assessment {
+        verdict,
+        checks: Some(checks),
+    }
 }
 
 #[cfg(test)]
@@ -160,11 +179,21 @@ mod tests {
 
     #[test]
     fn all_fields_matching_verifies() {
-        let a = run(&claims("nguyễn văn đàm", (1990, 5, 17), Some(Gender::Male)), NameMatchLevel::Exact, &record());
+        let a = run(
+            &claims("nguyễn văn đàm", (1990, 5, 17), Some(Gender::Male)),
+            NameMatchLevel::Exact,
+            &record(),
+        );
         assert_eq!(a.verdict, Verdict::Verified);
         let c = a.checks.unwrap();
-        assert_eq!((c.full_name.outcome, c.full_name.level), (Match, Some(NameMatchLevel::Exact)));
-        assert_eq!((c.date_of_birth.outcome, c.gender, c.old_id_number), (Match, Match, NotClaimed));
+        assert_eq!(
+            (c.full_name.outcome, c.full_name.level),
+            (Match, Some(NameMatchLevel::Exact))
+        );
+        assert_eq!(
+            (c.date_of_birth.outcome, c.gender, c.old_id_number),
+            (Match, Match, NotClaimed)
+        );
     }
 
     #[test]
@@ -172,9 +201,18 @@ mod tests {
         let c = claims("NGUYEN VAN DAM", (0, 0, 0), None);
         let strict = run(&c, NameMatchLevel::Exact, &record());
         assert_eq!(strict.verdict, Verdict::NotVerified(Reason::FieldMismatch));
-        assert_eq!(strict.checks.unwrap().full_name.level, Some(NameMatchLevel::Folded));
-        assert_eq!(run(&c, NameMatchLevel::Folded, &record()).verdict, Verdict::Verified);
-        assert_eq!(run(&c, NameMatchLevel::Partial, &record()).verdict, Verdict::Verified);
+        assert_eq!(
+            strict.checks.unwrap().full_name.level,
+            Some(NameMatchLevel::Folded)
+        );
+        assert_eq!(
+            run(&c, NameMatchLevel::Folded, &record()).verdict,
+            Verdict::Verified
+        );
+        assert_eq!(
+            run(&c, NameMatchLevel::Partial, &record()).verdict,
+            Verdict::Verified
+        );
     }
 
     #[test]
@@ -183,13 +221,26 @@ mod tests {
         let dob = run(&claims("", (1990, 5, 18), None), NameMatchLevel::Exact, &r);
         assert_eq!(dob.verdict, Verdict::NotVerified(Reason::FieldMismatch));
         assert_eq!(dob.checks.unwrap().date_of_birth.outcome, Mismatch);
-        let gender = run(&claims("", (0, 0, 0), Some(Gender::Female)), NameMatchLevel::Exact, &r);
+        let gender = run(
+            &claims("", (0, 0, 0), Some(Gender::Female)),
+            NameMatchLevel::Exact,
+            &r,
+        );
         assert_eq!(gender.checks.unwrap().gender, Mismatch);
         let mut old = claims("", (0, 0, 0), None);
         old.old_id_number = Some(OldIdNumber::parse("999999999").unwrap());
-        assert_eq!(run(&old, NameMatchLevel::Exact, &r).checks.unwrap().old_id_number, Mismatch);
+        assert_eq!(
+            run(&old, NameMatchLevel::Exact, &r)
+                .checks
+                .unwrap()
+                .old_id_number,
+            Mismatch
+        );
         old.old_id_number = Some(OldIdNumber::parse("312345678").unwrap());
-        assert_eq!(run(&old, NameMatchLevel::Exact, &r).verdict, Verdict::Verified);
+        assert_eq!(
+            run(&old, NameMatchLevel::Exact, &r).verdict,
+            Verdict::Verified
+        );
     }
 
     #[test]
@@ -198,7 +249,11 @@ mod tests {
         let mut r = record();
         r.gender = Gender::Female;
         r.date_of_birth = PartialDate::from_parts(1991, 0, 0).unwrap().unwrap();
-        let a = run(&claims("", (1991, 0, 0), Some(Gender::Female)), NameMatchLevel::Exact, &r);
+        let a = run(
+            &claims("", (1991, 0, 0), Some(Gender::Female)),
+            NameMatchLevel::Exact,
+            &r,
+        );
         let c = a.checks.unwrap();
         assert_eq!((c.gender, c.date_of_birth.outcome), (Mismatch, Mismatch));
     }
@@ -209,7 +264,10 @@ mod tests {
         r.date_of_birth = PartialDate::from_parts(1990, 0, 0).unwrap().unwrap();
         let a = run(&claims("", (1990, 5, 17), None), NameMatchLevel::Exact, &r);
         assert_eq!(a.verdict, Verdict::Verified);
-        assert_eq!(a.checks.unwrap().date_of_birth.record_precision, DatePrecision::Year);
+        assert_eq!(
+            a.checks.unwrap().date_of_birth.record_precision,
+            DatePrecision::Year
+        );
     }
 
     #[test]
@@ -218,16 +276,36 @@ mod tests {
         let good = claims("Nguyễn Văn Đàm", (1990, 0, 0), None);
         let bad = claims("Trần Văn Đàm", (1990, 0, 0), None);
         r.status = CitizenStatus::Deceased;
-        assert_eq!(run(&good, NameMatchLevel::Exact, &r).verdict, Verdict::NotVerified(Reason::Deceased));
-        assert_eq!(run(&bad, NameMatchLevel::Exact, &r).verdict, Verdict::NotVerified(Reason::FieldMismatch));
+        assert_eq!(
+            run(&good, NameMatchLevel::Exact, &r).verdict,
+            Verdict::NotVerified(Reason::Deceased)
+        );
+        assert_eq!(
+            run(&bad, NameMatchLevel::Exact, &r).verdict,
+            Verdict::NotVerified(Reason::FieldMismatch)
+        );
         r.status = CitizenStatus::Cancelled;
-        assert_eq!(run(&good, NameMatchLevel::Exact, &r).verdict, Verdict::NotVerified(Reason::Cancelled));
+        assert_eq!(
+            run(&good, NameMatchLevel::Exact, &r).verdict,
+            Verdict::NotVerified(Reason::Cancelled)
+        );
     }
 
     #[test]
     fn not_found_has_no_field_detail() {
         let r = record();
-        let a = assess(&r.id_number, &claims("Nguyễn Văn Đàm", (0, 0, 0), None), NameMatchLevel::Exact, None);
-        assert_eq!(a, Assessment { verdict: Verdict::NotVerified(Reason::NotFound), checks: None });
+        let a = assess(
+            &r.id_number,
+            &claims("Nguyễn Văn Đàm", (0, 0, 0), None),
+            NameMatchLevel::Exact,
+            None,
+        );
+        assert_eq!(
+            a,
+            Assessment {
+                verdict: Verdict::NotVerified(Reason::NotFound),
+                checks: None
+            }
+        );
     }
 }

@@ -139,7 +139,9 @@ impl fmt::Debug for PartialDate {
 
 fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
@@ -161,8 +163,14 @@ mod tests {
         assert_eq!(date(1990, 0, 0).precision(), DatePrecision::Year);
         assert_eq!(date(1990, 5, 0).precision(), DatePrecision::Month);
         assert_eq!(date(1990, 5, 31).precision(), DatePrecision::Day);
-        assert_eq!(PartialDate::from_parts(0, 5, 1), Err(DateError::MissingPart));
-        assert_eq!(PartialDate::from_parts(1990, 0, 1), Err(DateError::MissingPart));
+        assert_eq!(
+            PartialDate::from_parts(0, 5, 1),
+            Err(DateError::MissingPart)
+        );
+        assert_eq!(
+            PartialDate::from_parts(1990, 0, 1),
+            Err(DateError::MissingPart)
+        );
         assert_eq!(PartialDate::from_parts(1990, 13, 0), Err(DateError::Month));
         assert_eq!(PartialDate::from_parts(1990, 4, 31), Err(DateError::Day));
         assert_eq!(PartialDate::from_parts(2001, 2, 29), Err(DateError::Day));
@@ -186,7 +194,17 @@ mod tests {
         for s in ["1990", "1990-05", "1990-05-17", "0001-01-01"] {
             assert_eq!(PartialDate::parse_iso(s).unwrap().to_iso(), s);
         }
-        for s in ["", "90", "1990-5", "1990-05-1", "1990-13", "1990-02-30", "1990--01", "1990-05-17-", "199a"] {
+        for s in [
+            "",
+            "90",
+            "1990-5",
+            "1990-05-1",
+            "1990-13",
+            "1990-02-30",
+            "1990--01",
+            "1990-05-17-",
+            "199a",
+        ] {
             assert!(PartialDate::parse_iso(s).is_err(), "{s:?}");
         }
     }

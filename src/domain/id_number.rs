@@ -86,7 +86,7 @@ impl PersonalIdNumber {
 
     /// Even digits are male, odd are female.
     pub fn gender(&self) -> Gender {
-        if self.digit(3) % 2 == 0 {
+        if self.digit(3).is_multiple_of(2) {
             Gender::Male
         } else {
             Gender::Female

@@ -6,9 +6,13 @@ mod date;
 mod id_number;
 mod name;
 mod person;
+mod request;
 
-pub use check::{Assessment, DateCheck, FieldChecks, FieldOutcome, NameCheck, Reason, Verdict, assess};
+pub use check::{
+    Assessment, DateCheck, FieldChecks, FieldOutcome, NameCheck, Reason, Verdict, assess,
+};
 pub use date::{DateError, DatePrecision, PartialDate};
 pub use id_number::{IdNumberError, OldIdNumber, OldIdNumberError, PersonalIdNumber};
 pub use name::{NameError, NameMatchLevel, PersonName, normalize as normalize_name};
 pub use person::{CitizenRecord, CitizenStatus, Claims, Gender};
+pub use request::{MAX_REQUEST_ID_LEN, Purpose, RequestId, RequestIdError};

@@ -67,8 +67,9 @@ impl PersonName {
         if canonical.chars().count() > MAX_NAME_CHARS {
             return Err(NameError::TooLong);
         }
-        let allowed =
-            |c: char| c.is_alphabetic() || is_combining_mark(c) || matches!(c, ' ' | '\'' | '-' | '.');
+        let allowed = |c: char| {
+            c.is_alphabetic() || is_combining_mark(c) || matches!(c, ' ' | '\'' | '-' | '.')
+        };
         if !canonical.chars().all(allowed) {
             return Err(NameError::BadCharacter);
         }
@@ -153,10 +154,16 @@ fn canonical_syllable(word: &str, out: &mut String) {
         } else if is_combining_mark(c) {
             match letters.last_mut() {
                 Some(letter) => letter.marks.push(c),
-                None => letters.push(Letter { base: c, marks: Vec::new() }),
+                None => letters.push(Letter {
+                    base: c,
+                    marks: Vec::new(),
+                }),
             }
         } else {
-            letters.push(Letter { base: c, marks: Vec::new() });
+            letters.push(Letter {
+                base: c,
+                marks: Vec::new(),
+            });
         }
     }
     let tone_at = tone.map(|_| tone_position(&letters));
@@ -186,7 +193,9 @@ fn tone_position(letters: &[Letter]) -> usize {
     {
         start += 1;
     }
-    let end = (start..letters.len()).find(|&i| !vowel_at(i)).unwrap_or(letters.len());
+    let end = (start..letters.len())
+        .find(|&i| !vowel_at(i))
+        .unwrap_or(letters.len());
     let nucleus = &letters[start..end];
     if let Some(marked) = nucleus.iter().rposition(|l| !l.marks.is_empty()) {
         return start + marked;
@@ -295,7 +304,10 @@ mod tests {
         assert_eq!(level("Nguyen Van Dam", "Nguyễn Văn Đàm"), Some(Folded));
         assert_eq!(level("Nguyễn Đàm", "Nguyễn Văn Đàm"), Some(Partial));
         assert_eq!(level("Nguyễn V. Đàm", "Nguyễn Văn Đàm"), Some(Partial));
-        assert_eq!(level("Tran T. Minh Thu", "Trần Thị Minh Thư"), Some(Partial));
+        assert_eq!(
+            level("Tran T. Minh Thu", "Trần Thị Minh Thư"),
+            Some(Partial)
+        );
         assert_eq!(level("Tran Minh T. Thu", "Trần Thị Minh Thu"), None);
         assert_eq!(level("Đàm Nguyễn Văn", "Nguyễn Văn Đàm"), Some(Partial));
         assert_eq!(level("Nguyễn Văn Đàm", "Nguyễn Văn Đam"), Some(Folded));

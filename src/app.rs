@@ -1,0 +1,240 @@
+//! Server assembly: configuration in, a bound server out.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::{Router, TcpIncoming};
+use tonic_health::server::HealthReporter;
+
+use crate::attest::{KeyError, Keyring, SubjectKey, generate_key_pem};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::grpc::{VerificationApi, call_span};
+use crate::mirror::{MirrorStore, PgMirror, StoreError};
+use crate::pb::verification_service_server::VerificationServiceServer;
+use crate::policy::Registry;
+use crate::verify::{Attester, Verifier};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot prepare {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A bound, ready server. `local_addr` is known before it runs, so tests
+/// bind port 0 and connect without sleeping.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    /// Flipped to NOT_SERVING when shutdown begins, so load balancers stop
+    /// sending new calls while in-flight ones finish.
+    health: HealthReporter,
+    drain_timeout: Duration,
+}
+
+type Service = VerificationServiceServer<VerificationApi>;
+
+impl Application {
+    pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        if !settings.listen.ip().is_loopback() {
+            return Err(StartupError::Refused(format!(
+                "{} is not a loopback address, and a non-loopback listener requires TLS",
+                settings.listen
+            )));
+        }
+        let mirror = open_mirror(settings).await?;
+        let attester = Arc::new(load_attester(settings)?);
+        tracing::info!(kid = %attester.keyring.signing_kid(), "attestation key loaded");
+        let verifier = Arc::new(Verifier::new(mirror, attester, clock));
+        let registry = Arc::new(Registry::new(&settings.agencies()));
+        let api = VerificationApi::new(verifier, registry, settings.plaintext_agency.clone());
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<Service>().await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let server = &settings.server;
+        let router = Server::builder()
+            .trace_fn(call_span)
+            .timeout(Duration::from_millis(server.request_timeout_ms))
+            .max_concurrent_streams(server.max_concurrent_streams)
+            .add_service(health_service)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
+            .add_service(
+                Service::new(api)
+                    .max_decoding_message_size(server.max_request_bytes)
+                    .max_encoding_message_size(4 * server.max_request_bytes),
+            );
+
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        Ok(Self {
+            listener,
+            router,
+            health,
+            drain_timeout: Duration::from_millis(server.drain_timeout_ms),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops taking calls, reports
+    /// NOT_SERVING and lets in-flight calls finish for at most the drain
+    /// timeout.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        if let Ok(addr) = self.local_addr() {
+            tracing::info!(%addr, "serving");
+        }
+        let health = self.health;
+        let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight calls");
+            health.set_not_serving::<Service>().await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            let _ = draining_tx.send(());
+        };
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let serve = self.router.serve_with_incoming_shutdown(incoming, signal);
+        let drain_timeout = self.drain_timeout;
+        let deadline = async move {
+            if draining_rx.await.is_ok() {
+                tokio::time::sleep(drain_timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = serve => result.map_err(StartupError::from),
+            () = deadline => {
+                tracing::warn!("drain timeout reached; abandoning in-flight calls");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn open_mirror(settings: &Settings) -> Result<Arc<dyn MirrorStore>, StartupError> {
+    let Some(url) = &settings.database_url else {
+        return Err(StartupError::Refused(
+            "database_url is not set: configure the Postgres mirror (postgres://…)".into(),
+        ));
+    };
+    let db = &settings.database;
+    let mirror = PgMirror::connect_lazy(
+        url.expose(),
+        db.max_connections,
+        Duration::from_millis(db.acquire_timeout_ms),
+    )?;
+    if db.migrate {
+        mirror.migrate().await?;
+    }
+    Ok(Arc::new(mirror))
+}
+
+fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
+    let a = &settings.attestation;
+    let signing = match &a.signing_key_file {
+        Some(path) => path.clone(),
+        None => {
+            let path = settings.data_dir.join("dev-signing-key.pem");
+            create_secret_file_once(&path, || Ok(generate_key_pem()?.as_bytes().to_vec()))?;
+            tracing::warn!(
+                "no attestation.signing_key_file configured: signing with a generated dev key"
+            );
+            path
+        }
+    };
+    let subject = match &a.subject_key_file {
+        Some(path) => path.clone(),
+        None => {
+            let path = settings.data_dir.join("subject.key");
+            create_secret_file_once(&path, || Ok(SubjectKey::generate_bytes()?.to_vec()))?;
+            path
+        }
+    };
+    Ok(Attester {
+        keyring: Keyring::load(&signing, &a.published_key_files)?,
+        subject_key: SubjectKey::load(&subject)?,
+        issuer: a.issuer.clone(),
+        ttl_seconds: a.ttl_seconds,
+    })
+}
+
+/// Writes a new secret file, readable by its owner only, unless it exists.
+pub fn create_secret_file_once(
+    path: &Path,
+    contents: impl FnOnce() -> Result<Vec<u8>, KeyError>,
+) -> Result<(), StartupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let io_error = |source| StartupError::DataDir {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_error)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match file {
+        Ok(mut file) => {
+            let bytes = zeroize::Zeroizing::new(contents()?);
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(io_error)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_error(e)),
+    }
+}

@@ -1,0 +1,333 @@
+//! Typed configuration, loaded once at start-up: a TOML file, then
+//! environment overrides `VNID__KEY` or `VNID__SECTION__KEY` (keys are
+//! lower-cased; a value is read as TOML when it parses as one, as a string
+//! otherwise). Unknown keys are errors, so a typo never silently falls back
+//! to a default. Secrets are read from files or wrapped so that `Debug`
+//! never prints them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::policy::AgencyConfig;
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "VNID__";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the gRPC server listens. Any non-loopback address needs TLS.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where generated state lives (dev keys; the embedded mirror).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `postgres://…`. It may hold a password, so it is never printed.
+    #[serde(default)]
+    pub database_url: Option<Secret>,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub attestation: AttestationSettings,
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    /// The agency registry. Empty: one `demo` agency with every right.
+    #[serde(default)]
+    pub agencies: Vec<AgencyConfig>,
+    /// The agency that callers on the plaintext loopback listener act as.
+    #[serde(default = "default_plaintext_agency")]
+    pub plaintext_agency: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    pub max_connections: u32,
+    /// How long a query waits for a connection before the call fails with
+    /// UNAVAILABLE.
+    pub acquire_timeout_ms: u64,
+    /// Run the migrations at start-up.
+    pub migrate: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout_ms: 2_000,
+            migrate: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttestationSettings {
+    /// The `iss` of every attestation.
+    pub issuer: String,
+    /// Seconds from `iat` to `exp`.
+    pub ttl_seconds: i64,
+    /// PKCS#8 PEM private key that signs. Absent: a dev key generated under
+    /// the data directory on first run.
+    pub signing_key_file: Option<PathBuf>,
+    /// Older keys (private or public PEM) still published in the JWKS.
+    pub published_key_files: Vec<PathBuf>,
+    /// At least 32 bytes of secret that key the pairwise subject tokens.
+    /// Absent: generated under the data directory on first run.
+    pub subject_key_file: Option<PathBuf>,
+}
+
+impl Default for AttestationSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "vnid".into(),
+            ttl_seconds: 24 * 3600,
+            signing_key_file: None,
+            published_key_files: Vec::new(),
+            subject_key_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Largest request message, in bytes.
+    pub max_request_bytes: usize,
+    /// Per-call deadline, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long in-flight calls may take to finish after a shutdown signal.
+    pub drain_timeout_ms: u64,
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 16 * 1024,
+            request_timeout_ms: 10_000,
+            drain_timeout_ms: 10_000,
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./vnid-data")
+}
+
+fn default_plaintext_agency() -> String {
+    "demo".into()
+}
+
+/// A secret string: `Debug` shows `[redacted]`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment override {0} names a key inside a value that is not a table")]
+    EnvConflict(String),
+}
+
+impl Settings {
+    /// The file (if any) and then every `VNID__…` pair of `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        overrides.sort();
+        for (key, value) in overrides {
+            apply_override(&mut table, &key, value)?;
+        }
+        Settings::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+            path: "configuration".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The agency registry, with the built-in `demo` agency when none is
+    /// configured.
+    pub fn agencies(&self) -> Vec<AgencyConfig> {
+        if self.agencies.is_empty() {
+            vec![AgencyConfig::demo(&self.plaintext_agency)]
+        } else {
+            self.agencies.clone()
+        }
+    }
+}
+
+fn apply_override(table: &mut toml::Table, key: &str, value: String) -> Result<(), ConfigError> {
+    let path: Vec<String> = key[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let Some((last, sections)) = path.split_last() else {
+        return Ok(());
+    };
+    let mut current = table;
+    for section in sections {
+        let entry = current
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::EnvConflict(key.to_owned()))?;
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or(toml::Value::String(value));
+    current.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let s = Settings::load(None, []).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:50051");
+        assert!(s.database_url.is_none());
+        assert_eq!(s.agencies().len(), 1);
+        assert_eq!(s.attestation.ttl_seconds, 86_400);
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let dir = std::env::temp_dir().join(format!("vnid-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vnid.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\n[attestation]\nissuer = \"file\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&path),
+            env(&[
+                ("VNID__ATTESTATION__ISSUER", "env"),
+                ("VNID__DATABASE_URL", "postgres://u:hunter2@db/vnid"),
+                ("VNID__DATABASE__MAX_CONNECTIONS", "4"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 7000);
+        assert_eq!(s.attestation.issuer, "env");
+        assert_eq!(s.database.max_connections, 4);
+        assert_eq!(
+            s.database_url.as_ref().unwrap().expose(),
+            "postgres://u:hunter2@db/vnid"
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_deployed_example_parses() {
+        let example: toml::Table =
+            toml::from_str(include_str!("../deploy/vnid.example.toml")).unwrap();
+        let s = Settings::deserialize(toml::Value::Table(example)).unwrap();
+        assert_eq!(s.agencies().len(), 2);
+        assert_eq!(s.attestation.published_key_files.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Settings::load(None, env(&[("VNID__LISTNE", "x")])).unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+        let err = Settings::load(None, env(&[("VNID__SERVER__NOPE", "1")])).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        assert!(
+            Settings::load(
+                None,
+                env(&[("VNID__LISTEN__X", "1"), ("VNID__LISTEN", "1")])
+            )
+            .is_err()
+        );
+    }
+}

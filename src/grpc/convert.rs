@@ -1,0 +1,391 @@
+//! The seam between the wire and the domain: `pb` requests parsed into
+//! commands (every bad field reported, none touched further), outcomes
+//! turned back into `pb` responses.
+
+use crate::domain::{
+    Claims, DatePrecision, FieldChecks, FieldOutcome, Gender, NameMatchLevel, OldIdNumber,
+    PartialDate, PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Verdict,
+};
+use crate::grpc::error::FieldViolation;
+use crate::pb;
+use crate::verify::{VerifyCommand, VerifyOutcome};
+
+/// Collects the violations of one request while parsing its fields.
+#[derive(Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    fn check<T, E>(
+        &mut self,
+        field: &'static str,
+        result: Result<T, E>,
+        reason: impl Fn(&E) -> &'static str,
+    ) -> Option<T>
+    where
+        E: std::fmt::Display,
+    {
+        result
+            .map_err(|e| self.0.push(FieldViolation::new(field, reason(&e), &e)))
+            .ok()
+    }
+
+    fn push(&mut self, field: &'static str, reason: &'static str, description: &str) {
+        self.0.push(FieldViolation::new(field, reason, description));
+    }
+}
+
+impl TryFrom<pb::VerifyRequest> for VerifyCommand {
+    type Error = Vec<FieldViolation>;
+
+    fn try_from(request: pb::VerifyRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let request_id = v.check("request_id", RequestId::parse(&request.request_id), |e| {
+            e.reason_code()
+        });
+        let id_number = v.check(
+            "id_number",
+            PersonalIdNumber::parse(&request.id_number),
+            |e| e.reason_code(),
+        );
+        let claims = parse_claims(request.claims.unwrap_or_default(), &mut v);
+        let purpose = parse_purpose(request.purpose, &mut v);
+        let name_match = parse_name_match(request.name_match, &mut v);
+        match (request_id, id_number, claims, purpose, name_match) {
+            (Some(request_id), Some(id_number), Some(claims), Some(purpose), Some(name_match))
+                if v.0.is_empty() =>
+            {
+                Ok(VerifyCommand {
+                    request_id,
+                    id_number,
+                    claims,
+                    purpose,
+                    name_match,
+                })
+            }
+            _ => Err(v.0),
+        }
+    }
+}
+
+fn parse_claims(claims: pb::Claims, v: &mut Violations) -> Option<Claims> {
+    let full_name = if claims.full_name.is_empty() {
+        Some(None)
+    } else {
+        v.check(
+            "claims.full_name",
+            PersonName::parse(&claims.full_name),
+            |e| e.reason_code(),
+        )
+        .map(Some)
+    };
+    let date = claims.date_of_birth.unwrap_or_default();
+    let date_of_birth = v.check(
+        "claims.date_of_birth",
+        PartialDate::from_parts(date.year, date.month, date.day),
+        |e| e.reason_code(),
+    );
+    let gender = match pb::Gender::try_from(claims.gender) {
+        Ok(pb::Gender::Unspecified) => Some(None),
+        Ok(pb::Gender::Male) => Some(Some(Gender::Male)),
+        Ok(pb::Gender::Female) => Some(Some(Gender::Female)),
+        Err(_) => {
+            v.push(
+                "claims.gender",
+                "GENDER_UNKNOWN",
+                "is not a known gender value",
+            );
+            None
+        }
+    };
+    let old_id_number = if claims.old_id_number.is_empty() {
+        Some(None)
+    } else {
+        v.check(
+            "claims.old_id_number",
+            OldIdNumber::parse(&claims.old_id_number),
+            |_| "OLD_ID_NUMBER_FORMAT",
+        )
+        .map(Some)
+    };
+    let claims = Claims {
+        full_name: full_name?,
+        date_of_birth: date_of_birth?,
+        gender: gender?,
+        old_id_number: old_id_number?,
+    };
+    if !claims.identifies_someone() {
+        v.push(
+            "claims",
+            "CLAIMS_EMPTY",
+            "claim at least one of full_name, date_of_birth or old_id_number",
+        );
+        return None;
+    }
+    Some(claims)
+}
+
+fn parse_purpose(value: i32, v: &mut Violations) -> Option<Purpose> {
+    match pb::Purpose::try_from(value) {
+        Ok(pb::Purpose::Healthcare) => Some(Purpose::Healthcare),
+        Ok(pb::Purpose::Examination) => Some(Purpose::Examination),
+        Ok(pb::Purpose::SocialInsurance) => Some(Purpose::SocialInsurance),
+        Ok(pb::Purpose::PublicService) => Some(Purpose::PublicService),
+        Ok(pb::Purpose::Unspecified) => {
+            v.push(
+                "purpose",
+                "PURPOSE_UNSPECIFIED",
+                "must name the purpose of the check",
+            );
+            None
+        }
+        Err(_) => {
+            v.push("purpose", "PURPOSE_UNKNOWN", "is not a known purpose");
+            None
+        }
+    }
+}
+
+fn parse_name_match(value: i32, v: &mut Violations) -> Option<NameMatchLevel> {
+    match pb::NameMatch::try_from(value) {
+        Ok(pb::NameMatch::Unspecified | pb::NameMatch::Exact) => Some(NameMatchLevel::Exact),
+        Ok(pb::NameMatch::Folded) => Some(NameMatchLevel::Folded),
+        Ok(pb::NameMatch::Partial) => Some(NameMatchLevel::Partial),
+        Err(_) => {
+            v.push(
+                "name_match",
+                "NAME_MATCH_UNKNOWN",
+                "is not a known name match level",
+            );
+            None
+        }
+    }
+}
+
+fn verdict(v: Verdict) -> pb::Verdict {
+    match v {
+        Verdict::Verified => pb::Verdict::Verified,
+        Verdict::NotVerified(_) => pb::Verdict::NotVerified,
+    }
+}
+
+fn reason(r: Reason) -> pb::Reason {
+    match r {
+        Reason::NotFound => pb::Reason::NotFound,
+        Reason::FieldMismatch => pb::Reason::FieldMismatch,
+        Reason::Deceased => pb::Reason::Deceased,
+        Reason::Cancelled => pb::Reason::Cancelled,
+    }
+}
+
+fn outcome(o: FieldOutcome) -> i32 {
+    match o {
+        FieldOutcome::Match => pb::FieldOutcome::Match,
+        FieldOutcome::Mismatch => pb::FieldOutcome::Mismatch,
+        FieldOutcome::NotClaimed => pb::FieldOutcome::NotClaimed,
+    }
+    .into()
+}
+
+fn name_level(l: Option<NameMatchLevel>) -> pb::NameMatch {
+    match l {
+        None => pb::NameMatch::Unspecified,
+        Some(NameMatchLevel::Exact) => pb::NameMatch::Exact,
+        Some(NameMatchLevel::Folded) => pb::NameMatch::Folded,
+        Some(NameMatchLevel::Partial) => pb::NameMatch::Partial,
+    }
+}
+
+fn precision(p: DatePrecision) -> pb::DatePrecision {
+    match p {
+        DatePrecision::Year => pb::DatePrecision::Year,
+        DatePrecision::Month => pb::DatePrecision::Month,
+        DatePrecision::Day => pb::DatePrecision::Day,
+    }
+}
+
+fn checks(c: FieldChecks) -> pb::FieldChecks {
+    pb::FieldChecks {
+        full_name: Some(pb::NameCheck {
+            outcome: outcome(c.full_name.outcome),
+            level: name_level(c.full_name.level).into(),
+        }),
+        date_of_birth: Some(pb::DateCheck {
+            outcome: outcome(c.date_of_birth.outcome),
+            record_precision: precision(c.date_of_birth.record_precision).into(),
+        }),
+        gender: Some(pb::FieldCheck {
+            outcome: outcome(c.gender),
+        }),
+        old_id_number: Some(pb::FieldCheck {
+            outcome: outcome(c.old_id_number),
+        }),
+    }
+}
+
+impl From<VerifyOutcome> for pb::VerifyResponse {
+    fn from(o: VerifyOutcome) -> Self {
+        pb::VerifyResponse {
+            request_id: o.request_id.as_str().to_owned(),
+            verdict: verdict(o.verdict).into(),
+            reason: o.reason.map_or(pb::Reason::Unspecified, reason).into(),
+            checks: o.checks.map(checks),
+            attestation: o.attestation,
+            attestation_id: o.attestation_id,
+            data_as_of: o
+                .data_as_of
+                .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify;
+
+    fn request() -> pb::VerifyRequest {
+        pb::VerifyRequest {
+            request_id: "r-1".into(),
+            id_number: "082090012345".into(),
+            claims: Some(pb::Claims {
+                full_name: "Nguyễn Văn An".into(),
+                date_of_birth: Some(pb::PartialDate {
+                    year: 1990,
+                    month: 5,
+                    day: 0,
+                }),
+                gender: pb::Gender::Male.into(),
+                old_id_number: "312345678".into(),
+            }),
+            purpose: pb::Purpose::Healthcare.into(),
+            name_match: pb::NameMatch::Unspecified.into(),
+        }
+    }
+
+    fn fields(
+        result: Result<VerifyCommand, Vec<FieldViolation>>,
+    ) -> Vec<(&'static str, &'static str)> {
+        result
+            .unwrap_err()
+            .iter()
+            .map(|v| (v.field, v.reason))
+            .collect()
+    }
+
+    #[test]
+    fn a_good_request_parses() {
+        let command = VerifyCommand::try_from(request()).unwrap();
+        assert_eq!(command.name_match, NameMatchLevel::Exact);
+        assert_eq!(command.purpose, Purpose::Healthcare);
+        assert_eq!(command.claims.gender, Some(Gender::Male));
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let bad = pb::VerifyRequest {
+            request_id: "has space".into(),
+            id_number: "12345".into(),
+            claims: Some(pb::Claims {
+                full_name: "R2D2".into(),
+                date_of_birth: Some(pb::PartialDate {
+                    year: 1990,
+                    month: 2,
+                    day: 30,
+                }),
+                gender: 7,
+                old_id_number: "12".into(),
+            }),
+            purpose: pb::Purpose::Unspecified.into(),
+            name_match: 9,
+        };
+        assert_eq!(
+            fields(VerifyCommand::try_from(bad)),
+            [
+                ("request_id", "REQUEST_ID_BAD_CHARACTER"),
+                ("id_number", "ID_NUMBER_FORMAT"),
+                ("claims.full_name", "NAME_BAD_CHARACTER"),
+                ("claims.date_of_birth", "DATE_IMPOSSIBLE"),
+                ("claims.gender", "GENDER_UNKNOWN"),
+                ("claims.old_id_number", "OLD_ID_NUMBER_FORMAT"),
+                ("purpose", "PURPOSE_UNSPECIFIED"),
+                ("name_match", "NAME_MATCH_UNKNOWN"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_check_must_claim_something() {
+        let mut r = request();
+        r.claims = Some(pb::Claims {
+            gender: pb::Gender::Male.into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            fields(VerifyCommand::try_from(r)),
+            [("claims", "CLAIMS_EMPTY")]
+        );
+    }
+
+    #[test]
+    fn violations_never_echo_the_input() {
+        let mut r = request();
+        r.id_number = "08209001234X".into();
+        let violations = VerifyCommand::try_from(r).unwrap_err();
+        assert!(
+            violations
+                .iter()
+                .all(|v| !v.description.contains("0820900"))
+        );
+    }
+
+    #[test]
+    fn attestation_names_equal_the_proto_names() {
+        for p in Purpose::ALL {
+            let proto = pb::Purpose::from_str_name(verify::purpose_name(p)).unwrap();
+            assert_eq!(
+                parse_purpose(proto.into(), &mut Violations::default()),
+                Some(p)
+            );
+        }
+        for r in [
+            Reason::NotFound,
+            Reason::FieldMismatch,
+            Reason::Deceased,
+            Reason::Cancelled,
+        ] {
+            assert_eq!(verify::reason_name(r), reason(r).as_str_name());
+        }
+        for v in [Verdict::Verified, Verdict::NotVerified(Reason::NotFound)] {
+            assert_eq!(verify::verdict_name(v), verdict(v).as_str_name());
+        }
+        for o in [
+            FieldOutcome::Match,
+            FieldOutcome::Mismatch,
+            FieldOutcome::NotClaimed,
+        ] {
+            assert_eq!(
+                Some(verify::outcome_name(o)),
+                pb::FieldOutcome::try_from(outcome(o))
+                    .ok()
+                    .map(|x| x.as_str_name())
+            );
+        }
+        for l in [
+            NameMatchLevel::Exact,
+            NameMatchLevel::Folded,
+            NameMatchLevel::Partial,
+        ] {
+            assert_eq!(
+                verify::name_level_name(l),
+                name_level(Some(l)).as_str_name()
+            );
+        }
+        for p in [
+            DatePrecision::Year,
+            DatePrecision::Month,
+            DatePrecision::Day,
+        ] {
+            assert_eq!(verify::precision_name(p), precision(p).as_str_name());
+        }
+    }
+}

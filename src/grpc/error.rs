@@ -1,0 +1,223 @@
+//! The one boundary error of the gRPC layer and its one mapping to
+//! `tonic::Status`. Every refusal carries a stable machine-readable reason
+//! (`google.rpc.ErrorInfo`, domain [`ERROR_DOMAIN`]); bad fields also carry
+//! `google.rpc.BadRequest` field violations. Internal causes are logged
+//! here, in full, and never returned.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::mirror::StoreError;
+use crate::policy::Denial;
+use crate::verify::VerifyError;
+
+/// The `domain` of every `ErrorInfo` vnid returns.
+pub const ERROR_DOMAIN: &str = "vnid.gov.vn";
+
+/// One rejected field: its path in the request, a stable reason code and a
+/// description that never repeats the rejected value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: &'static str,
+    pub reason: &'static str,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: &'static str, reason: &'static str, description: impl ToString) -> Self {
+        Self {
+            field,
+            reason,
+            description: description.to_string(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ApiError {
+    InvalidArgument(Vec<FieldViolation>),
+    Unauthenticated,
+    PermissionDenied(Denial),
+    /// The mirror (or another store) cannot be reached: retry later.
+    Unavailable,
+    Internal,
+    Unimplemented(&'static str),
+}
+
+impl From<Vec<FieldViolation>> for ApiError {
+    fn from(violations: Vec<FieldViolation>) -> Self {
+        Self::InvalidArgument(violations)
+    }
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(error: VerifyError) -> Self {
+        match error {
+            VerifyError::Denied(denial) => Self::PermissionDenied(denial),
+            VerifyError::Store(StoreError::Unavailable(source)) => {
+                tracing::warn!(error = %source, "mirror unavailable");
+                Self::Unavailable
+            }
+            other => {
+                tracing::error!(error = %other, "verification failed");
+                Self::Internal
+            }
+        }
+    }
+}
+
+fn error_info(reason: &str) -> ErrorDetails {
+    ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new())
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::InvalidArgument(violations) => {
+                let reason = match violations.as_slice() {
+                    [one] => one.reason,
+                    _ => "INVALID_FIELDS",
+                };
+                let mut details = error_info(reason);
+                details.set_bad_request(
+                    violations
+                        .iter()
+                        .map(|v| tonic_types::FieldViolation {
+                            field: v.field.to_owned(),
+                            description: v.description.clone(),
+                            reason: v.reason.to_owned(),
+                            localized_message: None,
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                let fields: Vec<&str> = violations.iter().map(|v| v.field).collect();
+                let message = format!("invalid request fields: {}", fields.join(", "));
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::Unauthenticated => Status::with_error_details(
+                Code::Unauthenticated,
+                "the caller is not authenticated",
+                error_info("UNAUTHENTICATED"),
+            ),
+            ApiError::PermissionDenied(denial) => Status::with_error_details(
+                Code::PermissionDenied,
+                denial.to_string(),
+                error_info(denial.reason_code()),
+            ),
+            ApiError::Unavailable => {
+                let mut details = error_info("MIRROR_UNAVAILABLE");
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                Status::with_error_details(
+                    Code::Unavailable,
+                    "the service cannot answer right now; retry later",
+                    details,
+                )
+            }
+            ApiError::Internal => {
+                Status::with_error_details(Code::Internal, "internal error", error_info("INTERNAL"))
+            }
+            ApiError::Unimplemented(what) => Status::unimplemented(what),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(status: &Status) -> String {
+        status
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_variant_maps_to_its_code_and_reason() {
+        let cases = [
+            (
+                ApiError::InvalidArgument(vec![FieldViolation::new(
+                    "id_number",
+                    "ID_NUMBER_FORMAT",
+                    "bad",
+                )]),
+                Code::InvalidArgument,
+                "ID_NUMBER_FORMAT",
+            ),
+            (
+                ApiError::Unauthenticated,
+                Code::Unauthenticated,
+                "UNAUTHENTICATED",
+            ),
+            (
+                ApiError::PermissionDenied(Denial::PurposeNotAllowed),
+                Code::PermissionDenied,
+                "PURPOSE_NOT_ALLOWED",
+            ),
+            (
+                ApiError::Unavailable,
+                Code::Unavailable,
+                "MIRROR_UNAVAILABLE",
+            ),
+            (ApiError::Internal, Code::Internal, "INTERNAL"),
+        ];
+        for (error, code, expected) in cases {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code);
+            assert_eq!(reason(&status), expected);
+        }
+        assert_eq!(
+            Status::from(ApiError::Unimplemented("later")).code(),
+            Code::Unimplemented
+        );
+    }
+
+    #[test]
+    fn field_violations_are_all_listed() {
+        let status = Status::from(ApiError::InvalidArgument(vec![
+            FieldViolation::new("id_number", "ID_NUMBER_FORMAT", "must be 12 digits"),
+            FieldViolation::new("purpose", "PURPOSE_UNSPECIFIED", "must be set"),
+        ]));
+        let details = status.get_error_details();
+        let violations = &details.bad_request().unwrap().field_violations;
+        let fields: Vec<_> = violations
+            .iter()
+            .map(|v| (v.field.as_str(), v.reason.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("id_number", "ID_NUMBER_FORMAT"),
+                ("purpose", "PURPOSE_UNSPECIFIED")
+            ]
+        );
+        assert_eq!(reason(&status), "INVALID_FIELDS");
+        assert_eq!(
+            status.message(),
+            "invalid request fields: id_number, purpose"
+        );
+    }
+
+    #[test]
+    fn internal_causes_never_reach_the_caller() {
+        let source =
+            std::io::Error::other("password authentication failed for user vnid at 10.0.0.5");
+        let status = Status::from(ApiError::from(VerifyError::Store(StoreError::Unavailable(
+            Box::new(source),
+        ))));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!status.message().contains("10.0.0.5"));
+        assert!(status.get_error_details().retry_info().is_some());
+        let status = Status::from(ApiError::from(VerifyError::Store(StoreError::Corrupt(
+            "bad gender".into(),
+        ))));
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::Internal, "internal error")
+        );
+    }
+}

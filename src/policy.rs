@@ -1,0 +1,229 @@
+//! Who may ask what: the agency registry and the one place that checks a
+//! call against an agency's policy.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::domain::{Assessment, FieldChecks, NameMatchLevel, Purpose, Reason, Verdict};
+
+/// How much of an answer an agency sees beyond the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetailLevel {
+    /// The verdict only: an unknown number and a wrong name look the same.
+    None,
+    /// The verdict and its reason.
+    Reason,
+    /// The reason and the per-field checks.
+    Fields,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NameLevelConfig {
+    Exact,
+    Folded,
+    Partial,
+}
+
+impl From<NameLevelConfig> for NameMatchLevel {
+    fn from(c: NameLevelConfig) -> Self {
+        match c {
+            NameLevelConfig::Exact => Self::Exact,
+            NameLevelConfig::Folded => Self::Folded,
+            NameLevelConfig::Partial => Self::Partial,
+        }
+    }
+}
+
+/// One agency of the registry, as configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyConfig {
+    /// Stable id: the attestation's `aud`.
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub purposes: Vec<Purpose>,
+    #[serde(default = "default_detail")]
+    pub detail: DetailLevel,
+    /// The least strict name level it may ask for.
+    #[serde(default = "default_name_level")]
+    pub least_strict_name_match: NameLevelConfig,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_detail() -> DetailLevel {
+    DetailLevel::None
+}
+
+fn default_name_level() -> NameLevelConfig {
+    NameLevelConfig::Exact
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl AgencyConfig {
+    /// The agency of the embedded default: every purpose, full detail.
+    pub fn demo(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: "Demo agency".into(),
+            purposes: Purpose::ALL.to_vec(),
+            detail: DetailLevel::Fields,
+            least_strict_name_match: NameLevelConfig::Partial,
+            enabled: true,
+        }
+    }
+}
+
+/// An agency as a call sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agency {
+    pub id: String,
+    pub purposes: Vec<Purpose>,
+    pub detail: DetailLevel,
+    pub least_strict_name_match: NameMatchLevel,
+}
+
+/// Why a call is refused. Each is a stable reason code on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    #[error("the caller is not a known, enabled agency")]
+    UnknownAgency,
+    #[error("the agency may not check for this purpose")]
+    PurposeNotAllowed,
+    #[error("the agency may not ask for a name match this loose")]
+    NameMatchNotAllowed,
+}
+
+impl Denial {
+    pub fn reason_code(self) -> &'static str {
+        match self {
+            Self::UnknownAgency => "AGENCY_UNKNOWN",
+            Self::PurposeNotAllowed => "PURPOSE_NOT_ALLOWED",
+            Self::NameMatchNotAllowed => "NAME_MATCH_NOT_ALLOWED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    agencies: HashMap<String, Agency>,
+}
+
+impl Registry {
+    pub fn new(configs: &[AgencyConfig]) -> Self {
+        let agencies = configs
+            .iter()
+            .filter(|c| c.enabled)
+            .map(|c| {
+                let agency = Agency {
+                    id: c.id.clone(),
+                    purposes: c.purposes.clone(),
+                    detail: c.detail,
+                    least_strict_name_match: c.least_strict_name_match.into(),
+                };
+                (c.id.clone(), agency)
+            })
+            .collect();
+        Self { agencies }
+    }
+
+    pub fn agency(&self, id: &str) -> Result<&Agency, Denial> {
+        self.agencies.get(id).ok_or(Denial::UnknownAgency)
+    }
+}
+
+impl Agency {
+    /// The one check of a verification call against the agency's policy.
+    pub fn authorize_check(
+        &self,
+        purpose: Purpose,
+        name_match: NameMatchLevel,
+    ) -> Result<(), Denial> {
+        if !self.purposes.contains(&purpose) {
+            return Err(Denial::PurposeNotAllowed);
+        }
+        if name_match > self.least_strict_name_match {
+            return Err(Denial::NameMatchNotAllowed);
+        }
+        Ok(())
+    }
+
+    /// What of an assessment the agency may see: (reason, field checks).
+    pub fn disclose(&self, assessment: &Assessment) -> (Option<Reason>, Option<FieldChecks>) {
+        let reason = match assessment.verdict {
+            Verdict::Verified => None,
+            Verdict::NotVerified(reason) => Some(reason),
+        };
+        match self.detail {
+            DetailLevel::None => (None, None),
+            DetailLevel::Reason => (reason, None),
+            DetailLevel::Fields => (reason, assessment.checks),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agency(detail: DetailLevel) -> Agency {
+        let mut config = AgencyConfig::demo("a");
+        config.detail = detail;
+        config.purposes = vec![Purpose::Healthcare];
+        config.least_strict_name_match = NameLevelConfig::Folded;
+        Registry::new(&[config]).agency("a").unwrap().clone()
+    }
+
+    #[test]
+    fn purposes_and_name_levels() {
+        let a = agency(DetailLevel::None);
+        assert_eq!(
+            a.authorize_check(Purpose::Healthcare, NameMatchLevel::Exact),
+            Ok(())
+        );
+        assert_eq!(
+            a.authorize_check(Purpose::Healthcare, NameMatchLevel::Folded),
+            Ok(())
+        );
+        assert_eq!(
+            a.authorize_check(Purpose::Healthcare, NameMatchLevel::Partial),
+            Err(Denial::NameMatchNotAllowed)
+        );
+        assert_eq!(
+            a.authorize_check(Purpose::Examination, NameMatchLevel::Exact),
+            Err(Denial::PurposeNotAllowed)
+        );
+    }
+
+    #[test]
+    fn disabled_and_unknown_agencies_are_denied() {
+        let mut config = AgencyConfig::demo("off");
+        config.enabled = false;
+        let registry = Registry::new(&[config]);
+        assert_eq!(registry.agency("off"), Err(Denial::UnknownAgency));
+        assert_eq!(registry.agency("nobody"), Err(Denial::UnknownAgency));
+    }
+
+    #[test]
+    fn detail_levels_hide_what_they_should() {
+        let assessment = Assessment {
+            verdict: Verdict::NotVerified(Reason::NotFound),
+            checks: None,
+        };
+        assert_eq!(
+            agency(DetailLevel::None).disclose(&assessment),
+            (None, None)
+        );
+        assert_eq!(
+            agency(DetailLevel::Reason).disclose(&assessment),
+            (Some(Reason::NotFound), None)
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! Bad input, refusals and outages: the right code, the right fields, and
+//! never a false verdict.
+
+use tonic::Code;
+use tonic_types::StatusExt;
+use vnid::pb;
+
+use crate::helpers::*;
+use crate::pg::PgServer;
+
+fn violations(status: &tonic::Status) -> Vec<(String, String)> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| {
+            b.field_violations
+                .iter()
+                .map(|v| (v.field.clone(), v.reason.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn each_bad_field_is_named() {
+    let app = spawn_app().await;
+    type Edit = fn(&mut pb::VerifyRequest);
+    let cases: Vec<(Edit, &str, &str)> = vec![
+        (
+            |r| r.request_id = String::new(),
+            "request_id",
+            "REQUEST_ID_EMPTY",
+        ),
+        (
+            |r| r.request_id = "x".repeat(65),
+            "request_id",
+            "REQUEST_ID_TOO_LONG",
+        ),
+        (
+            |r| r.request_id = "a/b".into(),
+            "request_id",
+            "REQUEST_ID_BAD_CHARACTER",
+        ),
+        (
+            |r| r.id_number = "08209001234".into(),
+            "id_number",
+            "ID_NUMBER_FORMAT",
+        ),
+        (
+            |r| r.id_number = "08209001234５".into(),
+            "id_number",
+            "ID_NUMBER_FORMAT",
+        ),
+        (
+            |r| r.id_number = "099090012345".into(),
+            "id_number",
+            "ID_NUMBER_UNKNOWN_PREFIX",
+        ),
+        (
+            |r| r.claims.as_mut().unwrap().full_name = "Nguyễn 2".into(),
+            "claims.full_name",
+            "NAME_BAD_CHARACTER",
+        ),
+        (
+            |r| r.claims.as_mut().unwrap().full_name = " \t ".into(),
+            "claims.full_name",
+            "NAME_EMPTY",
+        ),
+        (
+            |r| r.claims.as_mut().unwrap().full_name = "a".repeat(151),
+            "claims.full_name",
+            "NAME_TOO_LONG",
+        ),
+        (
+            |r| r.claims.as_mut().unwrap().date_of_birth = date(1990, 2, 30),
+            "claims.date_of_birth",
+            "DATE_IMPOSSIBLE",
+        ),
+        (
+            |r| r.claims.as_mut().unwrap().date_of_birth = date(1990, 13, 0),
+            "claims.date_of_birth",
+            "DATE_IMPOSSIBLE",
+        ),
+        (
+            |r| r.claims.as_mut().unwrap().date_of_birth = date(0, 5, 1),
+            "claims.date_of_birth",
+            "DATE_MISSING_PART",
+        ),
+        (
+            |r| r.claims.as_mut().unwrap().gender = 3,
+            "claims.gender",
+            "GENDER_UNKNOWN",
+        ),
+        (
+            |r| r.claims.as_mut().unwrap().old_id_number = "31234567".into(),
+            "claims.old_id_number",
+            "OLD_ID_NUMBER_FORMAT",
+        ),
+        (|r| r.claims = None, "claims", "CLAIMS_EMPTY"),
+        (
+            |r| r.purpose = pb::Purpose::Unspecified.into(),
+            "purpose",
+            "PURPOSE_UNSPECIFIED",
+        ),
+        (|r| r.purpose = 99, "purpose", "PURPOSE_UNKNOWN"),
+        (|r| r.name_match = 42, "name_match", "NAME_MATCH_UNKNOWN"),
+    ];
+    for (edit, field, code) in cases {
+        let mut req = request(DAM.id, DAM.name);
+        edit(&mut req);
+        let status = app.verify(req).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert_eq!(
+            violations(&status),
+            [(field.to_owned(), code.to_owned())],
+            "{field}"
+        );
+        assert_eq!(reason(&status), code);
+    }
+}
+
+#[tokio::test]
+async fn errors_never_echo_personal_data() {
+    let app = spawn_app().await;
+    let mut req = request("0820900123456", "Nguyễn Văn Đàm 7");
+    req.claims.as_mut().unwrap().date_of_birth = date(1990, 2, 30);
+    let status = app.verify(req).await.unwrap_err();
+    assert_eq!(violations(&status).len(), 3);
+    let everything = format!("{status:?} {:?}", status.get_error_details());
+    for secret in ["0820900123456", "Nguy", "1990"] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} echoed in {everything}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused() {
+    let app = spawn_app().await;
+    let mut req = request(DAM.id, DAM.name);
+    req.claims.as_mut().unwrap().full_name = "a ".repeat(20_000);
+    let status = app.verify(req).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange);
+}
+
+#[tokio::test]
+async fn postgres_down_is_unavailable_never_a_verdict() {
+    // A server of this test's own, so stopping it disturbs no one else.
+    let mut pg = PgServer::start();
+    let url = pg.url("postgres");
+    let app = spawn_app_with(test_settings(&url)).await;
+    assert_eq!(
+        app.verify(request(DAM.id, DAM.name))
+            .await
+            .unwrap()
+            .verdict(),
+        pb::Verdict::Verified
+    );
+
+    pg.stop();
+    for id in [DAM.id, UNKNOWN_ID] {
+        let status = app.verify(request(id, DAM.name)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(reason(&status), "MIRROR_UNAVAILABLE");
+        assert!(status.get_error_details().retry_info().is_some());
+        assert!(
+            !status.message().contains("127.0.0.1"),
+            "{}",
+            status.message()
+        );
+    }
+    // Malformed input is refused before any database is touched.
+    let status = app.verify(request("123", DAM.name)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // The public keys need no database either.
+    assert!(
+        app.client
+            .clone()
+            .get_signing_keys(pb::GetSigningKeysRequest {})
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn batch_and_card_qr_are_not_implemented_yet() {
+    let app = spawn_app().await;
+    let status = app
+        .client
+        .clone()
+        .verify_card_qr(pb::VerifyCardQrRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    let stream = tokio_stream::iter(vec![request(DAM.id, DAM.name)]);
+    let status = app.client.clone().verify_batch(stream).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn policy_refusals_are_permission_denied() {
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    let mut agency = vnid::policy::AgencyConfig::demo("hospital");
+    agency.purposes = vec![vnid::domain::Purpose::Healthcare];
+    agency.least_strict_name_match = vnid::policy::NameLevelConfig::Exact;
+    settings.agencies = vec![agency];
+    settings.plaintext_agency = "hospital".into();
+    let app = spawn_app_with(settings).await;
+
+    let mut exam = request(DAM.id, DAM.name);
+    exam.purpose = pb::Purpose::Examination.into();
+    let status = app.verify(exam).await.unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::PermissionDenied, "PURPOSE_NOT_ALLOWED")
+    );
+
+    let mut loose = request(DAM.id, DAM.name);
+    loose.name_match = pb::NameMatch::Folded.into();
+    let status = app.verify(loose).await.unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::PermissionDenied, "NAME_MATCH_NOT_ALLOWED")
+    );
+
+    assert_eq!(
+        app.verify(request(DAM.id, DAM.name))
+            .await
+            .unwrap()
+            .verdict(),
+        pb::Verdict::Verified
+    );
+}

@@ -1,0 +1,255 @@
+//! `spawn_app`: a real server on port 0 against a fresh Postgres database
+//! (real migrations), and a real generated gRPC client.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use vnid::app::Application;
+use vnid::clock::FixedClock;
+use vnid::config::{LogSettings, Secret, Settings};
+use vnid::domain::{CitizenStatus, Gender, OldIdNumber, PartialDate, PersonalIdNumber};
+use vnid::mirror::{ExportRecord, PgMirror};
+use vnid::pb;
+use vnid::pb::verification_service_client::VerificationServiceClient;
+
+use crate::pg::PgServer;
+
+/// 2026-11-27T00:00:00Z: the tests' "now".
+pub const NOW: i64 = 1_795_737_600;
+/// When the fixture mirror was last updated.
+pub const DATA_AS_OF: i64 = NOW - 3_600;
+
+/// Everything every test process logs, to prove what is never in it.
+pub fn captured_logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(Default::default)
+}
+
+#[derive(Clone, Copy)]
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        captured_logs().lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logging() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let settings = LogSettings {
+            filter: "debug,h2=info,hyper=info,tower=info".into(),
+            ..Default::default()
+        };
+        vnid::telemetry::init(&settings, || Capture).unwrap();
+    });
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: VerificationServiceClient<Channel>,
+    pub channel: Channel,
+    pub mirror: PgMirror,
+    pub clock: Arc<FixedClock>,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub server: Option<JoinHandle<Result<(), vnid::app::StartupError>>>,
+}
+
+pub fn test_settings(database_url: &str) -> Settings {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut settings = Settings::load(None, []).unwrap();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.database_url = Some(Secret::new(database_url));
+    settings.database.acquire_timeout_ms = 1_000;
+    settings.data_dir =
+        std::env::temp_dir().join(format!("vnid-test-app-{}-{n}", std::process::id()));
+    settings.attestation.issuer = "vnid-test".into();
+    settings
+}
+
+/// A server on the shared Postgres, with the fixture population loaded.
+pub async fn spawn_app() -> TestApp {
+    let url = PgServer::shared().fresh_database().await;
+    spawn_app_with(test_settings(&url)).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    init_logging();
+    let clock = Arc::new(FixedClock::new(NOW));
+    let app = Application::build_with_clock(&settings, clock.clone())
+        .await
+        .unwrap();
+    let addr = app.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let url = settings.database_url.as_ref().unwrap().expose().to_owned();
+    let mirror = PgMirror::connect_lazy(&url, 2, std::time::Duration::from_secs(5)).unwrap();
+    mirror.upsert(&fixtures(), DATA_AS_OF).await.unwrap();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    TestApp {
+        addr,
+        client: VerificationServiceClient::new(channel.clone()),
+        channel,
+        mirror,
+        clock,
+        data_dir: settings.data_dir.clone(),
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// Sends the shutdown signal; returns the server's task.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<Result<(), vnid::app::StartupError>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.take().unwrap()
+    }
+
+    pub async fn jwks(&self) -> vnid::attest::Jwks {
+        let jwks = self
+            .client
+            .clone()
+            .get_signing_keys(pb::GetSigningKeysRequest {})
+            .await
+            .unwrap();
+        vnid::attest::Jwks::parse(&jwks.into_inner().jwks_json).unwrap()
+    }
+
+    pub async fn verify(
+        &self,
+        request: pb::VerifyRequest,
+    ) -> Result<pb::VerifyResponse, tonic::Status> {
+        self.client
+            .clone()
+            .verify(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// The fixture citizens. Each ID number agrees with its person's gender
+/// and birth year.
+pub struct Person {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub dob: &'static str,
+    pub gender: Gender,
+    pub old: &'static [&'static str],
+    pub status: CitizenStatus,
+}
+
+/// Male, 1990-05-17, two old CMND numbers.
+pub const DAM: Person = Person {
+    id: "082090012345",
+    name: "Nguyễn Văn Đàm",
+    dob: "1990-05-17",
+    gender: Gender::Male,
+    old: &["312345678", "312000111"],
+    status: CitizenStatus::Active,
+};
+/// Female, birth year only, written with the old-style tone mark.
+pub const THUY: Person = Person {
+    id: "079301000001",
+    name: "Trần Thị Thủy",
+    dob: "2001",
+    gender: Gender::Female,
+    old: &[],
+    status: CitizenStatus::Active,
+};
+pub const HOA_DECEASED: Person = Person {
+    id: "001045000002",
+    name: "Lê Văn Hoà",
+    dob: "1945-08",
+    gender: Gender::Male,
+    old: &["011234567"],
+    status: CitizenStatus::Deceased,
+};
+pub const LAN_CANCELLED: Person = Person {
+    id: "048195000003",
+    name: "Phạm Thị Lan",
+    dob: "1995-12-01",
+    gender: Gender::Female,
+    old: &[],
+    status: CitizenStatus::Cancelled,
+};
+/// Well-formed, but in no mirror.
+pub const UNKNOWN_ID: &str = "082090999999";
+
+pub fn record(p: &Person) -> ExportRecord {
+    ExportRecord {
+        id_number: PersonalIdNumber::parse(p.id).unwrap(),
+        full_name: p.name.into(),
+        date_of_birth: PartialDate::parse_iso(p.dob).unwrap(),
+        gender: p.gender,
+        old_id_numbers: p
+            .old
+            .iter()
+            .map(|o| OldIdNumber::parse(o).unwrap())
+            .collect(),
+        place_of_origin: "Xã Tân Mỹ Chánh, Mỹ Tho, Tiền Giang".into(),
+        permanent_residence: "12 Ấp Bắc, Phường 10, Mỹ Tho, Tiền Giang".into(),
+        status: p.status,
+        household_id: "HH-1".into(),
+        relation_to_head: "head".into(),
+        updated_at: DATA_AS_OF,
+    }
+}
+
+pub fn fixtures() -> Vec<ExportRecord> {
+    [&DAM, &THUY, &HOA_DECEASED, &LAN_CANCELLED]
+        .into_iter()
+        .map(record)
+        .collect()
+}
+
+/// A request for `id` claiming a name, with purpose healthcare.
+pub fn request(id: &str, name: &str) -> pb::VerifyRequest {
+    pb::VerifyRequest {
+        request_id: format!(
+            "req-{}",
+            NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
+        id_number: id.into(),
+        claims: Some(pb::Claims {
+            full_name: name.into(),
+            ..Default::default()
+        }),
+        purpose: pb::Purpose::Healthcare.into(),
+        name_match: pb::NameMatch::Unspecified.into(),
+    }
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+pub fn date(year: u32, month: u32, day: u32) -> Option<pb::PartialDate> {
+    Some(pb::PartialDate { year, month, day })
+}

@@ -1,0 +1,91 @@
+//! Health, reflection and graceful shutdown.
+
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::helpers::*;
+use crate::pg::PgServer;
+
+const SERVICE: &str = "vnid.v1.VerificationService";
+
+#[tokio::test]
+async fn health_reports_serving_then_not_serving_on_shutdown_with_a_bounded_drain() {
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.server.drain_timeout_ms = 300;
+    let mut app = spawn_app_with(settings).await;
+    let mut health = HealthClient::new(app.channel.clone());
+    let check = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    for service in ["", SERVICE] {
+        let status = health
+            .check(check(service))
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{service:?}");
+    }
+    // A watcher is an in-flight call that never ends by itself.
+    let mut watch = health.watch(check(SERVICE)).await.unwrap().into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    let server = app.begin_shutdown();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    // The drain is bounded: the open watch does not keep the server alive.
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services_in_v1_and_v1alpha() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let app = spawn_app().await;
+    let mut client = ServerReflectionClient::new(app.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&SERVICE) && names.contains(&"grpc.health.v1.Health"),
+        "{names:?}"
+    );
+
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    let mut alpha = AlphaClient::new(app.channel.clone());
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(AlphaRequest::FileContainingSymbol(SERVICE.into())),
+    };
+    let mut responses = alpha
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    assert!(response.message_response.is_some());
+}

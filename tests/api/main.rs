@@ -1,0 +1,13 @@
+//! The one integration-test binary: real server, real Postgres, real gRPC
+//! clients (tonic here, Python's grpcio in `interop`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod attestation;
+mod cli;
+mod errors;
+mod helpers;
+mod interop;
+mod lifecycle;
+mod pg;
+mod privacy;
+mod verify;

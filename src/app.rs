@@ -15,7 +15,10 @@ use crate::attest::{KeyError, Keyring, SubjectKey, generate_key_pem};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::grpc::{VerificationApi, call_span};
-use crate::mirror::{MirrorStore, PgMirror, StoreError};
+use crate::mirror::generate::{GenOptions, Generator};
+use crate::mirror::{
+    ExportRecord, LoadMode, MirrorAdmin, PgMirror, SqliteMirror, StoreError, load_records,
+};
 use crate::pb::verification_service_server::VerificationServiceServer;
 use crate::policy::Registry;
 use crate::verify::{Attester, Verifier};
@@ -160,13 +163,39 @@ impl Application {
     }
 }
 
-async fn open_mirror(settings: &Settings) -> Result<Arc<dyn MirrorStore>, StartupError> {
-    let Some(url) = &settings.database_url else {
-        return Err(StartupError::Refused(
-            "database_url is not set: configure the Postgres mirror (postgres://…)".into(),
-        ));
-    };
+/// The population the embedded default is seeded with on first run.
+const DEMO_POPULATION: GenOptions = GenOptions {
+    count: 20_000,
+    province: 82,
+    seed: 2026,
+    as_of: crate::mirror::generate::DEFAULT_AS_OF,
+};
+
+/// The configured mirror: Postgres at `database_url`, or the embedded
+/// SQLite mirror under the data directory (created, and seeded with a
+/// synthetic demo population, on first run).
+pub async fn open_mirror(settings: &Settings) -> Result<Arc<dyn MirrorAdmin>, StartupError> {
     let db = &settings.database;
+    let Some(url) = &settings.database_url else {
+        let dir = &settings.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| StartupError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let mirror = SqliteMirror::open(&dir.join("mirror.sqlite3")).await?;
+        mirror.migrate().await?;
+        if mirror.count().await? == 0 {
+            tracing::info!(
+                people = DEMO_POPULATION.count,
+                "seeding the embedded mirror with a synthetic population"
+            );
+            let people = Generator::new(DEMO_POPULATION.clone());
+            load_records(&mirror, LoadMode::Full, "", people)
+                .await
+                .map_err(|e| StartupError::Refused(e.to_string()))?;
+        }
+        return Ok(Arc::new(mirror));
+    };
     let mirror = PgMirror::connect_lazy(
         url.expose(),
         db.max_connections,
@@ -176,6 +205,18 @@ async fn open_mirror(settings: &Settings) -> Result<Arc<dyn MirrorStore>, Startu
         mirror.migrate().await?;
     }
     Ok(Arc::new(mirror))
+}
+
+/// A few people of the embedded demo population to try, when the mirror is
+/// the embedded one.
+pub async fn demo_identities(settings: &Settings) -> Vec<ExportRecord> {
+    if settings.database_url.is_some() {
+        return Vec::new();
+    }
+    match SqliteMirror::open(&settings.data_dir.join("mirror.sqlite3")).await {
+        Ok(mirror) => mirror.sample_active(3).await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
 }
 
 fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {

@@ -7,8 +7,15 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{Application, create_secret_file_once};
 use crate::attest::{Jwks, generate_key_pem};
-use crate::clock::{Clock, SystemClock};
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock, parse_rfc3339};
 use crate::config::Settings;
+use crate::mirror::LoadMode;
+use crate::mirror::export::{ExportWriter, Format};
+use crate::mirror::generate::{DEFAULT_AS_OF, GenOptions, Generator};
+use crate::mirror::import::{ImportOptions, StderrObserver};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +42,42 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Loads the configured mirror (the embedded one by default) from export files.
+    Import {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Add and update records instead of replacing the whole mirror.
+        #[arg(long)]
+        delta: bool,
+        /// Bad rows that may be skipped (written to the reject file); by
+        /// default any bad row aborts the import and nothing changes.
+        #[arg(long, default_value_t = 0)]
+        max_errors: u64,
+        /// Where skipped rows go (default: <first file>.rejects.csv|ndjson).
+        #[arg(long)]
+        reject_file: Option<PathBuf>,
+        /// CSV or NDJSON (.ndjson, .jsonl) export files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Writes a deterministic synthetic population in the export format.
+    GenPopulation {
+        #[arg(long)]
+        count: u64,
+        /// The registration province code, e.g. 082 (Tiền Giang).
+        #[arg(long, default_value = "082")]
+        province: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// CSV, or NDJSON if the name ends in .ndjson or .jsonl.
+        #[arg(long)]
+        out: PathBuf,
+        /// The date the population is as of (RFC 3339); ages count back from it.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
     /// Generates an Ed25519 signing key (PKCS#8 PEM, mode 0600) and prints its kid.
     Keygen {
         #[arg(long)]
@@ -58,6 +101,34 @@ impl Cli {
                 data_dir,
                 listen,
             } => serve(config, data_dir, listen),
+            Command::Import {
+                config,
+                data_dir,
+                delta,
+                max_errors,
+                reject_file,
+                files,
+            } => {
+                let mode = if delta {
+                    LoadMode::Delta
+                } else {
+                    LoadMode::Full
+                };
+                let options = ImportOptions {
+                    files,
+                    mode,
+                    max_errors,
+                    reject_file,
+                };
+                import(config, data_dir, options)
+            }
+            Command::GenPopulation {
+                count,
+                province,
+                seed,
+                out,
+                as_of,
+            } => gen_population(count, &province, seed, &out, as_of.as_deref()),
             Command::Keygen { out } => keygen(&out),
             Command::VerifyAttestation { jwks, token } => verify_attestation(&jwks, &token),
         }
@@ -69,35 +140,64 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+fn settings(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    let mut settings = Settings::load(config.as_deref(), std::env::vars()).map_err(fail)?;
+    if let Some(dir) = data_dir {
+        settings.data_dir = dir;
+    }
+    Ok(settings)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(fail)
+}
+
 fn serve(
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
 ) -> ExitCode {
-    let mut settings = match Settings::load(config.as_deref(), std::env::vars()) {
+    let mut settings = match settings(config, data_dir) {
         Ok(settings) => settings,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
-    if let Some(dir) = data_dir {
-        settings.data_dir = dir;
-    }
     if let Some(listen) = listen {
         settings.listen = listen;
     }
     if let Err(e) = crate::telemetry::init(&settings.log, std::io::stdout) {
         return fail(e);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let app = Application::build(&settings).await?;
+        // Standard error, not the log: the demo identities are synthetic,
+        // but the log never carries anything that looks like a person.
         if let Ok(addr) = app.local_addr() {
-            eprintln!("vnid listening on {addr} (plaintext gRPC)");
+            eprintln!(
+                "vnid listening on {addr} (plaintext gRPC; every caller is agency {:?})",
+                settings.plaintext_agency
+            );
+        }
+        let demo = crate::app::demo_identities(&settings).await;
+        if !demo.is_empty() {
+            eprintln!(
+                "embedded demo mirror in {}; people to try:",
+                settings.data_dir.display()
+            );
+            for p in demo {
+                eprintln!(
+                    "  id_number {}  full_name {:?}  date_of_birth {}",
+                    p.id_number.expose(),
+                    p.full_name,
+                    p.date_of_birth.to_iso()
+                );
+            }
         }
         app.run_until_stopped(shutdown_signal()).await
     });
@@ -123,6 +223,93 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+fn import(config: Option<PathBuf>, data_dir: Option<PathBuf>, options: ImportOptions) -> ExitCode {
+    let settings = match settings(config, data_dir) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let mode = options.mode;
+    let result = runtime.block_on(async {
+        let mirror = crate::app::open_mirror(&settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::mirror::import::run(
+            mirror.as_ref(),
+            options,
+            Arc::new(StderrObserver::default()),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(report) if report.already_imported => {
+            eprintln!("vnid import: these files were imported before; nothing to do");
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            eprintln!(
+                "vnid import: {} load committed: {} rows, {} added or changed, {} rejected",
+                mode.as_str(),
+                report.rows,
+                report.changed,
+                report.rejected
+            );
+            if let Some(path) = report.reject_file {
+                eprintln!("vnid import: rejected rows written to {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("import failed: {e}")),
+    }
+}
+
+fn gen_population(
+    count: u64,
+    province: &str,
+    seed: u64,
+    out: &std::path::Path,
+    as_of: Option<&str>,
+) -> ExitCode {
+    let Some(province) = province
+        .parse::<u16>()
+        .ok()
+        .filter(|p| (1..=999).contains(p))
+    else {
+        return fail("--province takes a 3-digit registration code such as 082");
+    };
+    if province < 100 && crate::domain::province_name(province).is_none() {
+        return fail(format!("{province:03} is not a province code"));
+    }
+    let as_of = match as_of {
+        None => DEFAULT_AS_OF,
+        Some(text) => match parse_rfc3339(text) {
+            Some(t) => t,
+            None => return fail("--as-of takes an RFC 3339 timestamp"),
+        },
+    };
+    let written = (|| -> std::io::Result<()> {
+        let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
+        let mut writer = ExportWriter::new(Format::of(out), file)?;
+        for record in Generator::new(GenOptions {
+            count,
+            province,
+            seed,
+            as_of,
+        }) {
+            writer.write(&record)?;
+        }
+        writer.finish()?.flush()
+    })();
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("cannot write {}: {e}", out.display())),
     }
 }
 

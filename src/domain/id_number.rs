@@ -14,13 +14,83 @@ use std::fmt;
 
 use super::Gender;
 
-/// The 63 province codes of the registration prefix, from
-/// `shared/reference/province-codes.csv`. Codes 100 and up are countries.
-const PROVINCE_CODES: [u16; 63] = [
-    1, 2, 4, 6, 8, 10, 11, 12, 14, 15, 17, 19, 20, 22, 24, 25, 26, 27, 30, 31, 33, 34, 35, 36, 37,
-    38, 40, 42, 44, 45, 46, 48, 49, 51, 52, 54, 56, 58, 60, 62, 64, 66, 67, 68, 70, 72, 74, 75, 77,
-    79, 80, 82, 83, 84, 86, 87, 89, 91, 92, 93, 94, 95, 96,
+/// The 63 provinces of the registration prefix, from
+/// `shared/reference/province-codes.csv` (names as they were before the 2025
+/// mergers: the prefix records where a birth was registered, then).
+/// Codes 100 and up are countries.
+pub const PROVINCES: [(u16, &str); 63] = [
+    (1, "Hà Nội"),
+    (2, "Hà Giang"),
+    (4, "Cao Bằng"),
+    (6, "Bắc Kạn"),
+    (8, "Tuyên Quang"),
+    (10, "Lào Cai"),
+    (11, "Điện Biên"),
+    (12, "Lai Châu"),
+    (14, "Sơn La"),
+    (15, "Yên Bái"),
+    (17, "Hòa Bình"),
+    (19, "Thái Nguyên"),
+    (20, "Lạng Sơn"),
+    (22, "Quảng Ninh"),
+    (24, "Bắc Giang"),
+    (25, "Phú Thọ"),
+    (26, "Vĩnh Phúc"),
+    (27, "Bắc Ninh"),
+    (30, "Hải Dương"),
+    (31, "Hải Phòng"),
+    (33, "Hưng Yên"),
+    (34, "Thái Bình"),
+    (35, "Hà Nam"),
+    (36, "Nam Định"),
+    (37, "Ninh Bình"),
+    (38, "Thanh Hóa"),
+    (40, "Nghệ An"),
+    (42, "Hà Tĩnh"),
+    (44, "Quảng Bình"),
+    (45, "Quảng Trị"),
+    (46, "Thừa Thiên Huế"),
+    (48, "Đà Nẵng"),
+    (49, "Quảng Nam"),
+    (51, "Quảng Ngãi"),
+    (52, "Bình Định"),
+    (54, "Phú Yên"),
+    (56, "Khánh Hòa"),
+    (58, "Ninh Thuận"),
+    (60, "Bình Thuận"),
+    (62, "Kon Tum"),
+    (64, "Gia Lai"),
+    (66, "Đắk Lắk"),
+    (67, "Đắk Nông"),
+    (68, "Lâm Đồng"),
+    (70, "Bình Phước"),
+    (72, "Tây Ninh"),
+    (74, "Bình Dương"),
+    (75, "Đồng Nai"),
+    (77, "Bà Rịa – Vũng Tàu"),
+    (79, "Hồ Chí Minh"),
+    (80, "Long An"),
+    (82, "Tiền Giang"),
+    (83, "Bến Tre"),
+    (84, "Trà Vinh"),
+    (86, "Vĩnh Long"),
+    (87, "Đồng Tháp"),
+    (89, "An Giang"),
+    (91, "Kiên Giang"),
+    (92, "Cần Thơ"),
+    (93, "Hậu Giang"),
+    (94, "Sóc Trăng"),
+    (95, "Bạc Liêu"),
+    (96, "Cà Mau"),
 ];
+
+/// The province name of a registration code, if it is a province.
+pub fn province_name(code: u16) -> Option<&'static str> {
+    PROVINCES
+        .binary_search_by_key(&code, |(c, _)| *c)
+        .ok()
+        .map(|i| PROVINCES[i].1)
+}
 
 /// The first code that names a country rather than a province.
 const FIRST_COUNTRY_CODE: u16 = 100;
@@ -63,7 +133,7 @@ impl PersonalIdNumber {
         }
         let id = Self(bytes);
         let code = id.registration_code();
-        if code < FIRST_COUNTRY_CODE && PROVINCE_CODES.binary_search(&code).is_err() {
+        if code < FIRST_COUNTRY_CODE && province_name(code).is_none() {
             return Err(IdNumberError::UnknownRegistrationCode);
         }
         Ok(id)
@@ -153,7 +223,7 @@ mod tests {
 
     #[test]
     fn accepts_every_reference_province_and_country_codes() {
-        for code in PROVINCE_CODES.iter().copied().chain([100, 704, 999]) {
+        for code in PROVINCES.iter().map(|(c, _)| *c).chain([100, 704, 999]) {
             let s = format!("{code:03}085012345");
             assert!(PersonalIdNumber::parse(&s).is_ok(), "{s}");
         }
@@ -193,8 +263,9 @@ mod tests {
     }
 
     #[test]
-    fn province_codes_are_sorted_for_binary_search() {
-        assert!(PROVINCE_CODES.windows(2).all(|w| w[0] < w[1]));
+    fn provinces_are_sorted_for_binary_search() {
+        assert!(PROVINCES.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(province_name(82), Some("Tiền Giang"));
     }
 
     proptest! {
@@ -205,7 +276,7 @@ mod tests {
         }
 
         #[test]
-        fn every_valid_number_round_trips(prefix in proptest::sample::select(PROVINCE_CODES.to_vec()),
+        fn every_valid_number_round_trips(prefix in proptest::sample::select(PROVINCES.map(|(c, _)| c).to_vec()),
                                           rest in "[0-9]{9}") {
             let s = format!("{prefix:03}{rest}");
             let id = PersonalIdNumber::parse(&s).unwrap();

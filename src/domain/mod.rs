@@ -12,7 +12,9 @@ pub use check::{
     Assessment, DateCheck, FieldChecks, FieldOutcome, NameCheck, Reason, Verdict, assess,
 };
 pub use date::{DateError, DatePrecision, PartialDate};
-pub use id_number::{IdNumberError, OldIdNumber, OldIdNumberError, PersonalIdNumber};
+pub use id_number::{
+    IdNumberError, OldIdNumber, OldIdNumberError, PROVINCES, PersonalIdNumber, province_name,
+};
 pub use name::{NameError, NameMatchLevel, PersonName, normalize as normalize_name};
 pub use person::{CitizenRecord, CitizenStatus, Claims, Gender};
 pub use request::{MAX_REQUEST_ID_LEN, Purpose, RequestId, RequestIdError};

@@ -1,12 +1,24 @@
-//! The mirror of the national population database: the store trait the
-//! verifier reads through, and its Postgres implementation.
+//! The mirror of the national population database: the store traits the
+//! verifier reads through and `vnid import` writes through, with their
+//! Postgres and SQLite implementations, the export format and the importer.
+//!
+//! The mirror changes only in whole transactions: a full load streams the
+//! rows into a staging table and swaps it in; a delta stages its rows and
+//! upserts them, bumping the version of each record that changed. A failed
+//! or interrupted load changes nothing.
 
+pub mod export;
+pub mod generate;
+pub mod import;
+mod migrate;
 mod postgres;
+mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use postgres::PgMirror;
+pub use sqlite::SqliteMirror;
 
 use crate::clock::UnixSeconds;
 use crate::domain::{
@@ -21,6 +33,8 @@ pub struct Lookup {
     pub record: Option<CitizenRecord>,
     /// When the mirror was last updated; `None` before the first load.
     pub data_as_of: Option<UnixSeconds>,
+    /// Bumped by every full load; with `record_version`, what caches key on.
+    pub generation: i64,
 }
 
 /// Why the store could not answer. Never "not found": that is an answer.
@@ -34,6 +48,146 @@ pub enum StoreError {
     Corrupt(String),
     #[error("mirror query failed: {0}")]
     Query(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Where a staged row came from: the input file's index and the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RowOrigin {
+    pub file: u32,
+    pub line: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcedRecord {
+    pub origin: RowOrigin,
+    pub record: ExportRecord,
+}
+
+/// What the reader hands the loader. The load commits only after `End`:
+/// a stream that stops without it (a reader that failed or was stopped)
+/// changes nothing.
+#[derive(Debug)]
+pub enum LoadItem {
+    Batch(Vec<SourcedRecord>),
+    End {
+        /// The newest `updated_at` of the rows.
+        data_as_of: UnixSeconds,
+        /// How many duplicate rows may still be dropped (the operator's
+        /// `--max-errors` less the bad rows already rejected).
+        duplicate_budget: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Replace the whole mirror.
+    Full,
+    /// Add and update records; bump the version of each that changed.
+    Delta,
+}
+
+impl LoadMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Delta => "delta",
+        }
+    }
+}
+
+/// A row dropped because an earlier row has its ID number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    pub dropped: RowOrigin,
+    pub kept: RowOrigin,
+    pub record: ExportRecord,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LoadOutcome {
+    /// Rows now in the mirror from this load.
+    pub rows: u64,
+    /// Records added or changed (a full load: every row).
+    pub changed: u64,
+    pub dropped_duplicates: Vec<Duplicate>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{} rows repeat an earlier row's ID number", found.len())]
+    Duplicates { found: Vec<Duplicate> },
+    #[error("the rows ended before the import was complete; nothing was changed")]
+    Incomplete,
+}
+
+/// What `LoadItem::End` tells the loader.
+#[derive(Debug, Clone, Copy)]
+struct LoadEnd {
+    data_as_of: UnixSeconds,
+    duplicate_budget: u64,
+}
+
+/// Loads records held in memory or generated (fixtures, the embedded
+/// default's demo population) through the same path as `vnid import`.
+/// An empty `digest` records nothing in the import log.
+pub async fn load_records(
+    admin: &dyn MirrorAdmin,
+    mode: LoadMode,
+    digest: &str,
+    records: impl Iterator<Item = ExportRecord> + Send,
+) -> Result<LoadOutcome, LoadError> {
+    const BATCH: usize = 2_000;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let send = async move {
+        let mut data_as_of = 0;
+        let mut batch = Vec::with_capacity(BATCH);
+        for (i, record) in records.enumerate() {
+            data_as_of = data_as_of.max(record.updated_at);
+            batch.push(SourcedRecord {
+                origin: RowOrigin {
+                    file: 0,
+                    line: i as u64 + 1,
+                },
+                record,
+            });
+            if batch.len() == BATCH
+                && tx
+                    .send(LoadItem::Batch(std::mem::take(&mut batch)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if tx.send(LoadItem::Batch(batch)).await.is_ok() {
+            let _ = tx
+                .send(LoadItem::End {
+                    data_as_of,
+                    duplicate_budget: 0,
+                })
+                .await;
+        }
+    };
+    let (outcome, ()) = tokio::join!(admin.load(mode, digest, rx), send);
+    outcome
+}
+
+/// Write access for `vnid import`.
+pub trait MirrorAdmin: MirrorStore {
+    fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Whether an import with this digest has committed before.
+    fn was_imported<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Loads the rows of `items` in one transaction.
+    fn load<'a>(
+        &'a self,
+        mode: LoadMode,
+        digest: &'a str,
+        items: tokio::sync::mpsc::Receiver<LoadItem>,
+    ) -> BoxFuture<'a, Result<LoadOutcome, LoadError>>;
 }
 
 /// Read access to the mirror. Object-safe so that the verifier holds an

@@ -1,47 +1,18 @@
 //! The mirror in Postgres.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
+use tokio::sync::mpsc;
 
-use super::{BoxFuture, ExportRecord, Lookup, MirrorStore, StoreError};
-use crate::clock::UnixSeconds;
+use super::{
+    BoxFuture, Duplicate, ExportRecord, LoadError, LoadItem, LoadMode, LoadOutcome, Lookup,
+    MirrorAdmin, MirrorStore, RowOrigin, StoreError, migrate,
+};
 use crate::domain::{
     CitizenRecord, CitizenStatus, Gender, OldIdNumber, PartialDate, PersonName, PersonalIdNumber,
 };
-
-/// The migrations, embedded in the binary so that a deployment needs no
-/// files beside it.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "mirror",
-    include_str!("migrations/postgres/0001_mirror.sql"),
-)];
-
-#[derive(Debug)]
-struct Embedded;
-
-impl MigrationSource<'static> for Embedded {
-    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
-        Box::pin(async {
-            Ok(MIGRATIONS
-                .iter()
-                .map(|(version, description, sql)| {
-                    Migration::new(
-                        *version,
-                        Cow::Borrowed(*description),
-                        MigrationType::Simple,
-                        sqlx::SqlStr::from_static(sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct PgMirror {
@@ -74,16 +45,47 @@ pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
     }
 }
 
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("bad {what}"))
+}
+
 const LOOKUP: &str = "\
 SELECT c.full_name, c.birth_year, c.birth_month, c.birth_day, c.gender, c.old_id_numbers,
-       c.status, c.record_version, extract(epoch FROM m.data_as_of)::bigint AS data_as_of
+       c.status, c.record_version, m.generation,
+       extract(epoch FROM m.data_as_of)::bigint AS data_as_of
 FROM mirror_state m LEFT JOIN citizen c ON c.id_number = $1";
 
-const UPSERT: &str = "\
+/// The columns a load stages, in COPY order.
+const COLUMNS: &str = "id_number, full_name, birth_year, birth_month, birth_day, gender, \
+    old_id_numbers, place_of_origin, permanent_residence, status, household_id, \
+    relation_to_head, updated_at";
+
+const STAGE_FULL: &str = "\
+DROP TABLE IF EXISTS citizen_next;
+CREATE TABLE citizen_next (LIKE citizen INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
+                           src_file integer NOT NULL, src_line bigint NOT NULL)";
+
+const STAGE_DELTA: &str = "\
+CREATE TEMP TABLE citizen_delta (LIKE citizen INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
+                                 src_file integer NOT NULL, src_line bigint NOT NULL)
+    ON COMMIT DROP";
+
+const SWAP: &str = "\
+ALTER TABLE citizen_next DROP COLUMN src_file, DROP COLUMN src_line;
+DROP TABLE citizen;
+ALTER TABLE citizen_next RENAME TO citizen;
+ALTER INDEX citizen_next_pkey RENAME TO citizen_pkey;
+ANALYZE citizen";
+
+/// Applies a staged delta: new records are added, changed ones updated
+/// with their version bumped, unchanged ones left alone.
+const APPLY_DELTA: &str = "\
 INSERT INTO citizen (id_number, full_name, birth_year, birth_month, birth_day, gender,
                      old_id_numbers, place_of_origin, permanent_residence, status,
                      household_id, relation_to_head, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, to_timestamp($13))
+SELECT id_number, full_name, birth_year, birth_month, birth_day, gender, old_id_numbers,
+       place_of_origin, permanent_residence, status, household_id, relation_to_head, updated_at
+FROM citizen_delta
 ON CONFLICT (id_number) DO UPDATE SET
     full_name = EXCLUDED.full_name, birth_year = EXCLUDED.birth_year,
     birth_month = EXCLUDED.birth_month, birth_day = EXCLUDED.birth_day,
@@ -101,6 +103,25 @@ WHERE (citizen.full_name, citizen.birth_year, citizen.birth_month, citizen.birth
        EXCLUDED.gender, EXCLUDED.old_id_numbers, EXCLUDED.place_of_origin,
        EXCLUDED.permanent_residence, EXCLUDED.status, EXCLUDED.household_id,
        EXCLUDED.relation_to_head)";
+
+/// The later rows of each repeated ID number, with the row kept for it.
+const DUPLICATES: &str = "\
+SELECT id_number, full_name, birth_year, birth_month, birth_day, gender, old_id_numbers,
+       place_of_origin, permanent_residence, status, household_id, relation_to_head,
+       extract(epoch FROM updated_at)::bigint AS updated_at,
+       src_file, src_line, kept_file, kept_line
+FROM (SELECT s.*,
+             row_number() OVER w AS rn,
+             first_value(src_file) OVER w AS kept_file,
+             first_value(src_line) OVER w AS kept_line
+      FROM {staging} s
+      WHERE id_number IN (SELECT id_number FROM {staging} GROUP BY id_number HAVING count(*) > 1)
+      WINDOW w AS (PARTITION BY id_number ORDER BY src_file, src_line)) d
+WHERE rn > 1
+ORDER BY src_file, src_line";
+
+/// An advisory lock key: one import at a time per database.
+const IMPORT_LOCK: i64 = 0x766e_6964_696d;
 
 impl PgMirror {
     /// A pool that connects lazily: the server starts, and reports
@@ -121,64 +142,266 @@ impl PgMirror {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrator = Migrator::new(Embedded)
-            .await
-            .map_err(|e| StoreError::Query(Box::new(e)))?;
-        migrator.run(&self.pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => store_error(e),
-            other => StoreError::Query(Box::new(other)),
-        })
-    }
-
-    /// Inserts or updates records in one transaction, bumping the version
-    /// of each record that changed, and moves `data_as_of` forward.
-    pub async fn upsert(
-        &self,
-        records: &[ExportRecord],
-        data_as_of: UnixSeconds,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        for record in records {
-            upsert_one(&mut tx, record).await?;
-        }
-        sqlx::query("UPDATE mirror_state SET data_as_of = greatest(data_as_of, to_timestamp($1))")
-            .bind(data_as_of as f64)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)
-    }
 }
 
-async fn upsert_one(
+/// Writes one row in COPY text format.
+fn encode(buf: &mut Vec<u8>, r: &super::SourcedRecord) {
+    fn text(buf: &mut Vec<u8>, s: &str) {
+        for b in s.bytes() {
+            match b {
+                b'\\' => buf.extend_from_slice(b"\\\\"),
+                b'\t' => buf.extend_from_slice(b"\\t"),
+                b'\n' => buf.extend_from_slice(b"\\n"),
+                b'\r' => buf.extend_from_slice(b"\\r"),
+                b => buf.push(b),
+            }
+        }
+        buf.push(b'\t');
+    }
+    fn number(buf: &mut Vec<u8>, n: Option<impl std::fmt::Display>) {
+        match n {
+            Some(n) => buf.extend_from_slice(n.to_string().as_bytes()),
+            None => buf.extend_from_slice(b"\\N"),
+        }
+        buf.push(b'\t');
+    }
+    let (rec, origin) = (&r.record, r.origin);
+    text(buf, rec.id_number.expose());
+    text(buf, &rec.full_name);
+    number(buf, Some(rec.date_of_birth.year()));
+    number(buf, rec.date_of_birth.month());
+    number(buf, rec.date_of_birth.day());
+    text(buf, rec.gender.as_str());
+    let old: Vec<&str> = rec.old_id_numbers.iter().map(OldIdNumber::expose).collect();
+    text(buf, &format!("{{{}}}", old.join(",")));
+    text(buf, &rec.place_of_origin);
+    text(buf, &rec.permanent_residence);
+    text(buf, rec.status.as_str());
+    text(buf, &rec.household_id);
+    text(buf, &rec.relation_to_head);
+    text(buf, &crate::clock::format_rfc3339(rec.updated_at));
+    number(buf, Some(origin.file));
+    buf.extend_from_slice(origin.line.to_string().as_bytes());
+    buf.push(b'\n');
+}
+
+/// The flush threshold of the COPY buffer: memory stays flat.
+const COPY_CHUNK: usize = 1 << 20;
+
+async fn stage(
     tx: &mut Transaction<'_, Postgres>,
-    r: &ExportRecord,
-) -> Result<(), StoreError> {
-    let old: Vec<&str> = r.old_id_numbers.iter().map(OldIdNumber::expose).collect();
-    sqlx::query(UPSERT)
-        .bind(r.id_number.expose())
-        .bind(&r.full_name)
-        .bind(r.date_of_birth.year() as i16)
-        .bind(r.date_of_birth.month().map(i16::from))
-        .bind(r.date_of_birth.day().map(i16::from))
-        .bind(r.gender.as_str())
-        .bind(&old)
-        .bind(&r.place_of_origin)
-        .bind(&r.permanent_residence)
-        .bind(r.status.as_str())
-        .bind(&r.household_id)
-        .bind(&r.relation_to_head)
-        .bind(r.updated_at as f64)
+    staging: &str,
+    items: &mut mpsc::Receiver<LoadItem>,
+) -> Result<(u64, super::LoadEnd), LoadError> {
+    let statement = format!("COPY {staging} ({COLUMNS}, src_file, src_line) FROM STDIN");
+    let mut copy = tx.copy_in_raw(&statement).await.map_err(store_error)?;
+    let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
+    let mut rows = 0u64;
+    let end = loop {
+        match items.recv().await {
+            Some(LoadItem::Batch(batch)) => {
+                for record in &batch {
+                    encode(&mut buf, record);
+                    if buf.len() >= COPY_CHUNK {
+                        copy.send(buf.as_slice()).await.map_err(store_error)?;
+                        buf.clear();
+                    }
+                }
+                rows += batch.len() as u64;
+            }
+            Some(LoadItem::End {
+                data_as_of,
+                duplicate_budget,
+            }) => {
+                break super::LoadEnd {
+                    data_as_of,
+                    duplicate_budget,
+                };
+            }
+            None => {
+                let _ = copy.abort("the import stopped before its end").await;
+                return Err(LoadError::Incomplete);
+            }
+        }
+    };
+    if !buf.is_empty() {
+        copy.send(buf.as_slice()).await.map_err(store_error)?;
+    }
+    copy.finish().await.map_err(store_error)?;
+    Ok((rows, end))
+}
+
+fn decode_export(row: &PgRow) -> Result<ExportRecord, StoreError> {
+    let get_text = |c: &str| row.try_get::<String, _>(c).map_err(store_error);
+    let part = |c: &str| -> Result<u32, StoreError> {
+        let v: Option<i16> = row.try_get(c).map_err(store_error)?;
+        Ok(v.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX)))
+    };
+    let old: Vec<String> = row.try_get("old_id_numbers").map_err(store_error)?;
+    Ok(ExportRecord {
+        id_number: PersonalIdNumber::parse(&get_text("id_number")?)
+            .map_err(|_| corrupt("id_number"))?,
+        full_name: get_text("full_name")?,
+        date_of_birth: PartialDate::from_parts(
+            part("birth_year")?,
+            part("birth_month")?,
+            part("birth_day")?,
+        )
+        .ok()
+        .flatten()
+        .ok_or_else(|| corrupt("date of birth"))?,
+        gender: Gender::parse(&get_text("gender")?).ok_or_else(|| corrupt("gender"))?,
+        old_id_numbers: old
+            .iter()
+            .map(|o| OldIdNumber::parse(o).map_err(|_| corrupt("old_id_numbers")))
+            .collect::<Result<_, _>>()?,
+        place_of_origin: get_text("place_of_origin")?,
+        permanent_residence: get_text("permanent_residence")?,
+        status: CitizenStatus::parse(&get_text("status")?).ok_or_else(|| corrupt("status"))?,
+        household_id: get_text("household_id")?,
+        relation_to_head: get_text("relation_to_head")?,
+        updated_at: row.try_get("updated_at").map_err(store_error)?,
+    })
+}
+
+fn origin(row: &PgRow, file: &str, line: &str) -> Result<RowOrigin, StoreError> {
+    let file: i32 = row.try_get(file).map_err(store_error)?;
+    let line: i64 = row.try_get(line).map_err(store_error)?;
+    Ok(RowOrigin {
+        file: file.max(0) as u32,
+        line: line.max(0) as u64,
+    })
+}
+
+/// Adds the staging table's primary key; where ID numbers repeat, drops
+/// the later rows if the budget allows, or fails naming them all.
+async fn deduplicate(
+    tx: &mut Transaction<'_, Postgres>,
+    staging: &str,
+    budget: u64,
+) -> Result<Vec<Duplicate>, LoadError> {
+    let add_key =
+        format!("ALTER TABLE {staging} ADD CONSTRAINT {staging}_pkey PRIMARY KEY (id_number)");
+    sqlx::raw_sql(sqlx::AssertSqlSafe("SAVEPOINT dedup"))
         .execute(&mut **tx)
         .await
         .map_err(store_error)?;
-    Ok(())
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(add_key.clone()))
+        .execute(&mut **tx)
+        .await
+    {
+        Ok(_) => return Ok(Vec::new()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {}
+        Err(e) => return Err(store_error(e).into()),
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK TO SAVEPOINT dedup"))
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(
+        DUPLICATES.replace("{staging}", staging),
+    ))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(store_error)?;
+    let found = rows
+        .iter()
+        .map(|row| {
+            Ok(Duplicate {
+                dropped: origin(row, "src_file", "src_line")?,
+                kept: origin(row, "kept_file", "kept_line")?,
+                record: decode_export(row)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if found.len() as u64 > budget {
+        return Err(LoadError::Duplicates { found });
+    }
+    let files: Vec<i32> = found.iter().map(|d| d.dropped.file as i32).collect();
+    let lines: Vec<i64> = found.iter().map(|d| d.dropped.line as i64).collect();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {staging} s USING unnest($1::integer[], $2::bigint[]) AS d(f, l) \
+         WHERE s.src_file = d.f AND s.src_line = d.l"
+    )))
+    .bind(&files)
+    .bind(&lines)
+    .execute(&mut **tx)
+    .await
+    .map_err(store_error)?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(add_key))
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    Ok(found)
 }
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("bad {what}"))
+async fn load(
+    pool: &PgPool,
+    mode: LoadMode,
+    digest: &str,
+    mut items: mpsc::Receiver<LoadItem>,
+) -> Result<LoadOutcome, LoadError> {
+    let mut tx = pool.begin().await.map_err(store_error)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(IMPORT_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+    let (staging, ddl) = match mode {
+        LoadMode::Full => ("citizen_next", STAGE_FULL),
+        LoadMode::Delta => ("citizen_delta", STAGE_DELTA),
+    };
+    sqlx::raw_sql(ddl)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+    let (staged, end) = stage(&mut tx, staging, &mut items).await?;
+    let dropped = deduplicate(&mut tx, staging, end.duplicate_budget).await?;
+    let rows = staged - dropped.len() as u64;
+    let changed = match mode {
+        LoadMode::Full => {
+            sqlx::raw_sql(SWAP)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            sqlx::query("UPDATE mirror_state SET data_as_of = to_timestamp($1), generation = generation + 1")
+                .bind(end.data_as_of as f64)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            rows
+        }
+        LoadMode::Delta => {
+            let applied = sqlx::query(APPLY_DELTA)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            sqlx::query(
+                "UPDATE mirror_state SET data_as_of = greatest(data_as_of, to_timestamp($1))",
+            )
+            .bind(end.data_as_of as f64)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            applied.rows_affected()
+        }
+    };
+    if !digest.is_empty() {
+        sqlx::query("INSERT INTO import_log (digest, mode, rows, changed) VALUES ($1, $2, $3, $4)")
+            .bind(digest)
+            .bind(mode.as_str())
+            .bind(rows as i64)
+            .bind(changed as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+    }
+    tx.commit().await.map_err(store_error)?;
+    Ok(LoadOutcome {
+        rows,
+        changed,
+        dropped_duplicates: dropped,
+    })
 }
 
 /// The record of a lookup row; `None` where the LEFT JOIN found no citizen.
@@ -225,11 +448,43 @@ impl MirrorStore for PgMirror {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(store_error)?;
-            let record = decode(id, &row)?;
-            let data_as_of = row
-                .try_get::<Option<i64>, _>("data_as_of")
-                .map_err(store_error)?;
-            Ok(Lookup { record, data_as_of })
+            Ok(Lookup {
+                record: decode(id, &row)?,
+                data_as_of: row.try_get("data_as_of").map_err(store_error)?,
+                generation: row.try_get("generation").map_err(store_error)?,
+            })
         })
+    }
+}
+
+impl MirrorAdmin for PgMirror {
+    fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let migrator = migrate::migrator(migrate::POSTGRES).await?;
+            migrator.run(&self.pool).await.map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(e) => store_error(e),
+                other => StoreError::Query(Box::new(other)),
+            })
+        })
+    }
+
+    fn was_imported<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT EXISTS (SELECT 1 FROM import_log WHERE digest = $1)")
+                .bind(digest)
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(store_error)
+        })
+    }
+
+    fn load<'a>(
+        &'a self,
+        mode: LoadMode,
+        digest: &'a str,
+        items: mpsc::Receiver<LoadItem>,
+    ) -> BoxFuture<'a, Result<LoadOutcome, LoadError>> {
+        Box::pin(load(&self.pool, mode, digest, items))
     }
 }

@@ -13,7 +13,7 @@ use vnid::app::Application;
 use vnid::clock::FixedClock;
 use vnid::config::{LogSettings, Secret, Settings};
 use vnid::domain::{CitizenStatus, Gender, OldIdNumber, PartialDate, PersonalIdNumber};
-use vnid::mirror::{ExportRecord, PgMirror};
+use vnid::mirror::{ExportRecord, LoadMode, PgMirror, load_records};
 use vnid::pb;
 use vnid::pb::verification_service_client::VerificationServiceClient;
 
@@ -101,7 +101,9 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     }));
     let url = settings.database_url.as_ref().unwrap().expose().to_owned();
     let mirror = PgMirror::connect_lazy(&url, 2, std::time::Duration::from_secs(5)).unwrap();
-    mirror.upsert(&fixtures(), DATA_AS_OF).await.unwrap();
+    load_records(&mirror, LoadMode::Delta, "", fixtures().into_iter())
+        .await
+        .unwrap();
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

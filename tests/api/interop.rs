@@ -12,8 +12,10 @@ async fn python_grpcio_and_pyjwt_verify_the_attestation() {
     // PyJWT checks exp against the real clock.
     app.clock
         .set(vnid::clock::Clock::now(&vnid::clock::SystemClock));
-    let python = std::env::var("VNID_PYTHON").unwrap_or_else(|_| "python3".into());
     let root = env!("CARGO_MANIFEST_DIR");
+    // The README's test command prepares this venv and names it.
+    let python = std::env::var("VNID_PYTHON")
+        .unwrap_or_else(|_| format!("{root}/target/interop-venv/bin/python"));
     let out_dir = std::env::temp_dir().join(format!("vnid-test-py-{}", std::process::id()));
     let app_addr = app.addr.to_string();
     let (id, name) = (DAM.id, DAM.name);

@@ -10,4 +10,5 @@ mod interop;
 mod lifecycle;
 mod pg;
 mod privacy;
+mod store;
 mod verify;

@@ -206,8 +206,9 @@ async fn mirror_updates_are_seen_with_their_date() {
     let app = spawn_app().await;
     let mut changed = record(&DAM);
     changed.status = vnid::domain::CitizenStatus::Deceased;
-    app.mirror
-        .upsert(&[changed], DATA_AS_OF + 60)
+    changed.updated_at = DATA_AS_OF + 60;
+    let mode = vnid::mirror::LoadMode::Delta;
+    vnid::mirror::load_records(&app.mirror, mode, "", [changed].into_iter())
         .await
         .unwrap();
     let r = app.verify(request(DAM.id, DAM.name)).await.unwrap();

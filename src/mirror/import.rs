@@ -1,0 +1,427 @@
+//! `vnid import`: files in, one committed load out — or nothing changed.
+//!
+//! A reader thread parses and validates the rows (in constant memory) and
+//! hands them in batches over a bounded channel to the store's loader, which
+//! streams them into its staging table. Bad rows are reported with file,
+//! line, field and reason; past `max_errors` the reader stops without the
+//! end marker and the loader rolls back.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::export::{ExportReader, ExportWriter, FileError, Format, RawRow, RowError};
+use super::{
+    Duplicate, LoadError, LoadItem, LoadMode, MirrorAdmin, RowOrigin, SourcedRecord, StoreError,
+};
+
+/// Rows per batch handed to the loader.
+const BATCH: usize = 2_000;
+/// Batches in flight between the reader and the loader.
+const IN_FLIGHT: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub files: Vec<PathBuf>,
+    pub mode: LoadMode,
+    /// Bad rows (including repeated ID numbers) that may be skipped.
+    pub max_errors: u64,
+    /// Where skipped rows are written; default `<first file>.rejects.<ext>`.
+    pub reject_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImportReport {
+    pub rows: u64,
+    pub changed: u64,
+    pub rejected: u64,
+    /// The same files were imported before: nothing was done.
+    pub already_imported: bool,
+    pub reject_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("{count} bad rows, more than the {max} allowed (--max-errors); nothing was changed")]
+    TooManyErrors { count: u64, max: u64 },
+    #[error("{0}; nothing was changed")]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the reject file {path}: {source}")]
+    Reject {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the reader stopped unexpectedly")]
+    Reader,
+}
+
+/// Where the importer says what it is doing: error lines and progress.
+pub trait ImportObserver: Send + Sync {
+    /// One bad row, already formatted as `file:line: field: REASON (…)`.
+    fn bad_row(&self, line: &str);
+    fn progress(&self, rows: u64, bytes: u64, total_bytes: u64, elapsed: Duration);
+    fn done(&self) {}
+}
+
+/// Reports to standard error: a redrawn progress bar on a terminal, a
+/// plain line every few seconds otherwise.
+pub struct StderrObserver {
+    terminal: bool,
+    last_line: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Default for StderrObserver {
+    fn default() -> Self {
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            last_line: Default::default(),
+        }
+    }
+}
+
+impl ImportObserver for StderrObserver {
+    fn bad_row(&self, line: &str) {
+        let clear = if self.terminal { "\r\x1b[2K" } else { "" };
+        eprintln!("{clear}{line}");
+    }
+
+    fn progress(&self, rows: u64, bytes: u64, total_bytes: u64, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let rate = rows as f64 / secs;
+        let fraction = if total_bytes == 0 {
+            1.0
+        } else {
+            bytes as f64 / total_bytes as f64
+        };
+        let eta = if fraction > 0.0 {
+            secs / fraction - secs
+        } else {
+            0.0
+        };
+        if self.terminal {
+            let width = 30;
+            let filled = ((fraction * width as f64) as usize).min(width);
+            eprint!(
+                "\r\x1b[2K[{}{}] {:>3.0}% {rows} rows, {rate:.0} rows/s, ETA {eta:.0}s",
+                "#".repeat(filled),
+                "-".repeat(width - filled),
+                fraction * 100.0
+            );
+            let _ = std::io::stderr().flush();
+        } else {
+            let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                eprintln!(
+                    "import: {rows} rows, {rate:.0} rows/s, {:.0}% read, ETA {eta:.0}s",
+                    fraction * 100.0
+                );
+                *last = Some(Instant::now());
+            }
+        }
+    }
+
+    fn done(&self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+/// The digest of an import: its mode and the bytes of its files.
+pub fn digest(mode: LoadMode, files: &[PathBuf]) -> Result<String, FileError> {
+    let mut hasher = Sha256::new();
+    hasher.update(mode.as_str().as_bytes());
+    let mut buf = vec![0u8; 1 << 16];
+    for path in files {
+        let io = |source| FileError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut file = File::open(path).map_err(io)?;
+        hasher.update(b"\0file\0");
+        loop {
+            let n = file.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn default_reject_file(first: &Path) -> PathBuf {
+    let ext = match Format::of(first) {
+        Format::Csv => "csv",
+        Format::Ndjson => "ndjson",
+    };
+    first.with_extension(format!("rejects.{ext}"))
+}
+
+struct Rejects {
+    path: PathBuf,
+    writer: ExportWriter<BufWriter<File>>,
+}
+
+impl Rejects {
+    fn create(path: &Path) -> Result<Self, ImportError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let error = |source| ImportError::Reject {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(error)?;
+        let writer = ExportWriter::new(Format::of(path), BufWriter::new(file)).map_err(error)?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer,
+        })
+    }
+}
+
+struct ReaderSummary {
+    errors: u64,
+    rejects: Option<Rejects>,
+}
+
+/// Reads every file, sends batches, and reports bad rows.
+fn read_files(
+    options: &ImportOptions,
+    tx: &mpsc::Sender<LoadItem>,
+    observer: &dyn ImportObserver,
+    bytes: &Arc<AtomicU64>,
+    rows_read: &AtomicU64,
+) -> Result<ReaderSummary, ImportError> {
+    let mut rejects = match options.max_errors {
+        0 => None,
+        _ => {
+            let path = options
+                .reject_file
+                .clone()
+                .unwrap_or_else(|| default_reject_file(&options.files[0]));
+            Some(Rejects::create(&path)?)
+        }
+    };
+    let mut errors = 0u64;
+    let mut data_as_of = i64::MIN;
+    let mut batch = Vec::with_capacity(BATCH);
+    for (index, path) in options.files.iter().enumerate() {
+        let mut reader = ExportReader::open(path, bytes.clone())?;
+        while let Some(row) = reader.next_row()? {
+            rows_read.fetch_add(1, Ordering::Relaxed);
+            match row.result {
+                Ok(record) => {
+                    data_as_of = data_as_of.max(record.updated_at);
+                    let origin = RowOrigin {
+                        file: index as u32,
+                        line: row.line,
+                    };
+                    batch.push(SourcedRecord { origin, record });
+                    if batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        tx.blocking_send(LoadItem::Batch(full))
+                            .map_err(|_| ImportError::Reader)?;
+                    }
+                }
+                Err(RowError {
+                    field,
+                    reason,
+                    description,
+                }) => {
+                    errors += 1;
+                    observer.bad_row(&format!(
+                        "{}:{}: {field}: {reason} ({description})",
+                        reader.path(),
+                        row.line
+                    ));
+                    if errors > options.max_errors {
+                        return Err(ImportError::TooManyErrors {
+                            count: errors,
+                            max: options.max_errors,
+                        });
+                    }
+                    if let Some(rejects) = rejects.as_mut() {
+                        write_reject(rejects, &row.raw)?;
+                    }
+                }
+            }
+        }
+    }
+    if !batch.is_empty() {
+        tx.blocking_send(LoadItem::Batch(batch))
+            .map_err(|_| ImportError::Reader)?;
+    }
+    let end = LoadItem::End {
+        data_as_of: if data_as_of == i64::MIN {
+            0
+        } else {
+            data_as_of
+        },
+        duplicate_budget: options.max_errors - errors,
+    };
+    tx.blocking_send(end).map_err(|_| ImportError::Reader)?;
+    Ok(ReaderSummary { errors, rejects })
+}
+
+fn write_reject(rejects: &mut Rejects, raw: &RawRow) -> Result<(), ImportError> {
+    rejects
+        .writer
+        .write_raw(raw)
+        .map_err(|source| ImportError::Reject {
+            path: rejects.path.clone(),
+            source,
+        })
+}
+
+fn describe_duplicate(files: &[PathBuf], d: &Duplicate) -> String {
+    let name = |o: RowOrigin| {
+        files
+            .get(o.file as usize)
+            .map_or_else(String::new, |p| p.display().to_string())
+    };
+    format!(
+        "{}:{}: id_number: DUPLICATE_ID (repeats the ID number of {}:{})",
+        name(d.dropped),
+        d.dropped.line,
+        name(d.kept),
+        d.kept.line
+    )
+}
+
+/// Runs one import against `store`.
+pub async fn run(
+    store: &dyn MirrorAdmin,
+    options: ImportOptions,
+    observer: Arc<dyn ImportObserver>,
+) -> Result<ImportReport, ImportError> {
+    let files = options.files.clone();
+    let digest = {
+        let (mode, files) = (options.mode, files.clone());
+        tokio::task::spawn_blocking(move || digest(mode, &files))
+            .await
+            .map_err(|_| ImportError::Reader)??
+    };
+    if store.was_imported(&digest).await? {
+        return Ok(ImportReport {
+            already_imported: true,
+            ..Default::default()
+        });
+    }
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let bytes = Arc::new(AtomicU64::new(0));
+    let rows_read = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel(IN_FLIGHT);
+    let reader = {
+        let (options, observer, bytes, rows_read) = (
+            options.clone(),
+            observer.clone(),
+            bytes.clone(),
+            rows_read.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            read_files(&options, &tx, observer.as_ref(), &bytes, &rows_read)
+        })
+    };
+    let started = Instant::now();
+    let ticker = {
+        let (observer, bytes, rows_read) = (observer.clone(), bytes.clone(), rows_read.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                observer.progress(
+                    rows_read.load(Ordering::Relaxed),
+                    bytes.load(Ordering::Relaxed),
+                    total_bytes,
+                    started.elapsed(),
+                );
+            }
+        })
+    };
+    let loaded = store.load(options.mode, &digest, rx).await;
+    ticker.abort();
+    let read = reader.await.map_err(|_| ImportError::Reader)?;
+    observer.progress(
+        rows_read.load(Ordering::Relaxed),
+        total_bytes,
+        total_bytes,
+        started.elapsed(),
+    );
+    observer.done();
+    let (mut summary, loaded) = match (read, loaded) {
+        // The loader stopped first; the reader only saw its channel close.
+        (Err(ImportError::Reader), Err(e)) => return Err(e.into()),
+        (Err(e), _) => return Err(e),
+        (Ok(summary), loaded) => (summary, loaded),
+    };
+    let outcome = match loaded {
+        Ok(outcome) => outcome,
+        Err(LoadError::Duplicates { found }) => {
+            for d in &found {
+                observer.bad_row(&describe_duplicate(&files, d));
+            }
+            return Err(ImportError::TooManyErrors {
+                count: summary.errors + found.len() as u64,
+                max: options.max_errors,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for d in &outcome.dropped_duplicates {
+        observer.bad_row(&describe_duplicate(&files, d));
+        if let Some(rejects) = summary.rejects.as_mut() {
+            rejects
+                .writer
+                .write(&d.record)
+                .map_err(|source| ImportError::Reject {
+                    path: rejects.path.clone(),
+                    source,
+                })?;
+        }
+    }
+    let reject_file = match summary.rejects {
+        Some(rejects) => {
+            let path = rejects.path.clone();
+            rejects
+                .writer
+                .finish()
+                .map_err(|source| ImportError::Reject {
+                    path: path.clone(),
+                    source,
+                })?;
+            Some(path)
+        }
+        None => None,
+    };
+    Ok(ImportReport {
+        rows: outcome.rows,
+        changed: outcome.changed,
+        rejected: summary.errors + outcome.dropped_duplicates.len() as u64,
+        already_imported: false,
+        reject_file,
+    })
+}

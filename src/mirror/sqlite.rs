@@ -1,0 +1,431 @@
+//! The embedded mirror in SQLite: the same record and the same load
+//! semantics as Postgres, for running vnid with no database server.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use tokio::sync::mpsc;
+
+use super::{
+    BoxFuture, Duplicate, ExportRecord, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
+    Lookup, MirrorAdmin, MirrorStore, RowOrigin, SourcedRecord, StoreError, migrate,
+};
+use crate::domain::{
+    CitizenRecord, CitizenStatus, Gender, OldIdNumber, PartialDate, PersonName, PersonalIdNumber,
+};
+
+#[derive(Debug, Clone)]
+pub struct SqliteMirror {
+    pool: SqlitePool,
+}
+
+fn store_error(error: sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(error)),
+        other => StoreError::Query(Box::new(other)),
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("bad {what}"))
+}
+
+const LOOKUP: &str = "\
+SELECT c.full_name, c.birth_year, c.birth_month, c.birth_day, c.gender, c.old_id_numbers,
+       c.status, c.record_version, m.generation, m.data_as_of
+FROM mirror_state m LEFT JOIN citizen c ON c.id_number = ?1";
+
+const COLUMNS: &str = "id_number, full_name, birth_year, birth_month, birth_day, gender, \
+    old_id_numbers, place_of_origin, permanent_residence, status, household_id, \
+    relation_to_head, updated_at, src_file, src_line";
+
+const TABLE_BODY: &str = "(
+    id_number TEXT NOT NULL CHECK (length(id_number) = 12),
+    full_name TEXT NOT NULL,
+    birth_year INTEGER NOT NULL,
+    birth_month INTEGER,
+    birth_day INTEGER,
+    gender TEXT NOT NULL CHECK (gender IN ('male', 'female')),
+    old_id_numbers TEXT NOT NULL DEFAULT '',
+    place_of_origin TEXT NOT NULL DEFAULT '',
+    permanent_residence TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL CHECK (status IN ('active', 'deceased', 'cancelled')),
+    household_id TEXT NOT NULL DEFAULT '',
+    relation_to_head TEXT NOT NULL DEFAULT '',
+    updated_at INTEGER NOT NULL,
+    record_version INTEGER NOT NULL DEFAULT 1,
+    src_file INTEGER,
+    src_line INTEGER)";
+
+const SWAP: &str = "\
+DROP TABLE citizen;
+ALTER TABLE citizen_next RENAME TO citizen;
+CREATE UNIQUE INDEX citizen_pk ON citizen (id_number);
+ANALYZE citizen";
+
+const APPLY_DELTA: &str = "\
+INSERT INTO citizen (id_number, full_name, birth_year, birth_month, birth_day, gender,
+                     old_id_numbers, place_of_origin, permanent_residence, status,
+                     household_id, relation_to_head, updated_at)
+SELECT id_number, full_name, birth_year, birth_month, birth_day, gender, old_id_numbers,
+       place_of_origin, permanent_residence, status, household_id, relation_to_head, updated_at
+FROM temp.citizen_delta WHERE true
+ON CONFLICT (id_number) DO UPDATE SET
+    full_name = excluded.full_name, birth_year = excluded.birth_year,
+    birth_month = excluded.birth_month, birth_day = excluded.birth_day,
+    gender = excluded.gender, old_id_numbers = excluded.old_id_numbers,
+    place_of_origin = excluded.place_of_origin,
+    permanent_residence = excluded.permanent_residence, status = excluded.status,
+    household_id = excluded.household_id, relation_to_head = excluded.relation_to_head,
+    updated_at = excluded.updated_at, record_version = citizen.record_version + 1
+WHERE citizen.full_name IS NOT excluded.full_name
+   OR citizen.birth_year IS NOT excluded.birth_year
+   OR citizen.birth_month IS NOT excluded.birth_month
+   OR citizen.birth_day IS NOT excluded.birth_day
+   OR citizen.gender IS NOT excluded.gender
+   OR citizen.old_id_numbers IS NOT excluded.old_id_numbers
+   OR citizen.place_of_origin IS NOT excluded.place_of_origin
+   OR citizen.permanent_residence IS NOT excluded.permanent_residence
+   OR citizen.status IS NOT excluded.status
+   OR citizen.household_id IS NOT excluded.household_id
+   OR citizen.relation_to_head IS NOT excluded.relation_to_head";
+
+const DUPLICATES: &str = "\
+SELECT rowid AS row_id, id_number, full_name, birth_year, birth_month, birth_day, gender,
+       old_id_numbers, place_of_origin, permanent_residence, status, household_id,
+       relation_to_head, updated_at, src_file, src_line, kept_file, kept_line
+FROM (SELECT s.rowid AS rowid, s.*,
+             row_number() OVER w AS rn,
+             first_value(src_file) OVER w AS kept_file,
+             first_value(src_line) OVER w AS kept_line
+      FROM {staging} s
+      WHERE id_number IN (SELECT id_number FROM {staging} GROUP BY id_number HAVING count(*) > 1)
+      WINDOW w AS (PARTITION BY id_number ORDER BY src_file, src_line))
+WHERE rn > 1
+ORDER BY src_file, src_line";
+
+/// Rows per multi-row INSERT (15 parameters each, well under SQLite's limit).
+const ROWS_PER_INSERT: usize = 64;
+
+impl SqliteMirror {
+    /// Opens (creating if missing) the mirror database file.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(store_error)?;
+        Ok(Self { pool })
+    }
+
+    /// How many citizens the mirror holds.
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        sqlx::query("SELECT count(*) FROM citizen")
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(store_error)
+    }
+
+    /// Up to `n` active citizens, for the demo identities printed at start-up.
+    pub async fn sample_active(&self, n: i64) -> Result<Vec<ExportRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM citizen WHERE status = 'active' AND birth_day IS NOT NULL \
+             AND birth_year BETWEEN 1960 AND 2005 ORDER BY household_id LIMIT ?1",
+        )
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(decode_export).collect()
+    }
+}
+
+fn part(row: &SqliteRow, column: &str) -> Result<u32, StoreError> {
+    let value: Option<i64> = row.try_get(column).map_err(store_error)?;
+    Ok(value.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX)))
+}
+
+fn old_ids(joined: &str) -> Result<Vec<OldIdNumber>, StoreError> {
+    joined
+        .split(';')
+        .filter(|s| !s.is_empty())
+        .map(|o| OldIdNumber::parse(o).map_err(|_| corrupt("old_id_numbers")))
+        .collect()
+}
+
+fn birth(row: &SqliteRow) -> Result<PartialDate, StoreError> {
+    PartialDate::from_parts(
+        part(row, "birth_year")?,
+        part(row, "birth_month")?,
+        part(row, "birth_day")?,
+    )
+    .ok()
+    .flatten()
+    .ok_or_else(|| corrupt("date of birth"))
+}
+
+fn decode_export(row: &SqliteRow) -> Result<ExportRecord, StoreError> {
+    let text = |c: &str| row.try_get::<String, _>(c).map_err(store_error);
+    Ok(ExportRecord {
+        id_number: PersonalIdNumber::parse(&text("id_number")?)
+            .map_err(|_| corrupt("id_number"))?,
+        full_name: text("full_name")?,
+        date_of_birth: birth(row)?,
+        gender: Gender::parse(&text("gender")?).ok_or_else(|| corrupt("gender"))?,
+        old_id_numbers: old_ids(&text("old_id_numbers")?)?,
+        place_of_origin: text("place_of_origin")?,
+        permanent_residence: text("permanent_residence")?,
+        status: CitizenStatus::parse(&text("status")?).ok_or_else(|| corrupt("status"))?,
+        household_id: text("household_id")?,
+        relation_to_head: text("relation_to_head")?,
+        updated_at: row.try_get("updated_at").map_err(store_error)?,
+    })
+}
+
+fn decode(id: &PersonalIdNumber, row: &SqliteRow) -> Result<Option<CitizenRecord>, StoreError> {
+    let Some(name) = row
+        .try_get::<Option<String>, _>("full_name")
+        .map_err(store_error)?
+    else {
+        return Ok(None);
+    };
+    let text = |c: &str| row.try_get::<String, _>(c).map_err(store_error);
+    Ok(Some(CitizenRecord {
+        id_number: id.clone(),
+        full_name: PersonName::parse(&name).map_err(|_| corrupt("full_name"))?,
+        date_of_birth: birth(row)?,
+        gender: Gender::parse(&text("gender")?).ok_or_else(|| corrupt("gender"))?,
+        old_id_numbers: old_ids(&text("old_id_numbers")?)?,
+        status: CitizenStatus::parse(&text("status")?).ok_or_else(|| corrupt("status"))?,
+        record_version: row.try_get("record_version").map_err(store_error)?,
+    }))
+}
+
+async fn insert_rows(
+    tx: &mut Transaction<'_, Sqlite>,
+    staging: &str,
+    rows: &[SourcedRecord],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let placeholders = vec!["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"; chunk.len()].join(",");
+        let sql = format!("INSERT INTO {staging} ({COLUMNS}) VALUES {placeholders}");
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for SourcedRecord { origin, record: r } in chunk {
+            let old: Vec<&str> = r.old_id_numbers.iter().map(OldIdNumber::expose).collect();
+            query = query
+                .bind(r.id_number.expose().to_owned())
+                .bind(r.full_name.clone())
+                .bind(i64::from(r.date_of_birth.year()))
+                .bind(r.date_of_birth.month().map(i64::from))
+                .bind(r.date_of_birth.day().map(i64::from))
+                .bind(r.gender.as_str())
+                .bind(old.join(";"))
+                .bind(r.place_of_origin.clone())
+                .bind(r.permanent_residence.clone())
+                .bind(r.status.as_str())
+                .bind(r.household_id.clone())
+                .bind(r.relation_to_head.clone())
+                .bind(r.updated_at)
+                .bind(i64::from(origin.file))
+                .bind(origin.line as i64);
+        }
+        query.execute(&mut **tx).await.map_err(store_error)?;
+    }
+    Ok(())
+}
+
+fn origin(row: &SqliteRow, file: &str, line: &str) -> Result<RowOrigin, StoreError> {
+    let file: i64 = row.try_get(file).map_err(store_error)?;
+    let line: i64 = row.try_get(line).map_err(store_error)?;
+    Ok(RowOrigin {
+        file: file.max(0) as u32,
+        line: line.max(0) as u64,
+    })
+}
+
+async fn deduplicate(
+    tx: &mut Transaction<'_, Sqlite>,
+    staging: &str,
+    budget: u64,
+) -> Result<Vec<Duplicate>, LoadError> {
+    let rows = sqlx::query(AssertSqlSafe(DUPLICATES.replace("{staging}", staging)))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    let mut found = Vec::with_capacity(rows.len());
+    let mut row_ids = Vec::with_capacity(rows.len());
+    for row in &rows {
+        row_ids.push(row.try_get::<i64, _>("row_id").map_err(store_error)?);
+        found.push(Duplicate {
+            dropped: origin(row, "src_file", "src_line")?,
+            kept: origin(row, "kept_file", "kept_line")?,
+            record: decode_export(row)?,
+        });
+    }
+    if found.len() as u64 > budget {
+        return Err(LoadError::Duplicates { found });
+    }
+    for row_id in row_ids {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {staging} WHERE rowid = ?1"
+        )))
+        .bind(row_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    }
+    Ok(found)
+}
+
+async fn load(
+    pool: &SqlitePool,
+    mode: LoadMode,
+    digest: &str,
+    mut items: mpsc::Receiver<LoadItem>,
+) -> Result<LoadOutcome, LoadError> {
+    // IMMEDIATE: take the write lock now, so one import runs at a time.
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(store_error)?;
+    let staging = match mode {
+        LoadMode::Full => "citizen_next",
+        LoadMode::Delta => "temp.citizen_delta",
+    };
+    let ddl = format!("DROP TABLE IF EXISTS {staging}; CREATE TABLE {staging} {TABLE_BODY}");
+    sqlx::raw_sql(AssertSqlSafe(ddl))
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+    let mut staged = 0u64;
+    let end = loop {
+        match items.recv().await {
+            Some(LoadItem::Batch(batch)) => {
+                insert_rows(&mut tx, staging, &batch).await?;
+                staged += batch.len() as u64;
+            }
+            Some(LoadItem::End {
+                data_as_of,
+                duplicate_budget,
+            }) => {
+                break LoadEnd {
+                    data_as_of,
+                    duplicate_budget,
+                };
+            }
+            None => return Err(LoadError::Incomplete),
+        }
+    };
+    let dropped = deduplicate(&mut tx, staging, end.duplicate_budget).await?;
+    let rows = staged - dropped.len() as u64;
+    let changed = match mode {
+        LoadMode::Full => {
+            sqlx::raw_sql(SWAP)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            sqlx::query("UPDATE mirror_state SET data_as_of = ?1, generation = generation + 1")
+                .bind(end.data_as_of)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            rows
+        }
+        LoadMode::Delta => {
+            let applied = sqlx::query(APPLY_DELTA)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            sqlx::query("UPDATE mirror_state SET data_as_of = max(coalesce(data_as_of, ?1), ?1)")
+                .bind(end.data_as_of)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            sqlx::raw_sql("DROP TABLE temp.citizen_delta")
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            applied.rows_affected()
+        }
+    };
+    if !digest.is_empty() {
+        sqlx::query("INSERT INTO import_log (digest, mode, rows, changed, finished_at) VALUES (?1, ?2, ?3, ?4, unixepoch())")
+            .bind(digest)
+            .bind(mode.as_str())
+            .bind(rows as i64)
+            .bind(changed as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+    }
+    tx.commit().await.map_err(store_error)?;
+    Ok(LoadOutcome {
+        rows,
+        changed,
+        dropped_duplicates: dropped,
+    })
+}
+
+impl MirrorStore for SqliteMirror {
+    fn lookup<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Lookup, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(LOOKUP)
+                .bind(id.expose())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)?;
+            Ok(Lookup {
+                record: decode(id, &row)?,
+                data_as_of: row.try_get("data_as_of").map_err(store_error)?,
+                generation: row.try_get("generation").map_err(store_error)?,
+            })
+        })
+    }
+}
+
+impl MirrorAdmin for SqliteMirror {
+    fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let migrator = migrate::migrator(migrate::SQLITE).await?;
+            migrator
+                .run(&self.pool)
+                .await
+                .map_err(|e| StoreError::Query(Box::new(e)))
+        })
+    }
+
+    fn was_imported<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT EXISTS (SELECT 1 FROM import_log WHERE digest = ?1)")
+                .bind(digest)
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(store_error)
+        })
+    }
+
+    fn load<'a>(
+        &'a self,
+        mode: LoadMode,
+        digest: &'a str,
+        items: mpsc::Receiver<LoadItem>,
+    ) -> BoxFuture<'a, Result<LoadOutcome, LoadError>> {
+        Box::pin(load(&self.pool, mode, digest, items))
+    }
+}

@@ -190,7 +190,7 @@ pub async fn open_mirror(settings: &Settings) -> Result<Arc<dyn MirrorAdmin>, St
                 "seeding the embedded mirror with a synthetic population"
             );
             let people = Generator::new(DEMO_POPULATION.clone());
-            load_records(&mirror, LoadMode::Full, "", people)
+            load_records(&mirror, LoadMode::Full, None, people)
                 .await
                 .map_err(|e| StartupError::Refused(e.to_string()))?;
         }

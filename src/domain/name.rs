@@ -60,7 +60,7 @@ pub struct PersonName {
 
 impl PersonName {
     pub fn parse(input: &str) -> Result<Self, NameError> {
-        let canonical = normalize(input);
+        let (canonical, folded) = normalize_both(input);
         if canonical.is_empty() {
             return Err(NameError::Empty);
         }
@@ -73,8 +73,31 @@ impl PersonName {
         if !canonical.chars().all(allowed) {
             return Err(NameError::BadCharacter);
         }
-        let folded = fold(&canonical);
         Ok(Self { canonical, folded })
+    }
+
+    /// Whether `parse` would accept `input`, without building its forms:
+    /// the importer checks millions of names. Plain precomposed Latin and
+    /// Vietnamese names are decided by one scan; anything else by `parse`.
+    pub fn validate(input: &str) -> Result<(), NameError> {
+        let (mut chars, mut letters, mut plain) = (0usize, 0usize, true);
+        for c in input.trim().chars() {
+            chars += 1;
+            if c.is_alphabetic() {
+                letters += 1;
+            }
+            // U+0130 lower-cases to two characters.
+            plain &= matches!(c as u32, 0x20..0x300 | 0x1E00..0x1F00)
+                && c != '\u{0130}'
+                && (c.is_alphabetic() || matches!(c, ' ' | '\'' | '-' | '.'));
+        }
+        // A margin below the limit: normalising never lengthens such names
+        // by more than a tone mark or two.
+        if plain && letters > 0 && chars <= MAX_NAME_CHARS - 50 {
+            Ok(())
+        } else {
+            Self::parse(input).map(|_| ())
+        }
     }
 
     /// The canonical form. Personal data: never log it.
@@ -106,90 +129,95 @@ impl fmt::Debug for PersonName {
 /// The canonical form of a name (see the module documentation). Idempotent;
 /// NFC and NFD spellings of one name give the same result.
 pub fn normalize(input: &str) -> String {
-    let mut out = String::with_capacity(input.len());
-    for word in input.split(char::is_whitespace).filter(|w| !w.is_empty()) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        canonical_syllable(word, &mut out);
-    }
-    out
-}
-
-/// Removes every diacritic and reads `đ` as `d`.
-fn fold(canonical: &str) -> String {
-    canonical
-        .nfd()
-        .filter(|c| !is_combining_mark(*c))
-        .map(|c| if c == 'đ' { 'd' } else { c })
-        .collect()
+    normalize_both(input).0
 }
 
 const TONE_MARKS: [char; 5] = ['\u{0300}', '\u{0301}', '\u{0303}', '\u{0309}', '\u{0323}'];
-
-/// One letter of a syllable: its base character and the vowel-quality
-/// marks (circumflex, breve, horn) that belong to it.
-struct Letter {
-    base: char,
-    marks: Vec<char>,
-}
 
 fn is_vowel(c: char) -> bool {
     matches!(c, 'a' | 'e' | 'i' | 'o' | 'u' | 'y')
 }
 
-fn canonical_syllable(word: &str, out: &mut String) {
-    let mut letters: Vec<Letter> = Vec::with_capacity(word.len());
-    let mut tone = None;
-    for c in word.nfd().flat_map(char::to_lowercase) {
-        let c = match c {
-            'ð' => 'đ',
-            // The deprecated tone-mark code points decompose to these.
-            '\u{0340}' => '\u{0300}',
-            '\u{0341}' => '\u{0301}',
-            c => c,
-        };
-        if TONE_MARKS.contains(&c) {
-            tone = tone.or(Some(c));
-        } else if is_combining_mark(c) {
-            match letters.last_mut() {
-                Some(letter) => letter.marks.push(c),
-                None => letters.push(Letter {
-                    base: c,
-                    marks: Vec::new(),
-                }),
+/// One letter of a syllable: where its base character stands in the
+/// syllable's characters, and whether vowel-quality marks (circumflex,
+/// breve, horn) follow it.
+#[derive(Clone, Copy)]
+struct Letter {
+    start: usize,
+    marked: bool,
+}
+
+/// The canonical form and the folded form (every diacritic removed, `đ`
+/// read as `d`), in one pass: names are normalised on every check.
+fn normalize_both(input: &str) -> (String, String) {
+    let mut canonical = String::with_capacity(input.len() + 4);
+    let mut folded = String::with_capacity(input.len());
+    let mut chars: Vec<char> = Vec::with_capacity(16);
+    let mut letters: Vec<Letter> = Vec::with_capacity(8);
+    let mut syllable = String::with_capacity(32);
+    for word in input.split(char::is_whitespace).filter(|w| !w.is_empty()) {
+        if !canonical.is_empty() {
+            canonical.push(' ');
+            folded.push(' ');
+        }
+        chars.clear();
+        letters.clear();
+        let mut tone = None;
+        for c in word.nfd().flat_map(char::to_lowercase) {
+            let c = match c {
+                'ð' => 'đ',
+                // The deprecated tone-mark code points decompose to these.
+                '\u{0340}' => '\u{0300}',
+                '\u{0341}' => '\u{0301}',
+                c => c,
+            };
+            if TONE_MARKS.contains(&c) {
+                tone = tone.or(Some(c));
+            } else if is_combining_mark(c) {
+                match letters.last_mut() {
+                    Some(letter) => letter.marked = true,
+                    None => letters.push(Letter {
+                        start: chars.len(),
+                        marked: false,
+                    }),
+                }
+                chars.push(c);
+            } else {
+                letters.push(Letter {
+                    start: chars.len(),
+                    marked: false,
+                });
+                chars.push(c);
+                folded.push(if c == 'đ' { 'd' } else { c });
             }
-        } else {
-            letters.push(Letter {
-                base: c,
-                marks: Vec::new(),
-            });
         }
-    }
-    let tone_at = tone.map(|_| tone_position(&letters));
-    let mut syllable = String::with_capacity(word.len() + 2);
-    for (i, letter) in letters.iter().enumerate() {
-        syllable.push(letter.base);
-        syllable.extend(letter.marks.iter());
-        if tone_at == Some(i) {
-            syllable.extend(tone);
+        let tone_at = tone.map(|_| tone_position(&chars, &letters));
+        syllable.clear();
+        for (i, letter) in letters.iter().enumerate() {
+            let end = letters.get(i + 1).map_or(chars.len(), |next| next.start);
+            syllable.extend(&chars[letter.start..end]);
+            if tone_at == Some(i) {
+                syllable.extend(tone);
+            }
         }
+        canonical.extend(syllable.nfc());
     }
-    out.extend(syllable.nfc());
+    (canonical, folded)
 }
 
 /// Where the tone mark goes, in the new-style orthography.
-fn tone_position(letters: &[Letter]) -> usize {
-    let vowel_at = |i: usize| letters.get(i).is_some_and(|l| is_vowel(l.base));
+fn tone_position(chars: &[char], letters: &[Letter]) -> usize {
+    let base = |i: usize| letters.get(i).map(|l| chars[l.start]);
+    let vowel_at = |i: usize| base(i).is_some_and(is_vowel);
     let Some(mut start) = (0..letters.len()).find(|&i| vowel_at(i)) else {
         return letters.len().saturating_sub(1);
     };
     // In "qu…" and "gi…" followed by another vowel, the u or i is part of
     // the initial consonant: quý, giữ (but gì).
-    let initial = letters[..start].iter().map(|l| l.base);
-    let first = letters[start].base;
+    let initial_is = |c: char| start == 1 && base(0) == Some(c);
+    let first = base(start);
     if vowel_at(start + 1)
-        && ((first == 'u' && initial.clone().eq(['q'])) || (first == 'i' && initial.eq(['g'])))
+        && ((first == Some('u') && initial_is('q')) || (first == Some('i') && initial_is('g')))
     {
         start += 1;
     }
@@ -197,7 +225,7 @@ fn tone_position(letters: &[Letter]) -> usize {
         .find(|&i| !vowel_at(i))
         .unwrap_or(letters.len());
     let nucleus = &letters[start..end];
-    if let Some(marked) = nucleus.iter().rposition(|l| !l.marks.is_empty()) {
+    if let Some(marked) = nucleus.iter().rposition(|l| l.marked) {
         return start + marked;
     }
     let has_final_consonant = end < letters.len();
@@ -205,7 +233,7 @@ fn tone_position(letters: &[Letter]) -> usize {
         0 | 1 => start,
         _ if has_final_consonant => end - 1,
         2 => {
-            let pair = (nucleus[0].base, nucleus[1].base);
+            let pair = (chars[nucleus[0].start], chars[nucleus[1].start]);
             if matches!(pair, ('o', 'a') | ('o', 'e') | ('u', 'y')) {
                 start + 1
             } else {
@@ -345,6 +373,22 @@ mod tests {
             let nfc: String = s.nfc().collect();
             let nfd: String = s.nfd().collect();
             prop_assert_eq!(normalize(&nfc), normalize(&nfd));
+        }
+
+        #[test]
+        fn folded_is_the_canonical_form_without_diacritics(s in "\\PC{0,40}") {
+            let (canonical, folded) = normalize_both(&s);
+            let expected: String = canonical
+                .nfd()
+                .filter(|c| !is_combining_mark(*c))
+                .map(|c| if c == 'đ' { 'd' } else { c })
+                .collect();
+            prop_assert_eq!(folded, expected);
+        }
+
+        #[test]
+        fn validate_agrees_with_parse(s in "[a-zA-ZàáảãạăằắẳẵặâầấẩẫậđèéẻẽẹêềếểễệìíỉĩịòóỏõọôồốổỗộơờớởỡợùúủũụưừứửữựỳýỷỹỵĐİ .'0-9-]{0,60}") {
+            prop_assert_eq!(PersonName::validate(&s), PersonName::parse(&s).map(|_| ()));
         }
 
         #[test]

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
 
 use super::ExportRecord;
@@ -75,16 +76,34 @@ pub enum FileError {
     Csv { path: String, message: String },
 }
 
+/// Characters whose sequences are NFC however they are combined: Latin up
+/// to the combining marks, and Latin Extended Additional (all of precomposed
+/// Vietnamese). Checked once against Unicode's data.
+pub(crate) fn is_nfc_latin(c: char) -> bool {
+    matches!(c as u32, 0x20..0x300 | 0x1E00..0x1F00)
+}
+
 fn text(field: &'static str, value: &str, max: usize) -> Result<String, RowError> {
-    if value.chars().any(char::is_control) {
-        return Err(RowError::new(
-            field,
-            "TEXT_BAD_CHARACTER",
-            "holds a control character",
-        ));
+    let value = value.trim();
+    let (mut chars, mut plain) = (0usize, true);
+    for c in value.chars() {
+        if c.is_control() {
+            return Err(RowError::new(
+                field,
+                "TEXT_BAD_CHARACTER",
+                "holds a control character",
+            ));
+        }
+        chars += 1;
+        plain &= is_nfc_latin(c);
     }
-    let value: String = value.trim().nfc().collect();
-    if value.chars().count() > max {
+    // Exports are NFC already; checking costs less than normalising.
+    let value: String = if plain {
+        value.to_owned()
+    } else {
+        value.nfc().collect()
+    };
+    if (if plain { chars } else { value.chars().count() }) > max {
         return Err(RowError::new(
             field,
             "TEXT_TOO_LONG",
@@ -99,7 +118,7 @@ pub fn parse_fields(f: [&str; 11]) -> Result<ExportRecord, RowError> {
     let id_number = PersonalIdNumber::parse(f[0])
         .map_err(|e| RowError::new("id_number", e.reason_code(), e))?;
     let full_name = text("full_name", f[1], MAX_TEXT_CHARS)?;
-    PersonName::parse(&full_name).map_err(|e| RowError::new("full_name", e.reason_code(), e))?;
+    PersonName::validate(&full_name).map_err(|e| RowError::new("full_name", e.reason_code(), e))?;
     let date_of_birth = PartialDate::parse_iso(f[2])
         .map_err(|e| RowError::new("date_of_birth", e.reason_code(), e))?;
     let gender = Gender::parse(f[3])
@@ -194,23 +213,33 @@ pub enum RawRow {
     None,
 }
 
-/// Counts the bytes read through it, for progress.
-struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
+/// What the importer learns from the bytes as they are read: how many (for
+/// progress) and their digest (to recognise a repeated import).
+#[derive(Default)]
+pub struct ReadTap {
+    pub bytes: AtomicU64,
+    pub digest: std::sync::Mutex<Sha256>,
 }
 
-impl<R: Read> Read for Counting<R> {
+struct Tapped<R> {
+    inner: R,
+    tap: Arc<ReadTap>,
+}
+
+impl<R: Read> Read for Tapped<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        self.tap.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if let Ok(mut digest) = self.tap.digest.lock() {
+            digest.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
 
 enum Source {
-    Csv(csv::Reader<Counting<File>>, csv::StringRecord),
-    Json(BufReader<Counting<File>>, u64, String),
+    Csv(csv::Reader<Tapped<File>>, csv::StringRecord),
+    Json(BufReader<Tapped<File>>, u64, String),
 }
 
 /// Streams the rows of one export file in constant memory.
@@ -220,17 +249,14 @@ pub struct ExportReader {
 }
 
 impl ExportReader {
-    /// Opens `path`; `bytes_read` counts its bytes as they are read.
-    pub fn open(path: &Path, bytes_read: Arc<AtomicU64>) -> Result<Self, FileError> {
+    /// Opens `path`; `tap` sees its bytes as they are read.
+    pub fn open(path: &Path, tap: Arc<ReadTap>) -> Result<Self, FileError> {
         let shown = path.display().to_string();
         let file = File::open(path).map_err(|source| FileError::Io {
             path: shown.clone(),
             source,
         })?;
-        let counting = Counting {
-            inner: file,
-            count: bytes_read,
-        };
+        let counting = Tapped { inner: file, tap };
         let source = match Format::of(path) {
             Format::Csv => {
                 let mut reader = csv::ReaderBuilder::new()
@@ -406,7 +432,8 @@ impl<W: Write> ExportWriter<W> {
     pub fn new(format: Format, out: W) -> std::io::Result<Self> {
         Ok(match format {
             Format::Csv => {
-                let mut writer = csv::Writer::from_writer(out);
+                // Flexible: a rejected row may have the wrong field count.
+                let mut writer = csv::WriterBuilder::new().flexible(true).from_writer(out);
                 writer.write_record(HEADER)?;
                 Self::Csv(writer)
             }

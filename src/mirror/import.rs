@@ -7,16 +7,16 @@
 //! end marker and the loader rolls back.
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Read, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use tokio::sync::mpsc;
 
-use super::export::{ExportReader, ExportWriter, FileError, Format, RawRow, RowError};
+use super::export::{ExportReader, ExportWriter, FileError, Format, RawRow, ReadTap, RowError};
 use super::{
     Duplicate, LoadError, LoadItem, LoadMode, MirrorAdmin, RowOrigin, SourcedRecord, StoreError,
 };
@@ -137,33 +137,6 @@ impl ImportObserver for StderrObserver {
     }
 }
 
-/// The digest of an import: its mode and the bytes of its files.
-pub fn digest(mode: LoadMode, files: &[PathBuf]) -> Result<String, FileError> {
-    let mut hasher = Sha256::new();
-    hasher.update(mode.as_str().as_bytes());
-    let mut buf = vec![0u8; 1 << 16];
-    for path in files {
-        let io = |source| FileError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut file = File::open(path).map_err(io)?;
-        hasher.update(b"\0file\0");
-        loop {
-            let n = file.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
 fn default_reject_file(first: &Path) -> PathBuf {
     let ext = match Format::of(first) {
         Format::Csv => "csv",
@@ -209,9 +182,15 @@ fn read_files(
     options: &ImportOptions,
     tx: &mpsc::Sender<LoadItem>,
     observer: &dyn ImportObserver,
-    bytes: &Arc<AtomicU64>,
+    tap: &Arc<ReadTap>,
     rows_read: &AtomicU64,
 ) -> Result<ReaderSummary, ImportError> {
+    let hash = |bytes: &[u8]| {
+        if let Ok(mut digest) = tap.digest.lock() {
+            digest.update(bytes);
+        }
+    };
+    hash(options.mode.as_str().as_bytes());
     let mut rejects = match options.max_errors {
         0 => None,
         _ => {
@@ -226,7 +205,8 @@ fn read_files(
     let mut data_as_of = i64::MIN;
     let mut batch = Vec::with_capacity(BATCH);
     for (index, path) in options.files.iter().enumerate() {
-        let mut reader = ExportReader::open(path, bytes.clone())?;
+        hash(b"\0file\0");
+        let mut reader = ExportReader::open(path, tap.clone())?;
         while let Some(row) = reader.next_row()? {
             rows_read.fetch_add(1, Ordering::Relaxed);
             match row.result {
@@ -271,6 +251,18 @@ fn read_files(
         tx.blocking_send(LoadItem::Batch(batch))
             .map_err(|_| ImportError::Reader)?;
     }
+    // The digest of the mode and every byte of every file.
+    let digest = tap
+        .digest
+        .lock()
+        .map(|d| {
+            d.clone()
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        })
+        .map_err(|_| ImportError::Reader)?;
     let end = LoadItem::End {
         data_as_of: if data_as_of == i64::MIN {
             0
@@ -278,6 +270,7 @@ fn read_files(
             data_as_of
         },
         duplicate_budget: options.max_errors - errors,
+        digest: Some(digest),
     };
     tx.blocking_send(end).map_err(|_| ImportError::Reader)?;
     Ok(ReaderSummary { errors, rejects })
@@ -315,54 +308,42 @@ pub async fn run(
     observer: Arc<dyn ImportObserver>,
 ) -> Result<ImportReport, ImportError> {
     let files = options.files.clone();
-    let digest = {
-        let (mode, files) = (options.mode, files.clone());
-        tokio::task::spawn_blocking(move || digest(mode, &files))
-            .await
-            .map_err(|_| ImportError::Reader)??
-    };
-    if store.was_imported(&digest).await? {
-        return Ok(ImportReport {
-            already_imported: true,
-            ..Default::default()
-        });
-    }
     let total_bytes: u64 = files
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum();
-    let bytes = Arc::new(AtomicU64::new(0));
+    let tap = Arc::new(ReadTap::default());
     let rows_read = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     let reader = {
-        let (options, observer, bytes, rows_read) = (
+        let (options, observer, tap, rows_read) = (
             options.clone(),
             observer.clone(),
-            bytes.clone(),
+            tap.clone(),
             rows_read.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            read_files(&options, &tx, observer.as_ref(), &bytes, &rows_read)
+            read_files(&options, &tx, observer.as_ref(), &tap, &rows_read)
         })
     };
     let started = Instant::now();
     let ticker = {
-        let (observer, bytes, rows_read) = (observer.clone(), bytes.clone(), rows_read.clone());
+        let (observer, tap, rows_read) = (observer.clone(), tap.clone(), rows_read.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
                 observer.progress(
                     rows_read.load(Ordering::Relaxed),
-                    bytes.load(Ordering::Relaxed),
+                    tap.bytes.load(Ordering::Relaxed),
                     total_bytes,
                     started.elapsed(),
                 );
             }
         })
     };
-    let loaded = store.load(options.mode, &digest, rx).await;
+    let loaded = store.load(options.mode, rx).await;
     ticker.abort();
     let read = reader.await.map_err(|_| ImportError::Reader)?;
     observer.progress(
@@ -391,6 +372,12 @@ pub async fn run(
         }
         Err(e) => return Err(e.into()),
     };
+    if outcome.already_imported {
+        return Ok(ImportReport {
+            already_imported: true,
+            ..Default::default()
+        });
+    }
     for d in &outcome.dropped_duplicates {
         observer.bad_row(&describe_duplicate(&files, d));
         if let Some(rejects) = summary.rejects.as_mut() {

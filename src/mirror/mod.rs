@@ -75,6 +75,9 @@ pub enum LoadItem {
         /// How many duplicate rows may still be dropped (the operator's
         /// `--max-errors` less the bad rows already rejected).
         duplicate_budget: u64,
+        /// Recorded in the import log; a load whose digest is there already
+        /// is rolled back as a repeat. `None`: not recorded.
+        digest: Option<String>,
     },
 }
 
@@ -110,6 +113,8 @@ pub struct LoadOutcome {
     /// Records added or changed (a full load: every row).
     pub changed: u64,
     pub dropped_duplicates: Vec<Duplicate>,
+    /// The digest was in the import log: the load was rolled back unchanged.
+    pub already_imported: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,23 +128,25 @@ pub enum LoadError {
 }
 
 /// What `LoadItem::End` tells the loader.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct LoadEnd {
     data_as_of: UnixSeconds,
     duplicate_budget: u64,
+    digest: Option<String>,
 }
 
 /// Loads records held in memory or generated (fixtures, the embedded
 /// default's demo population) through the same path as `vnid import`.
-/// An empty `digest` records nothing in the import log.
+/// A `digest` is recorded in the import log.
 pub async fn load_records(
     admin: &dyn MirrorAdmin,
     mode: LoadMode,
-    digest: &str,
+    digest: Option<&str>,
     records: impl Iterator<Item = ExportRecord> + Send,
 ) -> Result<LoadOutcome, LoadError> {
     const BATCH: usize = 2_000;
     let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let digest = digest.map(str::to_owned);
     let send = async move {
         let mut data_as_of = 0;
         let mut batch = Vec::with_capacity(BATCH);
@@ -166,11 +173,12 @@ pub async fn load_records(
                 .send(LoadItem::End {
                     data_as_of,
                     duplicate_budget: 0,
+                    digest,
                 })
                 .await;
         }
     };
-    let (outcome, ()) = tokio::join!(admin.load(mode, digest, rx), send);
+    let (outcome, ()) = tokio::join!(admin.load(mode, rx), send);
     outcome
 }
 
@@ -182,12 +190,11 @@ pub trait MirrorAdmin: MirrorStore {
     fn was_imported<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Loads the rows of `items` in one transaction.
-    fn load<'a>(
-        &'a self,
+    fn load(
+        &self,
         mode: LoadMode,
-        digest: &'a str,
         items: tokio::sync::mpsc::Receiver<LoadItem>,
-    ) -> BoxFuture<'a, Result<LoadOutcome, LoadError>>;
+    ) -> BoxFuture<'_, Result<LoadOutcome, LoadError>>;
 }
 
 /// Read access to the mirror. Object-safe so that the verifier holds an

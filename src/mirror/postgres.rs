@@ -60,10 +60,25 @@ const COLUMNS: &str = "id_number, full_name, birth_year, birth_month, birth_day,
     old_id_numbers, place_of_origin, permanent_residence, status, household_id, \
     relation_to_head, updated_at";
 
+/// The staging table of a full load has no CHECK constraints while rows
+/// stream in (the importer validated every row, and checking again costs
+/// a fifth of the COPY); `ADOPT_CHECKS` gives it the mirror's constraints,
+/// enforced for every later write, before it is swapped in.
 const STAGE_FULL: &str = "\
 DROP TABLE IF EXISTS citizen_next;
-CREATE TABLE citizen_next (LIKE citizen INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
+CREATE TABLE citizen_next (LIKE citizen INCLUDING DEFAULTS,
                            src_file integer NOT NULL, src_line bigint NOT NULL)";
+
+const ADOPT_CHECKS: &str = "\
+DO $$
+DECLARE c record;
+BEGIN
+    FOR c IN SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+             WHERE conrelid = 'citizen'::regclass AND contype = 'c'
+    LOOP
+        EXECUTE format('ALTER TABLE citizen_next ADD CONSTRAINT %I %s NOT VALID', c.conname, c.def);
+    END LOOP;
+END $$";
 
 const STAGE_DELTA: &str = "\
 CREATE TEMP TABLE citizen_delta (LIKE citizen INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
@@ -144,8 +159,9 @@ impl PgMirror {
     }
 }
 
-/// Writes one row in COPY text format.
+/// Writes one row in COPY text format, without allocating.
 fn encode(buf: &mut Vec<u8>, r: &super::SourcedRecord) {
+    use std::io::Write;
     fn text(buf: &mut Vec<u8>, s: &str) {
         for b in s.bytes() {
             match b {
@@ -159,11 +175,11 @@ fn encode(buf: &mut Vec<u8>, r: &super::SourcedRecord) {
         buf.push(b'\t');
     }
     fn number(buf: &mut Vec<u8>, n: Option<impl std::fmt::Display>) {
-        match n {
-            Some(n) => buf.extend_from_slice(n.to_string().as_bytes()),
-            None => buf.extend_from_slice(b"\\N"),
-        }
-        buf.push(b'\t');
+        // Writing to a Vec cannot fail.
+        let _ = match n {
+            Some(n) => write!(buf, "{n}\t"),
+            None => buf.write_all(b"\\N\t"),
+        };
     }
     let (rec, origin) = (&r.record, r.origin);
     text(buf, rec.id_number.expose());
@@ -172,17 +188,35 @@ fn encode(buf: &mut Vec<u8>, r: &super::SourcedRecord) {
     number(buf, rec.date_of_birth.month());
     number(buf, rec.date_of_birth.day());
     text(buf, rec.gender.as_str());
-    let old: Vec<&str> = rec.old_id_numbers.iter().map(OldIdNumber::expose).collect();
-    text(buf, &format!("{{{}}}", old.join(",")));
+    buf.push(b'{');
+    for (i, old) in rec.old_id_numbers.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(old.expose().as_bytes());
+    }
+    buf.extend_from_slice(b"}\t");
     text(buf, &rec.place_of_origin);
     text(buf, &rec.permanent_residence);
     text(buf, rec.status.as_str());
     text(buf, &rec.household_id);
     text(buf, &rec.relation_to_head);
-    text(buf, &crate::clock::format_rfc3339(rec.updated_at));
-    number(buf, Some(origin.file));
-    buf.extend_from_slice(origin.line.to_string().as_bytes());
-    buf.push(b'\n');
+    // updated_at in ISO form with an explicit UTC offset, which timestamptz
+    // reads whatever the session's time zone.
+    let (days, secs) = (
+        rec.updated_at.div_euclid(86_400),
+        rec.updated_at.rem_euclid(86_400),
+    );
+    let (y, m, d) = crate::clock::civil_from_days(days);
+    let _ = writeln!(
+        buf,
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}+00\t{}\t{}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        origin.file,
+        origin.line
+    );
 }
 
 /// The flush threshold of the COPY buffer: memory stays flat.
@@ -212,10 +246,12 @@ async fn stage(
             Some(LoadItem::End {
                 data_as_of,
                 duplicate_budget,
+                digest,
             }) => {
                 break super::LoadEnd {
                     data_as_of,
                     duplicate_budget,
+                    digest,
                 };
             }
             None => {
@@ -335,13 +371,28 @@ async fn deduplicate(
     Ok(found)
 }
 
+async fn was_imported(
+    tx: &mut Transaction<'_, Postgres>,
+    digest: &str,
+) -> Result<bool, StoreError> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM import_log WHERE digest = $1)")
+        .bind(digest)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(store_error)
+}
+
 async fn load(
     pool: &PgPool,
     mode: LoadMode,
-    digest: &str,
     mut items: mpsc::Receiver<LoadItem>,
 ) -> Result<LoadOutcome, LoadError> {
     let mut tx = pool.begin().await.map_err(store_error)?;
+    // The primary key of a province sorts in memory rather than on disk.
+    sqlx::raw_sql("SET LOCAL maintenance_work_mem = '512MB'")
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(IMPORT_LOCK)
         .execute(&mut *tx)
@@ -356,10 +407,23 @@ async fn load(
         .await
         .map_err(store_error)?;
     let (staged, end) = stage(&mut tx, staging, &mut items).await?;
+    if let Some(digest) = &end.digest
+        && was_imported(&mut tx, digest).await?
+    {
+        // A repeat: the transaction rolls back as it is dropped.
+        return Ok(LoadOutcome {
+            already_imported: true,
+            ..LoadOutcome::default()
+        });
+    }
     let dropped = deduplicate(&mut tx, staging, end.duplicate_budget).await?;
     let rows = staged - dropped.len() as u64;
     let changed = match mode {
         LoadMode::Full => {
+            sqlx::raw_sql(ADOPT_CHECKS)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
             sqlx::raw_sql(SWAP)
                 .execute(&mut *tx)
                 .await
@@ -386,7 +450,7 @@ async fn load(
             applied.rows_affected()
         }
     };
-    if !digest.is_empty() {
+    if let Some(digest) = &end.digest {
         sqlx::query("INSERT INTO import_log (digest, mode, rows, changed) VALUES ($1, $2, $3, $4)")
             .bind(digest)
             .bind(mode.as_str())
@@ -401,6 +465,7 @@ async fn load(
         rows,
         changed,
         dropped_duplicates: dropped,
+        already_imported: false,
     })
 }
 
@@ -479,12 +544,11 @@ impl MirrorAdmin for PgMirror {
         })
     }
 
-    fn load<'a>(
-        &'a self,
+    fn load(
+        &self,
         mode: LoadMode,
-        digest: &'a str,
         items: mpsc::Receiver<LoadItem>,
-    ) -> BoxFuture<'a, Result<LoadOutcome, LoadError>> {
-        Box::pin(load(&self.pool, mode, digest, items))
+    ) -> BoxFuture<'_, Result<LoadOutcome, LoadError>> {
+        Box::pin(load(&self.pool, mode, items))
     }
 }

@@ -292,10 +292,17 @@ async fn deduplicate(
     Ok(found)
 }
 
+async fn was_imported(tx: &mut Transaction<'_, Sqlite>, digest: &str) -> Result<bool, StoreError> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM import_log WHERE digest = ?1)")
+        .bind(digest)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(store_error)
+}
+
 async fn load(
     pool: &SqlitePool,
     mode: LoadMode,
-    digest: &str,
     mut items: mpsc::Receiver<LoadItem>,
 ) -> Result<LoadOutcome, LoadError> {
     // IMMEDIATE: take the write lock now, so one import runs at a time.
@@ -322,15 +329,26 @@ async fn load(
             Some(LoadItem::End {
                 data_as_of,
                 duplicate_budget,
+                digest,
             }) => {
                 break LoadEnd {
                     data_as_of,
                     duplicate_budget,
+                    digest,
                 };
             }
             None => return Err(LoadError::Incomplete),
         }
     };
+    if let Some(digest) = &end.digest
+        && was_imported(&mut tx, digest).await?
+    {
+        // A repeat: the transaction rolls back as it is dropped.
+        return Ok(LoadOutcome {
+            already_imported: true,
+            ..LoadOutcome::default()
+        });
+    }
     let dropped = deduplicate(&mut tx, staging, end.duplicate_budget).await?;
     let rows = staged - dropped.len() as u64;
     let changed = match mode {
@@ -363,7 +381,7 @@ async fn load(
             applied.rows_affected()
         }
     };
-    if !digest.is_empty() {
+    if let Some(digest) = &end.digest {
         sqlx::query("INSERT INTO import_log (digest, mode, rows, changed, finished_at) VALUES (?1, ?2, ?3, ?4, unixepoch())")
             .bind(digest)
             .bind(mode.as_str())
@@ -378,6 +396,7 @@ async fn load(
         rows,
         changed,
         dropped_duplicates: dropped,
+        already_imported: false,
     })
 }
 
@@ -420,12 +439,11 @@ impl MirrorAdmin for SqliteMirror {
         })
     }
 
-    fn load<'a>(
-        &'a self,
+    fn load(
+        &self,
         mode: LoadMode,
-        digest: &'a str,
         items: mpsc::Receiver<LoadItem>,
-    ) -> BoxFuture<'a, Result<LoadOutcome, LoadError>> {
-        Box::pin(load(&self.pool, mode, digest, items))
+    ) -> BoxFuture<'_, Result<LoadOutcome, LoadError>> {
+        Box::pin(load(&self.pool, mode, items))
     }
 }

@@ -88,7 +88,17 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_settings(&url)).await
 }
 
+/// A server with the fixture population loaded.
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let app = spawn_bare(settings).await;
+    load_records(&app.mirror, LoadMode::Delta, None, fixtures().into_iter())
+        .await
+        .unwrap();
+    app
+}
+
+/// A server over whatever the database holds.
+pub async fn spawn_bare(settings: Settings) -> TestApp {
     init_logging();
     let clock = Arc::new(FixedClock::new(NOW));
     let app = Application::build_with_clock(&settings, clock.clone())
@@ -101,9 +111,6 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     }));
     let url = settings.database_url.as_ref().unwrap().expose().to_owned();
     let mirror = PgMirror::connect_lazy(&url, 2, std::time::Duration::from_secs(5)).unwrap();
-    load_records(&mirror, LoadMode::Delta, "", fixtures().into_iter())
-        .await
-        .unwrap();
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

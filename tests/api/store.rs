@@ -75,9 +75,14 @@ fn sourced(records: &[ExportRecord], file: u32) -> Vec<SourcedRecord> {
 async fn full_load_replaces_and_starts_a_generation(store: &dyn MirrorAdmin) {
     let empty = lookup(store, DAM.id).await;
     assert_eq!((empty.record, empty.data_as_of), (None, None));
-    let out = load_records(store, LoadMode::Full, "digest-1", fixtures().into_iter())
-        .await
-        .unwrap();
+    let out = load_records(
+        store,
+        LoadMode::Full,
+        Some("digest-1"),
+        fixtures().into_iter(),
+    )
+    .await
+    .unwrap();
     assert_eq!((out.rows, out.changed), (4, 4));
     let found = lookup(store, DAM.id).await;
     let record = found.record.unwrap();
@@ -93,7 +98,7 @@ async fn full_load_replaces_and_starts_a_generation(store: &dyn MirrorAdmin) {
         .into_iter()
         .filter(|r| r.id_number.expose() != DAM.id)
         .collect();
-    load_records(store, LoadMode::Full, "digest-2", rest.into_iter())
+    load_records(store, LoadMode::Full, Some("digest-2"), rest.into_iter())
         .await
         .unwrap();
     let after = lookup(store, DAM.id).await;
@@ -111,7 +116,7 @@ async fn full_load_replaces_and_starts_a_generation(store: &dyn MirrorAdmin) {
 }
 
 async fn delta_adds_changes_and_bumps_versions(store: &dyn MirrorAdmin) {
-    load_records(store, LoadMode::Full, "", fixtures().into_iter())
+    load_records(store, LoadMode::Full, None, fixtures().into_iter())
         .await
         .unwrap();
     let before = lookup(store, DAM.id).await.record.unwrap().record_version;
@@ -128,7 +133,7 @@ async fn delta_adds_changes_and_bumps_versions(store: &dyn MirrorAdmin) {
     newborn.old_id_numbers.clear();
     let unchanged = record(&LAN_CANCELLED);
     let delta = vec![renamed, died, newborn, unchanged];
-    let out = load_records(store, LoadMode::Delta, "", delta.clone().into_iter())
+    let out = load_records(store, LoadMode::Delta, None, delta.clone().into_iter())
         .await
         .unwrap();
     assert_eq!(
@@ -159,7 +164,7 @@ async fn delta_adds_changes_and_bumps_versions(store: &dyn MirrorAdmin) {
     );
 
     // The same delta again changes nothing.
-    let again = load_records(store, LoadMode::Delta, "", delta.into_iter())
+    let again = load_records(store, LoadMode::Delta, None, delta.into_iter())
         .await
         .unwrap();
     assert_eq!(again.changed, 0);
@@ -170,7 +175,7 @@ async fn delta_adds_changes_and_bumps_versions(store: &dyn MirrorAdmin) {
 }
 
 async fn an_unfinished_load_changes_nothing(store: &dyn MirrorAdmin) {
-    load_records(store, LoadMode::Full, "", fixtures().into_iter())
+    load_records(store, LoadMode::Full, None, fixtures().into_iter())
         .await
         .unwrap();
     for mode in [LoadMode::Full, LoadMode::Delta] {
@@ -181,7 +186,7 @@ async fn an_unfinished_load_changes_nothing(store: &dyn MirrorAdmin) {
             .await
             .unwrap();
         drop(tx); // The reader stops without the end marker.
-        let result = store.load(mode, "never", rx).await;
+        let result = store.load(mode, rx).await;
         assert!(matches!(result, Err(LoadError::Incomplete)), "{result:?}");
         assert_eq!(
             lookup(store, DAM.id).await.record.unwrap().status,
@@ -192,7 +197,7 @@ async fn an_unfinished_load_changes_nothing(store: &dyn MirrorAdmin) {
 }
 
 async fn duplicates_are_named_and_dropped_only_within_budget(store: &dyn MirrorAdmin) {
-    load_records(store, LoadMode::Full, "", fixtures().into_iter())
+    load_records(store, LoadMode::Full, None, fixtures().into_iter())
         .await
         .unwrap();
     let mut twin = record(&THUY);
@@ -204,10 +209,11 @@ async fn duplicates_are_named_and_dropped_only_within_budget(store: &dyn MirrorA
         tx.send(LoadItem::End {
             data_as_of: DATA_AS_OF,
             duplicate_budget: budget,
+            digest: None,
         })
         .await
         .unwrap();
-        let Err(LoadError::Duplicates { found }) = store.load(mode, "", rx).await else {
+        let Err(LoadError::Duplicates { found }) = store.load(mode, rx).await else {
             panic!("duplicates were accepted with no budget");
         };
         assert_eq!(found.len(), 1);
@@ -229,10 +235,11 @@ async fn duplicates_are_named_and_dropped_only_within_budget(store: &dyn MirrorA
     tx.send(LoadItem::End {
         data_as_of: DATA_AS_OF,
         duplicate_budget: 1,
+        digest: None,
     })
     .await
     .unwrap();
-    let out = store.load(LoadMode::Full, "", rx).await.unwrap();
+    let out = store.load(LoadMode::Full, rx).await.unwrap();
     assert_eq!((out.rows, out.dropped_duplicates.len()), (2, 1));
     assert_eq!(
         lookup(store, THUY.id)
@@ -263,3 +270,32 @@ both_stores!(
     an_unfinished_load_changes_nothing,
     duplicates_are_named_and_dropped_only_within_budget,
 );
+
+#[tokio::test]
+async fn postgres_keeps_its_check_constraints_across_full_loads() {
+    let store = postgres().await;
+    for digest in ["a", "b", "c"] {
+        load_records(&store, LoadMode::Full, Some(digest), fixtures().into_iter())
+            .await
+            .unwrap();
+    }
+    let bad = sqlx::query(
+        "INSERT INTO citizen (id_number, full_name, birth_year, gender, status, updated_at) \
+         VALUES ('082090000001', 'x', 1990, 'robot', 'active', now())",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap_err();
+    let code = bad
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("23514"), "{bad}");
+    let checks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'citizen'::regclass AND contype = 'c'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(checks, 7, "every CHECK of the migration, once");
+}

@@ -208,7 +208,7 @@ async fn mirror_updates_are_seen_with_their_date() {
     changed.status = vnid::domain::CitizenStatus::Deceased;
     changed.updated_at = DATA_AS_OF + 60;
     let mode = vnid::mirror::LoadMode::Delta;
-    vnid::mirror::load_records(&app.mirror, mode, "", [changed].into_iter())
+    vnid::mirror::load_records(&app.mirror, mode, None, [changed].into_iter())
         .await
         .unwrap();
     let r = app.verify(request(DAM.id, DAM.name)).await.unwrap();

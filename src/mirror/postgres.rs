@@ -85,12 +85,13 @@ CREATE TEMP TABLE citizen_delta (LIKE citizen INCLUDING DEFAULTS INCLUDING CONST
                                  src_file integer NOT NULL, src_line bigint NOT NULL)
     ON COMMIT DROP";
 
+/// No ANALYZE: point lookups by primary key need no statistics, and
+/// autovacuum gathers them soon after.
 const SWAP: &str = "\
 ALTER TABLE citizen_next DROP COLUMN src_file, DROP COLUMN src_line;
 DROP TABLE citizen;
 ALTER TABLE citizen_next RENAME TO citizen;
-ALTER INDEX citizen_next_pkey RENAME TO citizen_pkey;
-ANALYZE citizen";
+ALTER INDEX citizen_next_pkey RENAME TO citizen_pkey";
 
 /// Applies a staged delta: new records are added, changed ones updated
 /// with their version bumped, unchanged ones left alone.
@@ -159,64 +160,72 @@ impl PgMirror {
     }
 }
 
-/// Writes one row in COPY text format, without allocating.
+/// The header of binary COPY: signature, flags, no extension.
+const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The trailer of binary COPY.
+const BINARY_TRAILER: &[u8] = &[0xff, 0xff];
+/// The OID of `text`, the element type of `old_id_numbers`.
+const TEXT_OID: i32 = 25;
+/// Seconds from the Unix epoch to Postgres's (2000-01-01).
+const PG_EPOCH: i64 = 946_684_800;
+
+/// Writes one row in binary COPY format: Postgres then parses no text at
+/// all (binary COPY of typed columns beats text COPY by a wide margin).
 fn encode(buf: &mut Vec<u8>, r: &super::SourcedRecord) {
-    use std::io::Write;
-    fn text(buf: &mut Vec<u8>, s: &str) {
-        for b in s.bytes() {
-            match b {
-                b'\\' => buf.extend_from_slice(b"\\\\"),
-                b'\t' => buf.extend_from_slice(b"\\t"),
-                b'\n' => buf.extend_from_slice(b"\\n"),
-                b'\r' => buf.extend_from_slice(b"\\r"),
-                b => buf.push(b),
-            }
-        }
-        buf.push(b'\t');
+    fn len(buf: &mut Vec<u8>, n: usize) {
+        buf.extend_from_slice(&i32::try_from(n).unwrap_or(i32::MAX).to_be_bytes());
     }
-    fn number(buf: &mut Vec<u8>, n: Option<impl std::fmt::Display>) {
-        // Writing to a Vec cannot fail.
-        let _ = match n {
-            Some(n) => write!(buf, "{n}\t"),
-            None => buf.write_all(b"\\N\t"),
-        };
+    fn text(buf: &mut Vec<u8>, s: &str) {
+        len(buf, s.len());
+        buf.extend_from_slice(s.as_bytes());
+    }
+    fn small(buf: &mut Vec<u8>, n: Option<i16>) {
+        match n {
+            Some(n) => {
+                len(buf, 2);
+                buf.extend_from_slice(&n.to_be_bytes());
+            }
+            None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
     }
     let (rec, origin) = (&r.record, r.origin);
+    let dob = rec.date_of_birth;
+    buf.extend_from_slice(&15i16.to_be_bytes());
     text(buf, rec.id_number.expose());
     text(buf, &rec.full_name);
-    number(buf, Some(rec.date_of_birth.year()));
-    number(buf, rec.date_of_birth.month());
-    number(buf, rec.date_of_birth.day());
+    small(buf, i16::try_from(dob.year()).ok());
+    small(buf, dob.month().map(i16::from));
+    small(buf, dob.day().map(i16::from));
     text(buf, rec.gender.as_str());
-    buf.push(b'{');
-    for (i, old) in rec.old_id_numbers.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        buf.extend_from_slice(old.expose().as_bytes());
+    // text[]: dimensions, flags, element type, [size, lower bound], elements.
+    let olds = &rec.old_id_numbers;
+    let dims = usize::from(!olds.is_empty());
+    len(buf, 12 + dims * 8 + olds.len() * (4 + 9));
+    for word in [dims as i32, 0, TEXT_OID] {
+        buf.extend_from_slice(&word.to_be_bytes());
     }
-    buf.extend_from_slice(b"}\t");
+    if dims == 1 {
+        len(buf, olds.len());
+        buf.extend_from_slice(&1i32.to_be_bytes());
+        for old in olds {
+            text(buf, old.expose());
+        }
+    }
     text(buf, &rec.place_of_origin);
     text(buf, &rec.permanent_residence);
     text(buf, rec.status.as_str());
     text(buf, &rec.household_id);
     text(buf, &rec.relation_to_head);
-    // updated_at in ISO form with an explicit UTC offset, which timestamptz
-    // reads whatever the session's time zone.
-    let (days, secs) = (
-        rec.updated_at.div_euclid(86_400),
-        rec.updated_at.rem_euclid(86_400),
-    );
-    let (y, m, d) = crate::clock::civil_from_days(days);
-    let _ = writeln!(
-        buf,
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}+00\t{}\t{}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        origin.file,
-        origin.line
-    );
+    len(buf, 8);
+    let micros = rec
+        .updated_at
+        .saturating_sub(PG_EPOCH)
+        .saturating_mul(1_000_000);
+    buf.extend_from_slice(&micros.to_be_bytes());
+    len(buf, 4);
+    buf.extend_from_slice(&i32::try_from(origin.file).unwrap_or(i32::MAX).to_be_bytes());
+    len(buf, 8);
+    buf.extend_from_slice(&i64::try_from(origin.line).unwrap_or(i64::MAX).to_be_bytes());
 }
 
 /// The flush threshold of the COPY buffer: memory stays flat.
@@ -227,9 +236,11 @@ async fn stage(
     staging: &str,
     items: &mut mpsc::Receiver<LoadItem>,
 ) -> Result<(u64, super::LoadEnd), LoadError> {
-    let statement = format!("COPY {staging} ({COLUMNS}, src_file, src_line) FROM STDIN");
+    let statement =
+        format!("COPY {staging} ({COLUMNS}, src_file, src_line) FROM STDIN (FORMAT binary)");
     let mut copy = tx.copy_in_raw(&statement).await.map_err(store_error)?;
     let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
+    buf.extend_from_slice(BINARY_HEADER);
     let mut rows = 0u64;
     let end = loop {
         match items.recv().await {
@@ -260,9 +271,8 @@ async fn stage(
             }
         }
     };
-    if !buf.is_empty() {
-        copy.send(buf.as_slice()).await.map_err(store_error)?;
-    }
+    buf.extend_from_slice(BINARY_TRAILER);
+    copy.send(buf.as_slice()).await.map_err(store_error)?;
     copy.finish().await.map_err(store_error)?;
     Ok((rows, end))
 }

@@ -15,9 +15,11 @@ use crate::attest::{KeyError, Keyring, SubjectKey, generate_key_pem};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::grpc::{VerificationApi, call_span};
+use crate::lookup::{CacheBackend, CacheParams, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::mirror::generate::{GenOptions, Generator};
 use crate::mirror::{
-    ExportRecord, LoadMode, MirrorAdmin, PgMirror, SqliteMirror, StoreError, load_records,
+    ExportRecord, LoadMode, MirrorAdmin, MirrorStore, PgMirror, SqliteMirror, StoreError,
+    load_records,
 };
 use crate::pb::verification_service_server::VerificationServiceServer;
 use crate::policy::Registry;
@@ -56,6 +58,8 @@ pub struct Application {
     /// sending new calls while in-flight ones finish.
     health: HealthReporter,
     drain_timeout: Duration,
+    /// The cache in front of the mirror, for its counters.
+    cache: Option<Arc<CachedMirror>>,
 }
 
 type Service = VerificationServiceServer<VerificationApi>;
@@ -78,7 +82,12 @@ impl Application {
         let mirror = open_mirror(settings).await?;
         let attester = Arc::new(load_attester(settings)?);
         tracing::info!(kid = %attester.keyring.signing_kid(), "attestation key loaded");
-        let verifier = Arc::new(Verifier::new(mirror, attester, clock));
+        let cache = cache_in_front_of(settings, mirror.clone())?;
+        let store: Arc<dyn MirrorStore> = match &cache {
+            Some(cache) => cache.clone(),
+            None => mirror,
+        };
+        let verifier = Arc::new(Verifier::new(store, attester, clock));
         let registry = Arc::new(Registry::new(&settings.agencies()));
         let api = VerificationApi::new(verifier, registry, settings.plaintext_agency.clone());
 
@@ -115,7 +124,12 @@ impl Application {
             router,
             health,
             drain_timeout: Duration::from_millis(server.drain_timeout_ms),
+            cache,
         })
+    }
+
+    pub fn cache(&self) -> Option<Arc<CachedMirror>> {
+        self.cache.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -217,6 +231,55 @@ pub async fn demo_identities(settings: &Settings) -> Vec<ExportRecord> {
         Ok(mirror) => mirror.sample_active(3).await.unwrap_or_default(),
         Err(_) => Vec::new(),
     }
+}
+
+/// The cache in front of the mirror: Redis at `redis_url`, or in-process;
+/// `None` when the cache is disabled.
+pub fn cache_in_front_of(
+    settings: &Settings,
+    mirror: Arc<dyn MirrorAdmin>,
+) -> Result<Option<Arc<CachedMirror>>, StartupError> {
+    let c = &settings.cache;
+    if !c.enabled {
+        return Ok(None);
+    }
+    let key_file = match &c.key_file {
+        Some(path) => path.clone(),
+        None => {
+            let path = settings.data_dir.join("cache.key");
+            create_secret_file_once(&path, || Ok(SubjectKey::generate_bytes()?.to_vec()))?;
+            path
+        }
+    };
+    let secret = zeroize::Zeroizing::new(std::fs::read(&key_file).map_err(|source| {
+        StartupError::DataDir {
+            path: key_file.clone(),
+            source,
+        }
+    })?);
+    let sealer = Sealer::new(&secret)
+        .map_err(|e| StartupError::Refused(format!("{}: {e}", key_file.display())))?;
+    let timeout = Duration::from_millis(c.timeout_ms);
+    let backend: Arc<dyn CacheBackend> = match &settings.redis_url {
+        Some(url) => Arc::new(
+            RedisBackend::new(url.expose(), timeout)
+                .map_err(|e| StartupError::Refused(e.to_string()))?,
+        ),
+        None => Arc::new(MemoryBackend::new(c.memory_capacity)),
+    };
+    let params = CacheParams {
+        ttl: Duration::from_secs(c.ttl_seconds),
+        negative_ttl: Duration::from_secs(c.negative_ttl_seconds),
+        jitter: f64::from(c.ttl_jitter_percent) / 100.0,
+        generation_poll: Duration::from_millis(c.generation_poll_ms.max(10)),
+        breaker_failures: c.breaker_failures,
+        breaker_cooldown: Duration::from_millis(c.breaker_cooldown_ms),
+        max_db_queries: c.max_db_queries,
+        metrics_log: Duration::from_secs(c.metrics_log_seconds.max(1)),
+    };
+    Ok(Some(Arc::new(CachedMirror::new(
+        mirror, backend, sealer, params,
+    ))))
 }
 
 fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {

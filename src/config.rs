@@ -30,6 +30,11 @@ pub struct Settings {
     pub database_url: Option<Secret>,
     #[serde(default)]
     pub database: DatabaseSettings,
+    /// `redis://…` (or `rediss://…`). Absent: an in-process cache.
+    #[serde(default)]
+    pub redis_url: Option<Secret>,
+    #[serde(default)]
+    pub cache: CacheSettings,
     #[serde(default)]
     pub attestation: AttestationSettings,
     #[serde(default)]
@@ -61,6 +66,55 @@ impl Default for DatabaseSettings {
             max_connections: 16,
             acquire_timeout_ms: 2_000,
             migrate: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    /// At least 32 secret bytes, the same on every instance: keys the
+    /// cache's key names and encrypts its values. Absent: generated under
+    /// the data directory on first run.
+    pub key_file: Option<PathBuf>,
+    pub ttl_seconds: u64,
+    /// How long "not found" is cached.
+    pub negative_ttl_seconds: u64,
+    /// Each TTL is shortened by up to this many percent, at random.
+    pub ttl_jitter_percent: u8,
+    /// The deadline of every cache call.
+    pub timeout_ms: u64,
+    /// How often each instance asks the mirror for its generation: after an
+    /// import, the longest any instance answers from the old records.
+    pub generation_poll_ms: u64,
+    /// Consecutive cache failures that open the breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before it probes the cache again.
+    pub breaker_cooldown_ms: u64,
+    /// Mirror queries under way at once (whatever the cache is doing).
+    pub max_db_queries: usize,
+    /// Entries of the in-process cache (no `redis_url`).
+    pub memory_capacity: usize,
+    /// How often the cache counters are logged.
+    pub metrics_log_seconds: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            key_file: None,
+            ttl_seconds: 300,
+            negative_ttl_seconds: 30,
+            ttl_jitter_percent: 10,
+            timeout_ms: 100,
+            generation_poll_ms: 500,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 2_000,
+            max_db_queries: 16,
+            memory_capacity: 100_000,
+            metrics_log_seconds: 60,
         }
     }
 }

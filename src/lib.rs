@@ -15,7 +15,10 @@
 //!   (`grpc::convert`) and the one mapping of errors to `tonic::Status`
 //!   (`grpc::error`).
 //! - [`verify`]: the use case — policy, lookup, match, attest.
-//! - [`mirror`]: the store trait the verifier reads through, and Postgres.
+//! - [`lookup`]: cache-aside (Redis or in-process) in front of the mirror:
+//!   sealed values, coalesced misses, a circuit breaker.
+//! - [`mirror`]: the store traits, Postgres and the embedded SQLite, the
+//!   export format, `vnid import` and the population generator.
 //! - [`domain`]: pure types and rules: ID numbers, names, dates, verdicts.
 //!   No I/O, no clock.
 //!
@@ -36,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod lookup;
 pub mod mirror;
 pub mod policy;
 pub mod telemetry;

@@ -201,6 +201,10 @@ pub trait MirrorAdmin: MirrorStore {
 /// `Arc<dyn MirrorStore>` whatever the backing database.
 pub trait MirrorStore: Send + Sync + 'static {
     fn lookup<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Lookup, StoreError>>;
+
+    /// The mirror's generation: bumped by every committed load, so that
+    /// caches keyed on it never serve records from before a load.
+    fn generation(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
 }
 
 /// One citizen as the mirror export carries it: every field of the record,

@@ -451,7 +451,7 @@ async fn load(
                 .await
                 .map_err(store_error)?;
             sqlx::query(
-                "UPDATE mirror_state SET data_as_of = greatest(data_as_of, to_timestamp($1))",
+                "UPDATE mirror_state SET data_as_of = greatest(data_as_of, to_timestamp($1)), generation = generation + 1",
             )
             .bind(end.data_as_of as f64)
             .execute(&mut *tx)
@@ -528,6 +528,15 @@ impl MirrorStore for PgMirror {
                 data_as_of: row.try_get("data_as_of").map_err(store_error)?,
                 generation: row.try_get("generation").map_err(store_error)?,
             })
+        })
+    }
+
+    fn generation(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT generation FROM mirror_state")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)
         })
     }
 }

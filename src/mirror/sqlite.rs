@@ -369,7 +369,7 @@ async fn load(
                 .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
-            sqlx::query("UPDATE mirror_state SET data_as_of = max(coalesce(data_as_of, ?1), ?1)")
+            sqlx::query("UPDATE mirror_state SET data_as_of = max(coalesce(data_as_of, ?1), ?1), generation = generation + 1")
                 .bind(end.data_as_of)
                 .execute(&mut *tx)
                 .await
@@ -413,6 +413,15 @@ impl MirrorStore for SqliteMirror {
                 data_as_of: row.try_get("data_as_of").map_err(store_error)?,
                 generation: row.try_get("generation").map_err(store_error)?,
             })
+        })
+    }
+
+    fn generation(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT generation FROM mirror_state")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(store_error)
         })
     }
 }

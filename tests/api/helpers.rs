@@ -65,6 +65,8 @@ pub struct TestApp {
     pub mirror: PgMirror,
     pub clock: Arc<FixedClock>,
     pub data_dir: PathBuf,
+    /// The cache in front of the mirror, for its counters.
+    pub cache: Option<Arc<vnid::lookup::CachedMirror>>,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<JoinHandle<Result<(), vnid::app::StartupError>>>,
 }
@@ -79,6 +81,7 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.data_dir =
         std::env::temp_dir().join(format!("vnid-test-app-{}-{n}", std::process::id()));
     settings.attestation.issuer = "vnid-test".into();
+    settings.cache.generation_poll_ms = 50;
     settings
 }
 
@@ -105,6 +108,7 @@ pub async fn spawn_bare(settings: Settings) -> TestApp {
         .await
         .unwrap();
     let addr = app.local_addr().unwrap();
+    let cache = app.cache();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -123,6 +127,7 @@ pub async fn spawn_bare(settings: Settings) -> TestApp {
         mirror,
         clock,
         data_dir: settings.data_dir.clone(),
+        cache,
         shutdown: Some(tx),
         server: Some(server),
     }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod attestation;
+mod cache;
 mod cli;
 mod errors;
 mod helpers;
@@ -11,5 +12,6 @@ mod interop;
 mod lifecycle;
 mod pg;
 mod privacy;
+mod redis_server;
 pub mod store;
 mod verify;

@@ -66,7 +66,7 @@ type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// Spawns children from a thread that lives as long as the process, so the
 /// parent-death signal fires only when the process exits.
-fn spawn(cmd: Command) -> std::io::Result<Child> {
+pub fn spawn(cmd: Command) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
@@ -82,7 +82,7 @@ fn spawn(cmd: Command) -> std::io::Result<Child> {
     reply_rx.recv().unwrap()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

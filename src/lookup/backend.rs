@@ -1,0 +1,133 @@
+//! Where sealed values live: Redis, or (with no `redis_url`) this process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+
+use super::BoxFuture;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cache: {0}")]
+pub struct BackendError(String);
+
+pub trait CacheBackend: Send + Sync + 'static {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>>;
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+}
+
+/// Redis through one managed, multiplexed connection that reconnects by
+/// itself. Every call has a deadline.
+pub struct RedisBackend {
+    connection: ConnectionManager,
+    timeout: Duration,
+}
+
+impl RedisBackend {
+    /// Connects lazily: the server starts, and serves from the mirror,
+    /// while Redis is down.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, BackendError> {
+        let client = redis::Client::open(url).map_err(|e| BackendError(e.to_string()))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| BackendError(e.to_string()))?;
+        Ok(Self {
+            connection,
+            timeout,
+        })
+    }
+}
+
+impl CacheBackend for RedisBackend {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let mut command = redis::cmd("GET");
+            command.arg(key);
+            let get = command.query_async::<Option<Vec<u8>>>(&mut connection);
+            match tokio::time::timeout(self.timeout, get).await {
+                Ok(result) => result.map_err(|e| BackendError(e.to_string())),
+                Err(_) => Err(BackendError("GET timed out".into())),
+            }
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let mut command = redis::cmd("SET");
+            command.arg(key).arg(value).arg("PX").arg(millis);
+            let set = command.query_async::<()>(&mut connection);
+            match tokio::time::timeout(self.timeout, set).await {
+                Ok(result) => result.map_err(|e| BackendError(e.to_string())),
+                Err(_) => Err(BackendError("SET timed out".into())),
+            }
+        })
+    }
+}
+
+/// The in-process cache of the embedded default: bounded, with expiry.
+pub struct MemoryBackend {
+    capacity: usize,
+    entries: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
+}
+
+impl MemoryBackend {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl CacheBackend for MemoryBackend {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let value = match entries.get(key) {
+            Some((expires, value)) if *expires > now => Some(value.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        };
+        Box::pin(std::future::ready(Ok(value)))
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity {
+            entries.retain(|_, (expires, _)| *expires > now);
+            if entries.len() >= self.capacity {
+                // Still full of live entries: start over rather than grow.
+                entries.clear();
+            }
+        }
+        entries.insert(key.to_owned(), (now + ttl, value));
+        Box::pin(std::future::ready(Ok(())))
+    }
+}

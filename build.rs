@@ -19,7 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.rpc", "::tonic_types::pb")
         .compile_with_config(
             config,
-            &[PathBuf::from("proto/vnid/v1/verification.proto")],
+            &[
+                PathBuf::from("proto/vnid/v1/verification.proto"),
+                PathBuf::from("proto/vnid/bench/v1/hello.proto"),
+            ],
             &[PathBuf::from("proto"), well_known],
         )?;
     println!("cargo:rerun-if-changed=proto");

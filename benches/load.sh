@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Load benchmark (run by hand, not by the tests):
+#   bash benches/load.sh [REQUESTS] [PEOPLE]      (defaults 200000, 100000)
+# Starts a throwaway Postgres and Redis, imports a generated population,
+# starts the release `vnid serve` twice (cache on; cache off, so every call
+# is a cache miss) and the baseline hello-world tonic server of the same
+# crate (benches/load_tools.rs), and drives each with h2load (nghttp2-client)
+# sending a prepared gRPC frame. Every response is checked to be a whole,
+# successful answer: gRPC errors come back as HTTP 200 with no message, so
+# the DATA bytes must equal REQUESTS x the size of one good answer.
+# Reports throughput, p50/p99 latency, server CPU per request, the ratio
+# Verify/hello, and p99 at a fixed 5,000 req/s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requests="${1:-200000}"
+people="${2:-100000}"
+command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+work=$(mktemp -d /tmp/vnid-bench-load.XXXXXX)
+chmod 755 "$work"
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then
+  chown postgres:postgres "$work"
+  as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups)
+fi
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+echo "== building (release)"
+cargo build --release --quiet
+cargo build --release --benches --quiet
+vnid="$PWD/target/release/vnid"
+tools=$(ls -t target/release/deps/load_tools-* | grep -v '\.d$' | head -1)
+
+pg_port=$(free_port)
+"${as_pg[@]}" "$pg_bin/initdb" -D "$work/data" --auth=trust --username=postgres --no-sync -E UTF8 --locale=C >/dev/null
+"${as_pg[@]}" "$pg_bin/postgres" -D "$work/data" -k "$work" -p "$pg_port" -c listen_addresses=127.0.0.1 >"$work/pg.log" 2>&1 &
+pids+=($!)
+until grep -q "ready to accept connections" "$work/pg.log"; do sleep 0.1; done
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+pids+=($!)
+wait_port "$redis_port"
+export VNID__DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+
+echo "== $people people into Postgres"
+"$vnid" gen-population --count "$people" --province 082 --seed 7 --out "$work/people.csv"
+"$vnid" import "$work/people.csv" 2>&1 | tail -1
+# One active person with a full birth date: the request of every call.
+person=$(python3 -c '
+import csv, sys
+for row in csv.DictReader(open(sys.argv[1], encoding="utf-8")):
+    if row["status"] == "active" and len(row["date_of_birth"]) == 10:
+        print(row["id_number"] + "\t" + row["full_name"]); break' "$work/people.csv")
+id=${person%%$'\t'*}
+name=${person#*$'\t'}
+"$tools" frame verify "$id" "$name" "$work/verify.bin"
+"$tools" frame hello "$work/hello.bin"
+
+start_vnid() { # name, port, extra env...
+  local name=$1 port=$2; shift 2
+  env "$@" VNID__LOG__FILTER=warn "$vnid" serve --listen "127.0.0.1:$port" --data-dir "$work/$name" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  wait_port "$port"
+  echo $! >"$work/$name.pid"
+}
+hit_port=$(free_port); miss_port=$(free_port); hello_port=$(free_port)
+start_vnid hit "$hit_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"
+start_vnid miss "$miss_port" VNID__CACHE__ENABLED=false
+"$tools" hello "127.0.0.1:$hello_port" &
+pids+=($!)
+echo $! >"$work/hello.pid"
+wait_port "$hello_port"
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# run NAME PORT PATH FRAME N [h2load options...]: prints one result line.
+run() {
+  local name=$1 port=$2 path=$3 frame=$4 n=$5; shift 5
+  local pid; pid=$(cat "$work/$name.pid")
+  local args=(-n "$n" -t 1 --header 'content-type: application/grpc' --header 'te: trailers' -d "$frame")
+  # The size of one good answer, from one call.
+  h2load -n 1 -c 1 "${args[@]:2}" "http://127.0.0.1:$port$path" >"$work/one.out"
+  local one; one=$(awk '/^traffic:/ {gsub(/[()]/,""); for (i=1;i<=NF;i++) if ($i=="data") print $(i-1)}' "$work/one.out" | tail -1)
+  local before; before=$(ticks "$pid")
+  h2load "${args[@]}" "$@" --log-file="$work/$name.tsv" "http://127.0.0.1:$port$path" >"$work/$name.out"
+  local after; after=$(ticks "$pid")
+  local rate; rate=$(awk '/^finished in/ {print $4}' "$work/$name.out")
+  local ok; ok=$(awk '/^requests:/ {print $8}' "$work/$name.out")
+  local data; data=$(awk '/^traffic:/ {gsub(/[()]/,""); for (i=1;i<=NF;i++) if ($i=="data") print $(i-1)}' "$work/$name.out" | tail -1)
+  local check="all $n answers whole and successful"
+  if [ "$ok" != "$n" ] || [ "$data" != "$((one * n))" ]; then
+    check="FAILED: $ok of $n HTTP-succeeded, $data data bytes, expected $((one * n))"
+  fi
+  local pcts; pcts=$(cut -f3 "$work/$name.tsv" | sort -n | awk '{a[NR]=$1} END {printf "p50 %.2f ms, p99 %.2f ms", a[int(NR*0.50)]/1000, a[int(NR*0.99)]/1000}')
+  local cpu_us; cpu_us=$(echo "scale=1; ($after - $before) * 1000000 / $(getconf CLK_TCK) / $n" | bc)
+  printf '%-22s %10s req/s  %s  server CPU %6s us/req  [%s]\n' "$name" "$rate" "$pcts" "$cpu_us" "$check"
+  echo "$rate" >"$work/$name.rate"
+}
+
+echo "== warming the cache"
+h2load -n 2000 -c 4 -m 8 --header 'content-type: application/grpc' --header 'te: trailers' -d "$work/verify.bin" \
+  "http://127.0.0.1:$hit_port/vnid.v1.VerificationService/Verify" >/dev/null
+
+echo "== load: $requests requests each, 8 connections x 16 streams, one h2load thread ($(nproc) cores)"
+run hello "$hello_port" /vnid.bench.v1.HelloService/SayHello "$work/hello.bin" "$requests" -c 8 -m 16
+run hit "$hit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
+run miss "$miss_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
+printf 'ratio Verify/hello     cache hits %.2f, cache misses %.2f\n' \
+  "$(echo "scale=4; $(cat "$work/hit.rate") / $(cat "$work/hello.rate")" | bc)" \
+  "$(echo "scale=4; $(cat "$work/miss.rate") / $(cat "$work/hello.rate")" | bc)"
+
+echo "== fixed rate: 5000 req/s (10 connections x 500 req/s) for 10 s"
+cp "$work/hit.pid" "$work/hit-5000.pid"
+run hit-5000 "$hit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" 50000 -c 10 --rps 500

@@ -12,6 +12,7 @@ pub mod generate;
 pub mod import;
 mod migrate;
 mod postgres;
+mod row;
 mod sqlite;
 
 use std::future::Future;

@@ -6,13 +6,12 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::mpsc;
 
+use super::row::{StoredDetails, StoredPerson};
 use super::{
     BoxFuture, Duplicate, ExportRecord, LoadError, LoadItem, LoadMode, LoadOutcome, Lookup,
     MirrorAdmin, MirrorStore, RowOrigin, StoreError, migrate,
 };
-use crate::domain::{
-    CitizenRecord, CitizenStatus, Gender, OldIdNumber, PartialDate, PersonName, PersonalIdNumber,
-};
+use crate::domain::{CitizenRecord, PersonalIdNumber};
 
 #[derive(Debug, Clone)]
 pub struct PgMirror {
@@ -43,10 +42,6 @@ pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
     } else {
         StoreError::Query(Box::new(error))
     }
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("bad {what}"))
 }
 
 const LOOKUP: &str = "\
@@ -277,37 +272,31 @@ async fn stage(
     Ok((rows, end))
 }
 
-fn decode_export(row: &PgRow) -> Result<ExportRecord, StoreError> {
-    let get_text = |c: &str| row.try_get::<String, _>(c).map_err(store_error);
-    let part = |c: &str| -> Result<u32, StoreError> {
-        let v: Option<i16> = row.try_get(c).map_err(store_error)?;
-        Ok(v.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX)))
-    };
-    let old: Vec<String> = row.try_get("old_id_numbers").map_err(store_error)?;
-    Ok(ExportRecord {
-        id_number: PersonalIdNumber::parse(&get_text("id_number")?)
-            .map_err(|_| corrupt("id_number"))?,
-        full_name: get_text("full_name")?,
-        date_of_birth: PartialDate::from_parts(
+fn person(row: &PgRow) -> Result<StoredPerson, sqlx::Error> {
+    let part = |c: &str| row.try_get::<Option<i16>, _>(c).map(|v| v.map(i64::from));
+    Ok(StoredPerson {
+        full_name: row.try_get("full_name")?,
+        birth: [
             part("birth_year")?,
             part("birth_month")?,
             part("birth_day")?,
-        )
-        .ok()
-        .flatten()
-        .ok_or_else(|| corrupt("date of birth"))?,
-        gender: Gender::parse(&get_text("gender")?).ok_or_else(|| corrupt("gender"))?,
-        old_id_numbers: old
-            .iter()
-            .map(|o| OldIdNumber::parse(o).map_err(|_| corrupt("old_id_numbers")))
-            .collect::<Result<_, _>>()?,
-        place_of_origin: get_text("place_of_origin")?,
-        permanent_residence: get_text("permanent_residence")?,
-        status: CitizenStatus::parse(&get_text("status")?).ok_or_else(|| corrupt("status"))?,
-        household_id: get_text("household_id")?,
-        relation_to_head: get_text("relation_to_head")?,
-        updated_at: row.try_get("updated_at").map_err(store_error)?,
+        ],
+        gender: row.try_get("gender")?,
+        old_id_numbers: row.try_get("old_id_numbers")?,
+        status: row.try_get("status")?,
     })
+}
+
+fn decode_export(row: &PgRow) -> Result<ExportRecord, StoreError> {
+    let details = StoredDetails {
+        id_number: row.try_get("id_number").map_err(store_error)?,
+        place_of_origin: row.try_get("place_of_origin").map_err(store_error)?,
+        permanent_residence: row.try_get("permanent_residence").map_err(store_error)?,
+        household_id: row.try_get("household_id").map_err(store_error)?,
+        relation_to_head: row.try_get("relation_to_head").map_err(store_error)?,
+        updated_at: row.try_get("updated_at").map_err(store_error)?,
+    };
+    person(row).map_err(store_error)?.into_export(details)
 }
 
 fn origin(row: &PgRow, file: &str, line: &str) -> Result<RowOrigin, StoreError> {
@@ -481,38 +470,15 @@ async fn load(
 
 /// The record of a lookup row; `None` where the LEFT JOIN found no citizen.
 fn decode(id: &PersonalIdNumber, row: &PgRow) -> Result<Option<CitizenRecord>, StoreError> {
-    let Some(name) = row
-        .try_get::<Option<String>, _>("full_name")
-        .map_err(store_error)?
-    else {
+    let found: Option<String> = row.try_get("full_name").map_err(store_error)?;
+    if found.is_none() {
         return Ok(None);
-    };
-    let part = |column: &str| -> Result<u32, StoreError> {
-        let value: Option<i16> = row.try_get(column).map_err(store_error)?;
-        Ok(value.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX)))
-    };
-    let text =
-        |column: &str| -> Result<String, StoreError> { row.try_get(column).map_err(store_error) };
-    let old: Vec<String> = row.try_get("old_id_numbers").map_err(store_error)?;
-    Ok(Some(CitizenRecord {
-        id_number: id.clone(),
-        full_name: PersonName::parse(&name).map_err(|_| corrupt("full_name"))?,
-        date_of_birth: PartialDate::from_parts(
-            part("birth_year")?,
-            part("birth_month")?,
-            part("birth_day")?,
-        )
-        .ok()
-        .flatten()
-        .ok_or_else(|| corrupt("date of birth"))?,
-        gender: Gender::parse(&text("gender")?).ok_or_else(|| corrupt("gender"))?,
-        old_id_numbers: old
-            .iter()
-            .map(|o| OldIdNumber::parse(o).map_err(|_| corrupt("old_id_numbers")))
-            .collect::<Result<_, _>>()?,
-        status: CitizenStatus::parse(&text("status")?).ok_or_else(|| corrupt("status"))?,
-        record_version: row.try_get("record_version").map_err(store_error)?,
-    }))
+    }
+    let version = row.try_get("record_version").map_err(store_error)?;
+    person(row)
+        .map_err(store_error)?
+        .into_record(id, version)
+        .map(Some)
 }
 
 impl MirrorStore for PgMirror {

@@ -11,13 +11,12 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use tokio::sync::mpsc;
 
+use super::row::{StoredDetails, StoredPerson};
 use super::{
     BoxFuture, Duplicate, ExportRecord, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
     Lookup, MirrorAdmin, MirrorStore, RowOrigin, SourcedRecord, StoreError, migrate,
 };
-use crate::domain::{
-    CitizenRecord, CitizenStatus, Gender, OldIdNumber, PartialDate, PersonName, PersonalIdNumber,
-};
+use crate::domain::{CitizenRecord, OldIdNumber, PersonalIdNumber};
 
 #[derive(Debug, Clone)]
 pub struct SqliteMirror {
@@ -32,10 +31,6 @@ fn store_error(error: sqlx::Error) -> StoreError {
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(error)),
         other => StoreError::Query(Box::new(other)),
     }
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("bad {what}"))
 }
 
 const LOOKUP: &str = "\
@@ -155,65 +150,48 @@ impl SqliteMirror {
     }
 }
 
-fn part(row: &SqliteRow, column: &str) -> Result<u32, StoreError> {
-    let value: Option<i64> = row.try_get(column).map_err(store_error)?;
-    Ok(value.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX)))
-}
-
-fn old_ids(joined: &str) -> Result<Vec<OldIdNumber>, StoreError> {
-    joined
-        .split(';')
-        .filter(|s| !s.is_empty())
-        .map(|o| OldIdNumber::parse(o).map_err(|_| corrupt("old_id_numbers")))
-        .collect()
-}
-
-fn birth(row: &SqliteRow) -> Result<PartialDate, StoreError> {
-    PartialDate::from_parts(
-        part(row, "birth_year")?,
-        part(row, "birth_month")?,
-        part(row, "birth_day")?,
-    )
-    .ok()
-    .flatten()
-    .ok_or_else(|| corrupt("date of birth"))
-}
-
-fn decode_export(row: &SqliteRow) -> Result<ExportRecord, StoreError> {
-    let text = |c: &str| row.try_get::<String, _>(c).map_err(store_error);
-    Ok(ExportRecord {
-        id_number: PersonalIdNumber::parse(&text("id_number")?)
-            .map_err(|_| corrupt("id_number"))?,
-        full_name: text("full_name")?,
-        date_of_birth: birth(row)?,
-        gender: Gender::parse(&text("gender")?).ok_or_else(|| corrupt("gender"))?,
-        old_id_numbers: old_ids(&text("old_id_numbers")?)?,
-        place_of_origin: text("place_of_origin")?,
-        permanent_residence: text("permanent_residence")?,
-        status: CitizenStatus::parse(&text("status")?).ok_or_else(|| corrupt("status"))?,
-        household_id: text("household_id")?,
-        relation_to_head: text("relation_to_head")?,
-        updated_at: row.try_get("updated_at").map_err(store_error)?,
+fn person(row: &SqliteRow) -> Result<StoredPerson, sqlx::Error> {
+    let joined: String = row.try_get("old_id_numbers")?;
+    Ok(StoredPerson {
+        full_name: row.try_get("full_name")?,
+        birth: [
+            row.try_get("birth_year")?,
+            row.try_get("birth_month")?,
+            row.try_get("birth_day")?,
+        ],
+        gender: row.try_get("gender")?,
+        old_id_numbers: joined
+            .split(';')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        status: row.try_get("status")?,
     })
 }
 
-fn decode(id: &PersonalIdNumber, row: &SqliteRow) -> Result<Option<CitizenRecord>, StoreError> {
-    let Some(name) = row
-        .try_get::<Option<String>, _>("full_name")
-        .map_err(store_error)?
-    else {
-        return Ok(None);
+fn decode_export(row: &SqliteRow) -> Result<ExportRecord, StoreError> {
+    let details = StoredDetails {
+        id_number: row.try_get("id_number").map_err(store_error)?,
+        place_of_origin: row.try_get("place_of_origin").map_err(store_error)?,
+        permanent_residence: row.try_get("permanent_residence").map_err(store_error)?,
+        household_id: row.try_get("household_id").map_err(store_error)?,
+        relation_to_head: row.try_get("relation_to_head").map_err(store_error)?,
+        updated_at: row.try_get("updated_at").map_err(store_error)?,
     };
-    let text = |c: &str| row.try_get::<String, _>(c).map_err(store_error);
-    Ok(Some(CitizenRecord {
-        id_number: id.clone(),
-        full_name: PersonName::parse(&name).map_err(|_| corrupt("full_name"))?,
-        date_of_birth: birth(row)?,
-        gender: Gender::parse(&text("gender")?).ok_or_else(|| corrupt("gender"))?,
-        old_id_numbers: old_ids(&text("old_id_numbers")?)?,
-        status: CitizenStatus::parse(&text("status")?).ok_or_else(|| corrupt("status"))?,
-        record_version: row.try_get("record_version").map_err(store_error)?,
-    }))
+    person(row).map_err(store_error)?.into_export(details)
+}
+
+/// The record of a lookup row; `None` where the LEFT JOIN found no citizen.
+fn decode(id: &PersonalIdNumber, row: &SqliteRow) -> Result<Option<CitizenRecord>, StoreError> {
+    let found: Option<String> = row.try_get("full_name").map_err(store_error)?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    let version = row.try_get("record_version").map_err(store_error)?;
+    person(row)
+        .map_err(store_error)?
+        .into_record(id, version)
+        .map(Some)
 }
 
 async fn insert_rows(

@@ -48,17 +48,30 @@ impl RedisBackend {
     }
 }
 
+/// Runs a Redis command with the backend's deadline.
+async fn timed<T>(
+    timeout: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BackendError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(|e| BackendError(e.to_string())),
+        Err(_) => Err(BackendError(format!("{what} timed out"))),
+    }
+}
+
 impl CacheBackend for RedisBackend {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
             let mut command = redis::cmd("GET");
             command.arg(key);
-            let get = command.query_async::<Option<Vec<u8>>>(&mut connection);
-            match tokio::time::timeout(self.timeout, get).await {
-                Ok(result) => result.map_err(|e| BackendError(e.to_string())),
-                Err(_) => Err(BackendError("GET timed out".into())),
-            }
+            timed(
+                self.timeout,
+                "GET",
+                command.query_async::<Option<Vec<u8>>>(&mut connection),
+            )
+            .await
         })
     }
 
@@ -73,11 +86,12 @@ impl CacheBackend for RedisBackend {
             let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             let mut command = redis::cmd("SET");
             command.arg(key).arg(value).arg("PX").arg(millis);
-            let set = command.query_async::<()>(&mut connection);
-            match tokio::time::timeout(self.timeout, set).await {
-                Ok(result) => result.map_err(|e| BackendError(e.to_string())),
-                Err(_) => Err(BackendError("SET timed out".into())),
-            }
+            timed(
+                self.timeout,
+                "SET",
+                command.query_async::<()>(&mut connection),
+            )
+            .await
         })
     }
 }

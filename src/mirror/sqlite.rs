@@ -42,24 +42,6 @@ const COLUMNS: &str = "id_number, full_name, birth_year, birth_month, birth_day,
     old_id_numbers, place_of_origin, permanent_residence, status, household_id, \
     relation_to_head, updated_at, src_file, src_line";
 
-const TABLE_BODY: &str = "(
-    id_number TEXT NOT NULL CHECK (length(id_number) = 12),
-    full_name TEXT NOT NULL,
-    birth_year INTEGER NOT NULL,
-    birth_month INTEGER,
-    birth_day INTEGER,
-    gender TEXT NOT NULL CHECK (gender IN ('male', 'female')),
-    old_id_numbers TEXT NOT NULL DEFAULT '',
-    place_of_origin TEXT NOT NULL DEFAULT '',
-    permanent_residence TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL CHECK (status IN ('active', 'deceased', 'cancelled')),
-    household_id TEXT NOT NULL DEFAULT '',
-    relation_to_head TEXT NOT NULL DEFAULT '',
-    updated_at INTEGER NOT NULL,
-    record_version INTEGER NOT NULL DEFAULT 1,
-    src_file INTEGER,
-    src_line INTEGER)";
-
 const SWAP: &str = "\
 DROP TABLE citizen;
 ALTER TABLE citizen_next RENAME TO citizen;
@@ -292,7 +274,19 @@ async fn load(
         LoadMode::Full => "citizen_next",
         LoadMode::Delta => "temp.citizen_delta",
     };
-    let ddl = format!("DROP TABLE IF EXISTS {staging}; CREATE TABLE {staging} {TABLE_BODY}");
+    // The staging table is the mirror's own definition under another name,
+    // so that what is swapped in is exactly what the migrations made.
+    let definition: String = sqlx::query_scalar(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'citizen'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(store_error)?;
+    let body = definition
+        .split_once('(')
+        .map(|(_, body)| body)
+        .ok_or_else(|| StoreError::Corrupt("the citizen table has no definition".into()))?;
+    let ddl = format!("DROP TABLE IF EXISTS {staging}; CREATE TABLE {staging} ({body}");
     sqlx::raw_sql(AssertSqlSafe(ddl))
         .execute(&mut *tx)
         .await

@@ -89,3 +89,42 @@ async fn reflection_lists_the_services_in_v1_and_v1alpha() {
     let response = responses.message().await.unwrap().unwrap();
     assert!(response.message_response.is_some());
 }
+
+#[tokio::test]
+async fn a_call_in_flight_at_shutdown_still_gets_its_answer() {
+    use sqlx::Connection;
+    let url = PgServer::shared().fresh_database().await;
+    let mut app = spawn_app_with(test_settings(&url)).await;
+    // Hold the mirror table so that the next lookup waits on it.
+    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE citizen IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let client = app.client.clone();
+    let call =
+        tokio::spawn(async move { client.clone().verify(request(THUY.id, THUY.name)).await });
+    // The call is in flight once its query waits for the lock.
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        )
+        .fetch_one(app.mirror.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let server = app.begin_shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let answer = call.await.unwrap().unwrap().into_inner();
+    assert_eq!(answer.verdict(), vnid::pb::Verdict::Verified);
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+}

@@ -79,7 +79,7 @@ impl Application {
                 settings.listen
             )));
         }
-        let mirror = open_mirror(settings).await?;
+        let mirror = open_mirror(settings, Seed::Demo).await?;
         let attester = Arc::new(load_attester(settings)?);
         tracing::info!(kid = %attester.keyring.signing_kid(), "attestation key loaded");
         let cache = cache_in_front_of(settings, mirror.clone())?;
@@ -89,6 +89,12 @@ impl Application {
         };
         let verifier = Arc::new(Verifier::new(store, attester, clock));
         let registry = Arc::new(Registry::new(&settings.agencies()));
+        if registry.agency(&settings.plaintext_agency).is_err() {
+            return Err(StartupError::Refused(format!(
+                "plaintext_agency {:?} is not an enabled agency of the registry",
+                settings.plaintext_agency
+            )));
+        }
         let api = VerificationApi::new(verifier, registry, settings.plaintext_agency.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -185,10 +191,22 @@ const DEMO_POPULATION: GenOptions = GenOptions {
     as_of: crate::mirror::generate::DEFAULT_AS_OF,
 };
 
+/// Whether an empty embedded mirror is seeded with the demo population:
+/// yes for `vnid serve`, never for `vnid import` (an operator's first
+/// import must not be mixed with synthetic people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    Demo,
+    Nothing,
+}
+
 /// The configured mirror: Postgres at `database_url`, or the embedded
-/// SQLite mirror under the data directory (created, and seeded with a
-/// synthetic demo population, on first run).
-pub async fn open_mirror(settings: &Settings) -> Result<Arc<dyn MirrorAdmin>, StartupError> {
+/// SQLite mirror under the data directory (created on first run, and
+/// seeded with a synthetic demo population when `seed` says so).
+pub async fn open_mirror(
+    settings: &Settings,
+    seed: Seed,
+) -> Result<Arc<dyn MirrorAdmin>, StartupError> {
     let db = &settings.database;
     let Some(url) = &settings.database_url else {
         let dir = &settings.data_dir;
@@ -198,7 +216,7 @@ pub async fn open_mirror(settings: &Settings) -> Result<Arc<dyn MirrorAdmin>, St
         })?;
         let mirror = SqliteMirror::open(&dir.join("mirror.sqlite3")).await?;
         mirror.migrate().await?;
-        if mirror.count().await? == 0 {
+        if seed == Seed::Demo && mirror.count().await? == 0 {
             tracing::info!(
                 people = DEMO_POPULATION.count,
                 "seeding the embedded mirror with a synthetic population"

@@ -237,7 +237,7 @@ fn import(config: Option<PathBuf>, data_dir: Option<PathBuf>, options: ImportOpt
     };
     let mode = options.mode;
     let result = runtime.block_on(async {
-        let mirror = crate::app::open_mirror(&settings)
+        let mirror = crate::app::open_mirror(&settings, crate::app::Seed::Nothing)
             .await
             .map_err(|e| e.to_string())?;
         crate::mirror::import::run(
@@ -261,7 +261,7 @@ fn import(config: Option<PathBuf>, data_dir: Option<PathBuf>, options: ImportOpt
                 report.changed,
                 report.rejected
             );
-            if let Some(path) = report.reject_file {
+            if let Some(path) = report.reject_file.filter(|_| report.rejected > 0) {
                 eprintln!("vnid import: rejected rows written to {}", path.display());
             }
             ExitCode::SUCCESS

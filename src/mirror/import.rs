@@ -63,6 +63,8 @@ pub enum ImportError {
     },
     #[error("the reader stopped unexpectedly")]
     Reader,
+    #[error("the files hold no valid row: a full load would empty the mirror; nothing was changed")]
+    EmptyFullLoad,
 }
 
 /// Where the importer says what it is doing: error lines and progress.
@@ -246,6 +248,10 @@ fn read_files(
                 }
             }
         }
+    }
+    if data_as_of == i64::MIN && options.mode == LoadMode::Full {
+        // A truncated or wrong export must not wipe the mirror out.
+        return Err(ImportError::EmptyFullLoad);
     }
     if !batch.is_empty() {
         tx.blocking_send(LoadItem::Batch(batch))

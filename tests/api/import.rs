@@ -447,3 +447,57 @@ async fn the_embedded_default_answers_a_first_call() {
     );
     assert!(dir.path().join("mirror.sqlite3").exists());
 }
+
+#[tokio::test]
+async fn an_empty_full_load_is_refused() {
+    let dir = Dir::new("import-empty");
+    let url = PgServer::shared().fresh_database().await;
+    let base = dir.path().join("base.csv");
+    write_all(&base, &fixtures());
+    assert!(
+        run(&url, &["import", base.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let empty = dir.path().join("empty.csv");
+    write_all(&empty, &[]);
+    let out = run(&url, &["import", empty.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("would empty the mirror"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        exists(
+            &mirror(&url).await,
+            &PersonalIdNumber::parse(DAM.id).unwrap()
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn importing_into_the_embedded_mirror_adds_no_demo_people() {
+    let dir = Dir::new("import-embedded");
+    let file = dir.path().join("people.csv");
+    write_all(&file, &fixtures());
+    let data = dir.path().join("data");
+    let out = vnid(
+        None,
+        &[
+            "import",
+            "--delta",
+            "--data-dir",
+            data.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mirror = vnid::mirror::SqliteMirror::open(&data.join("mirror.sqlite3"))
+        .await
+        .unwrap();
+    assert_eq!(mirror.count().await.unwrap(), fixtures().len() as i64);
+}

@@ -10,6 +10,7 @@
 pub mod export;
 pub mod generate;
 pub mod import;
+mod load;
 mod migrate;
 mod postgres;
 mod row;
@@ -130,7 +131,7 @@ pub enum LoadError {
 
 /// What `LoadItem::End` tells the loader.
 #[derive(Debug, Clone)]
-struct LoadEnd {
+pub(crate) struct LoadEnd {
     data_as_of: UnixSeconds,
     duplicate_budget: u64,
     digest: Option<String>,

@@ -6,11 +6,13 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::mpsc;
 
+use super::load::{self, LoadSteps};
 use super::row::{StoredDetails, StoredPerson};
 use super::{
-    BoxFuture, Duplicate, ExportRecord, LoadError, LoadItem, LoadMode, LoadOutcome, Lookup,
-    MirrorAdmin, MirrorStore, RowOrigin, StoreError, migrate,
+    BoxFuture, Duplicate, ExportRecord, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
+    Lookup, MirrorAdmin, MirrorStore, RowOrigin, StoreError, migrate,
 };
+use crate::clock::UnixSeconds;
 use crate::domain::{CitizenRecord, PersonalIdNumber};
 
 #[derive(Debug, Clone)]
@@ -230,7 +232,7 @@ async fn stage(
     tx: &mut Transaction<'_, Postgres>,
     staging: &str,
     items: &mut mpsc::Receiver<LoadItem>,
-) -> Result<(u64, super::LoadEnd), LoadError> {
+) -> Result<(u64, LoadEnd), LoadError> {
     let statement =
         format!("COPY {staging} ({COLUMNS}, src_file, src_line) FROM STDIN (FORMAT binary)");
     let mut copy = tx.copy_in_raw(&statement).await.map_err(store_error)?;
@@ -254,7 +256,7 @@ async fn stage(
                 duplicate_budget,
                 digest,
             }) => {
-                break super::LoadEnd {
+                break LoadEnd {
                     data_as_of,
                     duplicate_budget,
                     digest,
@@ -384,7 +386,7 @@ async fn was_imported(
 async fn load(
     pool: &PgPool,
     mode: LoadMode,
-    mut items: mpsc::Receiver<LoadItem>,
+    items: mpsc::Receiver<LoadItem>,
 ) -> Result<LoadOutcome, LoadError> {
     let mut tx = pool.begin().await.map_err(store_error)?;
     // The primary key of a province sorts in memory rather than on disk.
@@ -405,67 +407,87 @@ async fn load(
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
-    let (staged, end) = stage(&mut tx, staging, &mut items).await?;
-    if let Some(digest) = &end.digest
-        && was_imported(&mut tx, digest).await?
-    {
-        // A repeat: the transaction rolls back as it is dropped.
-        return Ok(LoadOutcome {
-            already_imported: true,
-            ..LoadOutcome::default()
-        });
+    load::drive(PgLoad { tx, staging }, mode, items).await
+}
+
+/// A load in progress: its transaction and its staging table.
+struct PgLoad<'c> {
+    tx: Transaction<'c, Postgres>,
+    staging: &'static str,
+}
+
+impl LoadSteps for PgLoad<'_> {
+    async fn stage(
+        &mut self,
+        items: &mut mpsc::Receiver<LoadItem>,
+    ) -> Result<(u64, LoadEnd), LoadError> {
+        stage(&mut self.tx, self.staging, items).await
     }
-    let dropped = deduplicate(&mut tx, staging, end.duplicate_budget).await?;
-    let rows = staged - dropped.len() as u64;
-    let changed = match mode {
-        LoadMode::Full => {
-            sqlx::raw_sql(ADOPT_CHECKS)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            sqlx::raw_sql(SWAP)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            sqlx::query("UPDATE mirror_state SET data_as_of = to_timestamp($1), generation = generation + 1")
-                .bind(end.data_as_of as f64)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            rows
-        }
-        LoadMode::Delta => {
-            let applied = sqlx::query(APPLY_DELTA)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            sqlx::query(
-                "UPDATE mirror_state SET data_as_of = greatest(data_as_of, to_timestamp($1)), generation = generation + 1",
-            )
-            .bind(end.data_as_of as f64)
-            .execute(&mut *tx)
+
+    async fn was_imported(&mut self, digest: &str) -> Result<bool, StoreError> {
+        was_imported(&mut self.tx, digest).await
+    }
+
+    async fn deduplicate(&mut self, budget: u64) -> Result<Vec<Duplicate>, LoadError> {
+        deduplicate(&mut self.tx, self.staging, budget).await
+    }
+
+    async fn swap(&mut self, data_as_of: UnixSeconds) -> Result<(), StoreError> {
+        sqlx::raw_sql(ADOPT_CHECKS)
+            .execute(&mut *self.tx)
             .await
             .map_err(store_error)?;
-            applied.rows_affected()
-        }
-    };
-    if let Some(digest) = &end.digest {
+        sqlx::raw_sql(SWAP)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(store_error)?;
+        sqlx::query(
+            "UPDATE mirror_state SET data_as_of = to_timestamp($1), generation = generation + 1",
+        )
+        .bind(data_as_of as f64)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn apply_delta(&mut self, data_as_of: UnixSeconds) -> Result<u64, StoreError> {
+        let applied = sqlx::query(APPLY_DELTA)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(store_error)?;
+        sqlx::query(
+            "UPDATE mirror_state SET data_as_of = greatest(data_as_of, to_timestamp($1)), \
+             generation = generation + 1",
+        )
+        .bind(data_as_of as f64)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(store_error)?;
+        Ok(applied.rows_affected())
+    }
+
+    async fn log_import(
+        &mut self,
+        digest: &str,
+        mode: LoadMode,
+        rows: u64,
+        changed: u64,
+    ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO import_log (digest, mode, rows, changed) VALUES ($1, $2, $3, $4)")
             .bind(digest)
             .bind(mode.as_str())
             .bind(rows as i64)
             .bind(changed as i64)
-            .execute(&mut *tx)
+            .execute(&mut *self.tx)
             .await
             .map_err(store_error)?;
+        Ok(())
     }
-    tx.commit().await.map_err(store_error)?;
-    Ok(LoadOutcome {
-        rows,
-        changed,
-        dropped_duplicates: dropped,
-        already_imported: false,
-    })
+
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(store_error)
+    }
 }
 
 /// The record of a lookup row; `None` where the LEFT JOIN found no citizen.

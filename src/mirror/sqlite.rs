@@ -11,11 +11,13 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use tokio::sync::mpsc;
 
+use super::load::{self, LoadSteps};
 use super::row::{StoredDetails, StoredPerson};
 use super::{
     BoxFuture, Duplicate, ExportRecord, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
     Lookup, MirrorAdmin, MirrorStore, RowOrigin, SourcedRecord, StoreError, migrate,
 };
+use crate::clock::UnixSeconds;
 use crate::domain::{CitizenRecord, OldIdNumber, PersonalIdNumber};
 
 #[derive(Debug, Clone)]
@@ -252,18 +254,10 @@ async fn deduplicate(
     Ok(found)
 }
 
-async fn was_imported(tx: &mut Transaction<'_, Sqlite>, digest: &str) -> Result<bool, StoreError> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM import_log WHERE digest = ?1)")
-        .bind(digest)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(store_error)
-}
-
 async fn load(
     pool: &SqlitePool,
     mode: LoadMode,
-    mut items: mpsc::Receiver<LoadItem>,
+    items: mpsc::Receiver<LoadItem>,
 ) -> Result<LoadOutcome, LoadError> {
     // IMMEDIATE: take the write lock now, so one import runs at a time.
     let mut tx = pool
@@ -291,85 +285,115 @@ async fn load(
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
-    let mut staged = 0u64;
-    let end = loop {
-        match items.recv().await {
-            Some(LoadItem::Batch(batch)) => {
-                insert_rows(&mut tx, staging, &batch).await?;
-                staged += batch.len() as u64;
-            }
-            Some(LoadItem::End {
-                data_as_of,
-                duplicate_budget,
-                digest,
-            }) => {
-                break LoadEnd {
+    load::drive(SqliteLoad { tx, staging }, mode, items).await
+}
+
+/// A load in progress: its transaction and its staging table.
+struct SqliteLoad<'c> {
+    tx: Transaction<'c, Sqlite>,
+    staging: &'static str,
+}
+
+impl LoadSteps for SqliteLoad<'_> {
+    async fn stage(
+        &mut self,
+        items: &mut mpsc::Receiver<LoadItem>,
+    ) -> Result<(u64, LoadEnd), LoadError> {
+        let mut staged = 0u64;
+        loop {
+            match items.recv().await {
+                Some(LoadItem::Batch(batch)) => {
+                    insert_rows(&mut self.tx, self.staging, &batch).await?;
+                    staged += batch.len() as u64;
+                }
+                Some(LoadItem::End {
                     data_as_of,
                     duplicate_budget,
                     digest,
-                };
+                }) => {
+                    return Ok((
+                        staged,
+                        LoadEnd {
+                            data_as_of,
+                            duplicate_budget,
+                            digest,
+                        },
+                    ));
+                }
+                None => return Err(LoadError::Incomplete),
             }
-            None => return Err(LoadError::Incomplete),
         }
-    };
-    if let Some(digest) = &end.digest
-        && was_imported(&mut tx, digest).await?
-    {
-        // A repeat: the transaction rolls back as it is dropped.
-        return Ok(LoadOutcome {
-            already_imported: true,
-            ..LoadOutcome::default()
-        });
     }
-    let dropped = deduplicate(&mut tx, staging, end.duplicate_budget).await?;
-    let rows = staged - dropped.len() as u64;
-    let changed = match mode {
-        LoadMode::Full => {
-            sqlx::raw_sql(SWAP)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            sqlx::query("UPDATE mirror_state SET data_as_of = ?1, generation = generation + 1")
-                .bind(end.data_as_of)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            rows
-        }
-        LoadMode::Delta => {
-            let applied = sqlx::query(APPLY_DELTA)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            sqlx::query("UPDATE mirror_state SET data_as_of = max(coalesce(data_as_of, ?1), ?1), generation = generation + 1")
-                .bind(end.data_as_of)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            sqlx::raw_sql("DROP TABLE temp.citizen_delta")
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            applied.rows_affected()
-        }
-    };
-    if let Some(digest) = &end.digest {
-        sqlx::query("INSERT INTO import_log (digest, mode, rows, changed, finished_at) VALUES (?1, ?2, ?3, ?4, unixepoch())")
+
+    async fn was_imported(&mut self, digest: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM import_log WHERE digest = ?1)")
             .bind(digest)
-            .bind(mode.as_str())
-            .bind(rows as i64)
-            .bind(changed as i64)
-            .execute(&mut *tx)
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn deduplicate(&mut self, budget: u64) -> Result<Vec<Duplicate>, LoadError> {
+        deduplicate(&mut self.tx, self.staging, budget).await
+    }
+
+    async fn swap(&mut self, data_as_of: UnixSeconds) -> Result<(), StoreError> {
+        sqlx::raw_sql(SWAP)
+            .execute(&mut *self.tx)
             .await
             .map_err(store_error)?;
+        sqlx::query("UPDATE mirror_state SET data_as_of = ?1, generation = generation + 1")
+            .bind(data_as_of)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
-    tx.commit().await.map_err(store_error)?;
-    Ok(LoadOutcome {
-        rows,
-        changed,
-        dropped_duplicates: dropped,
-        already_imported: false,
-    })
+
+    async fn apply_delta(&mut self, data_as_of: UnixSeconds) -> Result<u64, StoreError> {
+        let applied = sqlx::query(APPLY_DELTA)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(store_error)?;
+        sqlx::query(
+            "UPDATE mirror_state SET data_as_of = max(coalesce(data_as_of, ?1), ?1), \
+             generation = generation + 1",
+        )
+        .bind(data_as_of)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(store_error)?;
+        sqlx::raw_sql("DROP TABLE temp.citizen_delta")
+            .execute(&mut *self.tx)
+            .await
+            .map_err(store_error)?;
+        Ok(applied.rows_affected())
+    }
+
+    async fn log_import(
+        &mut self,
+        digest: &str,
+        mode: LoadMode,
+        rows: u64,
+        changed: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO import_log (digest, mode, rows, changed, finished_at) \
+             VALUES (?1, ?2, ?3, ?4, unixepoch())",
+        )
+        .bind(digest)
+        .bind(mode.as_str())
+        .bind(rows as i64)
+        .bind(changed as i64)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(store_error)
+    }
 }
 
 impl MirrorStore for SqliteMirror {

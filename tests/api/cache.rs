@@ -328,3 +328,41 @@ async fn no_stale_answer_once_an_update_is_known() {
     }
     assert_eq!(answers, HashSet::from([pb::Reason::Deceased]));
 }
+
+#[tokio::test]
+async fn a_stalled_redis_fails_no_verification() {
+    let redis = RedisServer::start();
+    let app = spawn_with_redis_timeout(&redis, 50).await;
+    for p in [&DAM, &THUY] {
+        app.verify(request(p.id, p.name)).await.unwrap();
+    }
+    // Redis stops answering for two seconds (it sleeps in a command).
+    let mut conn = redis.client().await;
+    let stall = tokio::spawn(async move {
+        let _: redis::RedisResult<()> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(2)
+            .query_async(&mut conn)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = metrics(&app);
+    for i in 0..60 {
+        let p = [&DAM, &THUY, &LAN_CANCELLED][i % 3];
+        let r = app.verify(request(p.id, p.name)).await;
+        assert!(
+            r.is_ok(),
+            "a verification failed while Redis was stalled: {r:?}"
+        );
+    }
+    let during = metrics(&app);
+    assert!(
+        during.errors > before.errors,
+        "the stall was never noticed: {during:?}"
+    );
+    assert!(
+        during.bypassed > before.bypassed,
+        "the breaker never opened: {during:?}"
+    );
+    stall.await.unwrap();
+}

@@ -21,6 +21,8 @@ impl RedisServer {
         cmd.args(["--pdeathsig", "KILL", "--", "redis-server"])
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            // DEBUG SLEEP stalls the server for the slow-cache test.
+            .args(["--enable-debug-command", "yes"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());

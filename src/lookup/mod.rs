@@ -15,13 +15,16 @@
 //!   has a deadline) trips a circuit breaker, lookups go straight to the
 //!   mirror (at most `max_db_queries` at once), and the breaker probes until
 //!   the cache is back.
+//! - The cache never stands in for the mirror: while the mirror does not
+//!   answer the generation poll, lookups go to the mirror, and so a mirror
+//!   outage is UNAVAILABLE, not a verdict from a cached copy.
 
 mod backend;
 mod breaker;
 pub mod seal;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -107,6 +110,10 @@ struct Inner {
     sealer: Sealer,
     /// The newest mirror generation this instance knows of.
     generation: AtomicI64,
+    /// Set while the mirror does not answer the generation poll: the cache
+    /// then answers nothing, so that a mirror outage is UNAVAILABLE (as
+    /// DESIGN.md requires), never a verdict from a copy.
+    mirror_down: AtomicBool,
     /// Mirror queries under way, by cache key, for coalescing.
     inflight: Mutex<HashMap<String, Shared>>,
     /// Bounds concurrent mirror queries, above all when the cache is down.
@@ -156,6 +163,7 @@ impl CachedMirror {
             backend,
             sealer,
             generation: AtomicI64::new(0),
+            mirror_down: AtomicBool::new(false),
             inflight: Mutex::default(),
             metrics: CacheMetrics::default(),
             params,
@@ -191,7 +199,14 @@ async fn watch_generation(inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else { return };
         match inner.mirror.generation().await {
             // The mirror is the truth, even if it went back (a restore).
-            Ok(generation) => inner.generation.store(generation, Ordering::Relaxed),
+            Ok(generation) => {
+                inner.generation.store(generation, Ordering::Relaxed);
+                inner.mirror_down.store(false, Ordering::Relaxed);
+            }
+            Err(StoreError::Unavailable(e)) => {
+                inner.mirror_down.store(true, Ordering::Relaxed);
+                tracing::debug!(error = %e, "the mirror does not answer");
+            }
             Err(e) => tracing::debug!(error = %e, "cannot read the mirror generation"),
         }
     }
@@ -346,6 +361,11 @@ impl MirrorStore for CachedMirror {
     fn lookup<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Lookup, StoreError>> {
         Box::pin(async move {
             let inner = &self.inner;
+            if inner.mirror_down.load(Ordering::Relaxed) {
+                // Straight to the mirror: it answers (and the flag clears at
+                // the next poll) or the call is UNAVAILABLE.
+                return inner.query_mirror(id).await;
+            }
             let known = inner.generation.load(Ordering::Relaxed);
             let hash = inner.sealer.id_hash(id);
             if let Some(found) = inner

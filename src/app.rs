@@ -334,10 +334,11 @@ fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
 }
 
 /// Writes a new secret file, readable by its owner only, unless it exists.
+/// Returns whether it wrote one.
 pub fn create_secret_file_once(
     path: &Path,
     contents: impl FnOnce() -> Result<Vec<u8>, KeyError>,
-) -> Result<(), StartupError> {
+) -> Result<bool, StartupError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
 
@@ -358,9 +359,10 @@ pub fn create_secret_file_once(
             let bytes = zeroize::Zeroizing::new(contents()?);
             file.write_all(&bytes)
                 .and_then(|()| file.sync_all())
-                .map_err(io_error)
+                .map_err(io_error)?;
+            Ok(true)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(io_error(e)),
     }
 }

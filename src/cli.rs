@@ -314,32 +314,21 @@ fn gen_population(
 }
 
 fn keygen(out: &std::path::Path) -> ExitCode {
-    if out.exists() {
-        return fail(format!(
-            "{} exists; refusing to overwrite a key",
-            out.display()
-        ));
-    }
-    let mut pem = None;
-    let created = create_secret_file_once(out, || {
-        let key = generate_key_pem()?;
-        pem = Some(key.clone());
-        Ok(key.as_bytes().to_vec())
-    });
-    if let Err(e) = created {
-        return fail(e);
-    }
-    let Some(pem) = pem else {
-        return fail(format!(
-            "{} appeared while writing; not overwritten",
-            out.display()
-        ));
+    let key = generate_key_pem()
+        .and_then(|pem| Ok((crate::attest::Keyring::from_pem(&pem)?.signing_kid(), pem)));
+    let (kid, pem) = match key {
+        Ok(key) => key,
+        Err(e) => return fail(e),
     };
-    match crate::attest::Keyring::from_pem(&pem) {
-        Ok(ring) => {
-            println!("{}", ring.signing_kid());
+    match create_secret_file_once(out, || Ok(pem.as_bytes().to_vec())) {
+        Ok(true) => {
+            println!("{kid}");
             ExitCode::SUCCESS
         }
+        Ok(false) => fail(format!(
+            "{} exists; refusing to overwrite a key",
+            out.display()
+        )),
         Err(e) => fail(e),
     }
 }

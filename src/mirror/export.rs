@@ -392,13 +392,17 @@ struct JsonRow {
 
 fn parse_json(line: &str) -> Result<ExportRecord, RowError> {
     let row: JsonRow = serde_json::from_str(line).map_err(|e| {
-        // serde_json's messages name fields and positions, never values.
-        let reason = if e.is_syntax() || e.is_eof() {
-            "JSON_SYNTAX"
+        // serde_json's own messages may quote a value ("invalid type:
+        // integer `82090012345`"): say only what kind of fault, and where.
+        if e.is_syntax() || e.is_eof() {
+            RowError::new("row", "JSON_SYNTAX", format!("is not valid JSON (column {})", e.column()))
         } else {
-            "JSON_SHAPE"
-        };
-        RowError::new("row", reason, e)
+            RowError::new(
+                "row",
+                "JSON_SHAPE",
+                "is not an object of the export's keys with string values (old_id_numbers: a string or a list)",
+            )
+        }
     })?;
     let old = match row.old_id_numbers {
         None => String::new(),
@@ -553,6 +557,10 @@ mod tests {
         let joined = line.replace(r#"["312345678"]"#, r#""312345678""#);
         assert_eq!(parse_json(&joined).unwrap(), record);
         assert_eq!(parse_json("{").unwrap_err().reason, "JSON_SYNTAX");
+        let number = line.replace(r#""082090012345""#, "82090012345");
+        let e = parse_json(&number).unwrap_err();
+        assert_eq!(e.reason, "JSON_SHAPE");
+        assert!(!e.to_string().contains("82090012345"), "{e}");
         assert_eq!(
             parse_json(r#"{"id_number":"1"}"#).unwrap_err().reason,
             "JSON_SHAPE"

@@ -69,14 +69,12 @@ impl Rng {
 }
 
 // Frequencies in tenths of a percent, after published surveys of family names.
-const FAMILY_NORTH: &[(&str, u32)] = &[
+const FAMILY_COMMON: &[(&str, u32)] = &[
     ("Nguyễn", 384),
     ("Trần", 121),
     ("Lê", 95),
     ("Phạm", 70),
-    ("Hoàng", 51),
     ("Phan", 45),
-    ("Vũ", 39),
     ("Đặng", 21),
     ("Bùi", 20),
     ("Đỗ", 14),
@@ -89,6 +87,12 @@ const FAMILY_NORTH: &[(&str, u32)] = &[
     ("Lâm", 4),
     ("Mai", 4),
     ("Tô", 3),
+];
+/// Where the north writes Hoàng and Vũ, the south writes Huỳnh and Võ; and
+/// a few rarer names are regional.
+const FAMILY_NORTH: &[(&str, u32)] = &[
+    ("Hoàng", 51),
+    ("Vũ", 39),
     ("Đào", 3),
     ("Cao", 3),
     ("Trịnh", 3),
@@ -96,25 +100,8 @@ const FAMILY_NORTH: &[(&str, u32)] = &[
     ("Tạ", 2),
 ];
 const FAMILY_SOUTH: &[(&str, u32)] = &[
-    ("Nguyễn", 384),
-    ("Trần", 121),
-    ("Lê", 95),
-    ("Phạm", 70),
     ("Huỳnh", 51),
-    ("Phan", 45),
     ("Võ", 39),
-    ("Đặng", 21),
-    ("Bùi", 20),
-    ("Đỗ", 14),
-    ("Hồ", 13),
-    ("Ngô", 13),
-    ("Dương", 10),
-    ("Lý", 5),
-    ("Đinh", 5),
-    ("Trương", 5),
-    ("Lâm", 4),
-    ("Mai", 4),
-    ("Tô", 3),
     ("Châu", 3),
     ("Thái", 3),
     ("Quách", 2),
@@ -320,10 +307,18 @@ pub struct Generator {
     households: u64,
     pending: Vec<ExportRecord>,
     as_of_year: i64,
+    /// The family names of the province's region, with their weights.
+    family_names: Vec<(&'static str, u32)>,
 }
 
 impl Generator {
     pub fn new(options: GenOptions) -> Self {
+        let regional = if options.province >= 66 {
+            FAMILY_SOUTH
+        } else {
+            FAMILY_NORTH
+        };
+        let family_names = [FAMILY_COMMON, regional].concat();
         let as_of_year = civil_from_days(options.as_of.div_euclid(86_400)).0;
         Self {
             rng: Rng(options.seed ^ 0x5eed_0000_0000_0000 ^ u64::from(options.province) << 32),
@@ -333,6 +328,7 @@ impl Generator {
             households: 0,
             pending: Vec::new(),
             as_of_year,
+            family_names,
         }
     }
 
@@ -462,11 +458,7 @@ impl Generator {
     fn household(&mut self) {
         self.households += 1;
         let province = province_name(self.options.province).unwrap_or("Nước ngoài");
-        let family_table = if self.options.province >= 66 {
-            FAMILY_SOUTH
-        } else {
-            FAMILY_NORTH
-        };
+        let family_table = &self.family_names;
         let household = format!("{:03}{:09}", self.options.province, self.households);
         let address = format!(
             "Số {}, {}, {}, {}, {province}",

@@ -30,6 +30,12 @@ fn run(database_url: &str, args: &[&str]) -> Output {
     vnid(Some(database_url), args).output().unwrap()
 }
 
+/// A full import that must succeed; its report is shown if it does not.
+fn import_ok(database_url: &str, file: &Path) {
+    let out = run(database_url, &["import", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -148,11 +154,7 @@ async fn a_bad_last_row_leaves_the_previous_mirror_intact() {
     let dir = Dir::new("import-atomic");
     let url = PgServer::shared().fresh_database().await;
     let first_file = generate(dir.path(), "first.csv", 500, 1);
-    assert!(
-        run(&url, &["import", first_file.to_str().unwrap()])
-            .status
-            .success()
-    );
+    import_ok(&url, &first_file);
 
     let second = generate(dir.path(), "second.csv", 500, 2);
     let mut text = std::fs::read_to_string(&second).unwrap();
@@ -181,11 +183,7 @@ async fn an_import_killed_midway_changes_nothing() {
     let dir = Dir::new("import-kill");
     let url = PgServer::shared().fresh_database().await;
     let small = generate(dir.path(), "small.csv", 200, 3);
-    assert!(
-        run(&url, &["import", small.to_str().unwrap()])
-            .status
-            .success()
-    );
+    import_ok(&url, &small);
     let big = generate(dir.path(), "big.csv", 300_000, 4);
 
     let mut child = vnid(Some(&url), &["import", big.to_str().unwrap()])
@@ -237,11 +235,7 @@ async fn a_delta_changes_a_name_adds_a_person_and_records_a_death() {
     let url = PgServer::shared().fresh_database().await;
     let base = dir.path().join("base.csv");
     write_all(&base, &fixtures());
-    assert!(
-        run(&url, &["import", base.to_str().unwrap()])
-            .status
-            .success()
-    );
+    import_ok(&url, &base);
 
     let mut renamed = record(&DAM);
     renamed.full_name = "Nguyễn Văn Đảm".into();
@@ -454,11 +448,7 @@ async fn an_empty_full_load_is_refused() {
     let url = PgServer::shared().fresh_database().await;
     let base = dir.path().join("base.csv");
     write_all(&base, &fixtures());
-    assert!(
-        run(&url, &["import", base.to_str().unwrap()])
-            .status
-            .success()
-    );
+    import_ok(&url, &base);
     let empty = dir.path().join("empty.csv");
     write_all(&empty, &[]);
     let out = run(&url, &["import", empty.to_str().unwrap()]);

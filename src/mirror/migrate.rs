@@ -7,7 +7,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use super::{BoxFuture, StoreError};
 
-pub(super) type Migrations = &'static [(i64, &'static str, &'static str)];
+pub(crate) type Migrations = &'static [(i64, &'static str, &'static str)];
 
 pub(super) const POSTGRES: Migrations = &[
     (
@@ -20,6 +20,11 @@ pub(super) const POSTGRES: Migrations = &[
         "imports",
         include_str!("migrations/postgres/0002_imports.sql"),
     ),
+    (
+        3,
+        "id collation",
+        include_str!("migrations/postgres/0003_id_collation.sql"),
+    ),
 ];
 
 pub(super) const SQLITE: Migrations = &[(
@@ -28,8 +33,9 @@ pub(super) const SQLITE: Migrations = &[(
     include_str!("migrations/sqlite/0001_mirror.sql"),
 )];
 
+/// Migrations compiled into the binary, as a source for sqlx's migrator.
 #[derive(Debug)]
-struct Embedded(Migrations);
+pub(crate) struct Embedded(pub(crate) Migrations);
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {

@@ -303,15 +303,19 @@ async fn postgres_keeps_its_check_constraints_across_full_loads() {
 #[tokio::test]
 async fn postgres_compares_id_numbers_bytewise_through_full_loads() {
     let store = postgres().await;
+    let collation = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT c.collname::text FROM pg_attribute a \
+             JOIN pg_collation c ON c.oid = a.attcollation \
+             WHERE a.attrelid = 'citizen'::regclass AND a.attname = 'id_number'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(collation().await, "C", "as migrated");
     load_records(&store, LoadMode::Full, None, fixtures().into_iter())
         .await
         .unwrap();
-    let collation: String = sqlx::query_scalar(
-        "SELECT c.collname::text FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation \
-         WHERE a.attrelid = 'citizen'::regclass AND a.attname = 'id_number'",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
-    assert_eq!(collation, "C");
+    assert_eq!(collation().await, "C", "after a full load");
 }

@@ -13,6 +13,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hmac::{Hmac, KeyInit, Mac};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -22,6 +23,10 @@ use crate::domain::PersonalIdNumber;
 
 /// The JWS `typ` of every attestation.
 pub const TOKEN_TYPE: &str = "vnid-attestation+jwt";
+
+/// The JWS `typ` of a signed audit checkpoint: a different type, so that
+/// neither can pass for the other.
+pub const CHECKPOINT_TYPE: &str = "vnid-audit-checkpoint+jwt";
 
 /// The signed claims. Enumerated values use the proto enum names
 /// (`VERDICT_VERIFIED`, `REASON_NOT_FOUND`, …), as protobuf's JSON mapping
@@ -88,7 +93,7 @@ pub enum KeyError {
 pub enum TokenError {
     #[error("not a compact JWS")]
     Malformed,
-    #[error("unsupported header (alg must be EdDSA, typ {TOKEN_TYPE})")]
+    #[error("unsupported header (alg must be EdDSA, and typ the expected one)")]
     Header,
     #[error("no published key has kid {0:?}")]
     UnknownKey(String),
@@ -132,11 +137,22 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
         })
 }
 
+/// What is needed to attest: keys, issuer, lifetime.
+#[derive(Debug)]
+pub struct Attester {
+    pub keyring: Keyring,
+    pub subject_key: SubjectKey,
+    pub issuer: String,
+    pub ttl_seconds: i64,
+}
+
 /// The signing key and the keys still published for verification.
 pub struct Keyring {
     signing: SigningKey,
-    /// `base64url(header)` for the signing key: the same for every token.
+    /// `base64url(header)` of attestations: the same for every one.
     header_b64: String,
+    /// `base64url(header)` of audit checkpoints.
+    checkpoint_header_b64: String,
     jwks_json: String,
 }
 
@@ -178,7 +194,13 @@ impl Keyring {
 
     pub fn new(signing: SigningKey, published: Vec<VerifyingKey>) -> Self {
         let kid = thumbprint(&signing.verifying_key());
-        let header = serde_json::json!({ "alg": "EdDSA", "typ": TOKEN_TYPE, "kid": kid });
+        let header = |typ: &str| {
+            b64(
+                serde_json::json!({ "alg": "EdDSA", "typ": typ, "kid": kid })
+                    .to_string()
+                    .as_bytes(),
+            )
+        };
         let mut keys = vec![signing.verifying_key()];
         keys.extend(
             published
@@ -187,7 +209,8 @@ impl Keyring {
         );
         let jwks = serde_json::json!({ "keys": keys.iter().map(jwk).collect::<Vec<_>>() });
         Self {
-            header_b64: b64(header.to_string().as_bytes()),
+            header_b64: header(TOKEN_TYPE),
+            checkpoint_header_b64: header(CHECKPOINT_TYPE),
             jwks_json: jwks.to_string(),
             signing,
         }
@@ -203,9 +226,22 @@ impl Keyring {
     }
 
     pub fn sign(&self, claims: &AttestationClaims) -> Result<String, serde_json::Error> {
+        self.sign_with(&self.header_b64, claims)
+    }
+
+    /// Signs an audit checkpoint (`typ` [`CHECKPOINT_TYPE`]).
+    pub fn sign_checkpoint(&self, claims: &impl Serialize) -> Result<String, serde_json::Error> {
+        self.sign_with(&self.checkpoint_header_b64, claims)
+    }
+
+    fn sign_with(
+        &self,
+        header_b64: &str,
+        claims: &impl Serialize,
+    ) -> Result<String, serde_json::Error> {
         let payload = serde_json::to_vec(claims)?;
-        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 90);
-        token.push_str(&self.header_b64);
+        let mut token = String::with_capacity(header_b64.len() + payload.len() * 4 / 3 + 90);
+        token.push_str(header_b64);
         token.push('.');
         token.push_str(&b64(&payload));
         let signature = self.signing.sign(token.as_bytes());
@@ -264,8 +300,26 @@ impl Jwks {
         Ok(Self(keys))
     }
 
-    /// Checks the signature with the key the header names, then the expiry.
+    /// Checks an attestation's signature with the key the header names, then
+    /// its expiry.
     pub fn verify(&self, token: &str, now: UnixSeconds) -> Result<AttestationClaims, TokenError> {
+        let claims: AttestationClaims = self.verify_signature(token, TOKEN_TYPE)?;
+        if claims.exp <= now {
+            return Err(TokenError::Expired {
+                exp: claims.exp,
+                now,
+            });
+        }
+        Ok(claims)
+    }
+
+    /// Checks a token of type `typ` with the key its header names, and
+    /// returns its claims; expiry is the caller's business.
+    pub fn verify_signature<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: &str,
+    ) -> Result<T, TokenError> {
         #[derive(Deserialize)]
         struct Header {
             alg: String,
@@ -281,7 +335,7 @@ impl Jwks {
         let decode = |s: &str| Base64UrlUnpadded::decode_vec(s).map_err(|_| TokenError::Malformed);
         let header: Header =
             serde_json::from_slice(&decode(header_b64)?).map_err(|_| TokenError::Malformed)?;
-        if header.alg != "EdDSA" || header.typ.as_deref() != Some(TOKEN_TYPE) {
+        if header.alg != "EdDSA" || header.typ.as_deref() != Some(typ) {
             return Err(TokenError::Header);
         }
         let key = self
@@ -295,15 +349,7 @@ impl Jwks {
         let signed_len = header_b64.len() + 1 + payload_b64.len();
         key.verify_strict(&token.as_bytes()[..signed_len], &signature)
             .map_err(|_| TokenError::BadSignature)?;
-        let claims: AttestationClaims =
-            serde_json::from_slice(&decode(payload_b64)?).map_err(|_| TokenError::Claims)?;
-        if claims.exp <= now {
-            return Err(TokenError::Expired {
-                exp: claims.exp,
-                now,
-            });
-        }
-        Ok(claims)
+        serde_json::from_slice(&decode(payload_b64)?).map_err(|_| TokenError::Claims)
     }
 }
 
@@ -359,6 +405,17 @@ impl SubjectKey {
         mac.update(b"vnid-sub-v1\0");
         mac.update(agency.as_bytes());
         mac.update(b"\0");
+        mac.update(id.expose().as_bytes());
+        b64(&mac.finalize().into_bytes())
+    }
+
+    /// `base64url(HMAC-SHA256(key, "vnid-audit-index-v1" 0 id))`: the one
+    /// token under which the audit trail files every check of a person,
+    /// whichever agency asked, so that the person's access history can be
+    /// listed without the trail holding the number.
+    pub fn subject_index(&self, id: &PersonalIdNumber) -> String {
+        let mut mac = self.0.clone();
+        mac.update(b"vnid-audit-index-v1\0");
         mac.update(id.expose().as_bytes());
         b64(&mac.finalize().into_bytes())
     }
@@ -484,5 +541,36 @@ mod tests {
         assert!(!a.contains("082090012345") && a.len() == 43);
         assert!(SubjectKey::new(&[1; 31]).is_err());
         assert_eq!(format!("{key:?}"), "SubjectKey([redacted])");
+    }
+
+    #[test]
+    fn the_subject_index_is_one_per_person_and_no_pairwise_subject() {
+        let key = SubjectKey::new(&[1; 32]).unwrap();
+        let id = PersonalIdNumber::parse("082090012345").unwrap();
+        let other = PersonalIdNumber::parse("082090012346").unwrap();
+        let index = key.subject_index(&id);
+        assert_eq!(index, key.subject_index(&id));
+        assert_ne!(index, key.subject_index(&other));
+        assert_ne!(index, key.pairwise_subject("", &id));
+        assert_ne!(
+            index,
+            SubjectKey::new(&[2; 32]).unwrap().subject_index(&id),
+            "keyed"
+        );
+    }
+
+    #[test]
+    fn checkpoints_and_attestations_cannot_pass_for_each_other() {
+        let ring = keyring();
+        let jwks = Jwks::parse(ring.jwks_json()).unwrap();
+        let checkpoint = ring.sign_checkpoint(&claims(2_000)).unwrap();
+        assert_eq!(jwks.verify(&checkpoint, 1_500), Err(TokenError::Header));
+        let back: AttestationClaims = jwks.verify_signature(&checkpoint, CHECKPOINT_TYPE).unwrap();
+        assert_eq!(back, claims(2_000));
+        let attestation = ring.sign(&claims(2_000)).unwrap();
+        assert_eq!(
+            jwks.verify_signature::<AttestationClaims>(&attestation, CHECKPOINT_TYPE),
+            Err(TokenError::Header)
+        );
     }
 }

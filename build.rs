@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             config,
             &[
                 PathBuf::from("proto/vnid/v1/verification.proto"),
+                PathBuf::from("proto/vnid/v1/audit.proto"),
                 PathBuf::from("proto/vnid/bench/v1/hello.proto"),
             ],
             &[PathBuf::from("proto"), well_known],

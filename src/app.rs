@@ -11,18 +11,25 @@ use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::server::HealthReporter;
 
+use sqlx::{Postgres, Sqlite};
+
 use crate::attest::{KeyError, Keyring, SubjectKey, generate_key_pem};
+use crate::audit::history::AccessHistory;
+use crate::audit::{
+    AuditError, AuditLog, AuditSink, AuditStore, Checkpointer, NoAudit, SqlAudit, WriterParams,
+};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
-use crate::grpc::{VerificationApi, call_span};
+use crate::config::{AuditSinkKind, Settings};
+use crate::grpc::{AuditApi, Callers, VerificationApi, call_span};
 use crate::lookup::{CacheBackend, CacheParams, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::mirror::generate::{GenOptions, Generator};
 use crate::mirror::{
     ExportRecord, LoadMode, MirrorAdmin, MirrorStore, PgMirror, SqliteMirror, StoreError,
     load_records,
 };
+use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
-use crate::policy::Registry;
+use crate::policy::{Registry, Role};
 use crate::verify::{Attester, Verifier};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +40,8 @@ pub enum StartupError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -60,6 +69,9 @@ pub struct Application {
     drain_timeout: Duration,
     /// The cache in front of the mirror, for its counters.
     cache: Option<Arc<CachedMirror>>,
+    /// The audit trail's group-commit writer: it finishes (last rows, last
+    /// checkpoint) once the services holding it are gone.
+    audit_writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 type Service = VerificationServiceServer<VerificationApi>;
@@ -87,18 +99,38 @@ impl Application {
             Some(cache) => cache.clone(),
             None => mirror,
         };
-        let verifier = Arc::new(Verifier::new(store, attester, clock));
-        let registry = Arc::new(Registry::new(&settings.agencies()));
-        if registry.agency(&settings.plaintext_agency).is_err() {
-            return Err(StartupError::Refused(format!(
-                "plaintext_agency {:?} is not an enabled agency of the registry",
-                settings.plaintext_agency
-            )));
-        }
-        let api = VerificationApi::new(verifier, registry, settings.plaintext_agency.clone());
+        let audit_store = open_audit_store(settings).await?;
+        let (audit, audit_writer): (Arc<dyn AuditSink>, _) = match settings.audit.sink {
+            AuditSinkKind::Store => {
+                let (log, writer) = AuditLog::spawn(
+                    audit_store.clone(),
+                    Checkpointer::new(attester.clone(), clock.clone()),
+                    clock.clone(),
+                    writer_params(settings),
+                );
+                (Arc::new(log), Some(writer))
+            }
+            AuditSinkKind::None => {
+                tracing::error!(
+                    "audit.sink = \"none\": NO AUDIT TRAIL IS KEPT. For measurements only."
+                );
+                (Arc::new(NoAudit), None)
+            }
+        };
+        let verifier = Arc::new(Verifier::new(
+            store,
+            attester.clone(),
+            audit.clone(),
+            clock.clone(),
+        ));
+        let history = Arc::new(AccessHistory::new(audit_store, audit, attester, clock));
+        let callers = Arc::new(callers(settings)?);
+        let api = VerificationApi::new(verifier, callers.clone());
+        let audit_api = AuditApi::new(history, callers);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<Service>().await;
+        health.set_serving::<AuditServiceServer<AuditApi>>().await;
         // Only the services served here: the descriptor set also holds the
         // load benchmark's baseline service.
         let reflection = || {
@@ -106,6 +138,7 @@ impl Application {
                 .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .with_service_name("vnid.v1.VerificationService")
+                .with_service_name("vnid.v1.AuditService")
                 .with_service_name("grpc.health.v1.Health")
         };
         let server = &settings.server;
@@ -120,6 +153,10 @@ impl Application {
                 Service::new(api)
                     .max_decoding_message_size(server.max_request_bytes)
                     .max_encoding_message_size(4 * server.max_request_bytes),
+            )
+            .add_service(
+                AuditServiceServer::new(audit_api)
+                    .max_decoding_message_size(server.max_request_bytes),
             );
 
         let listener =
@@ -135,6 +172,7 @@ impl Application {
             health,
             drain_timeout: Duration::from_millis(server.drain_timeout_ms),
             cache,
+            audit_writer,
         })
     }
 
@@ -163,6 +201,9 @@ impl Application {
             tracing::info!("shutting down: draining in-flight calls");
             health.set_not_serving::<Service>().await;
             health
+                .set_not_serving::<AuditServiceServer<AuditApi>>()
+                .await;
+            health
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
             let _ = draining_tx.send(());
@@ -177,14 +218,95 @@ impl Application {
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
+        let served = tokio::select! {
             result = serve => result.map_err(StartupError::from),
             () = deadline => {
                 tracing::warn!("drain timeout reached; abandoning in-flight calls");
                 Ok(())
             }
+        };
+        // The services are gone: the audit writer commits what it holds,
+        // signs a last checkpoint, and stops.
+        if let Some(writer) = self.audit_writer
+            && tokio::time::timeout(drain_timeout, writer).await.is_err()
+        {
+            tracing::warn!("the audit writer did not finish in time");
         }
+        served
     }
+}
+
+/// The registry, and the plaintext callers' identities in it.
+fn callers(settings: &Settings) -> Result<Callers, StartupError> {
+    let configs = settings.agencies();
+    let mut ids = std::collections::HashSet::new();
+    if let Some(twice) = configs.iter().find(|c| !ids.insert(c.id.as_str())) {
+        return Err(StartupError::Refused(format!(
+            "agency id {:?} appears twice in the registry",
+            twice.id
+        )));
+    }
+    let registry = Arc::new(Registry::new(&configs));
+    let must_be = |id: &str, key: &str, role: Role| match registry.agency(id) {
+        Ok(caller) if caller.role == role => Ok(()),
+        _ => Err(StartupError::Refused(format!(
+            "{key} {id:?} is not an enabled {role:?} of the registry"
+        ))),
+    };
+    must_be(&settings.plaintext_agency, "plaintext_agency", Role::Agency)?;
+    if !settings.plaintext_operator.is_empty() {
+        must_be(
+            &settings.plaintext_operator,
+            "plaintext_operator",
+            Role::Operator,
+        )?;
+    }
+    Ok(Callers::new(
+        registry,
+        settings.plaintext_agency.clone(),
+        settings.plaintext_operator.clone(),
+    ))
+}
+
+fn writer_params(settings: &Settings) -> WriterParams {
+    let a = &settings.audit;
+    WriterParams {
+        queue: a.queue,
+        max_batch: a.max_batch.max(1),
+        write_timeout: Duration::from_millis(a.write_timeout_ms),
+        checkpoint_rows: a.checkpoint_rows.max(1),
+        checkpoint_interval: Duration::from_secs(a.checkpoint_interval_seconds.max(1)),
+    }
+}
+
+/// The audit trail: Postgres at `audit.database_url`, else at
+/// `database_url`, else SQLite under the data directory; migrated when
+/// `database.migrate` says so.
+pub async fn open_audit_store(settings: &Settings) -> Result<Arc<dyn AuditStore>, StartupError> {
+    let url = settings
+        .audit
+        .database_url
+        .as_ref()
+        .or(settings.database_url.as_ref());
+    let store: Arc<dyn AuditStore> = match url {
+        Some(url) => Arc::new(SqlAudit::<Postgres>::connect_lazy(
+            url.expose(),
+            settings.audit.max_connections.max(1),
+            Duration::from_millis(settings.database.acquire_timeout_ms),
+        )?),
+        None => {
+            let dir = &settings.data_dir;
+            std::fs::create_dir_all(dir).map_err(|source| StartupError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+            Arc::new(SqlAudit::<Sqlite>::open(&dir.join("audit.sqlite3")).await?)
+        }
+    };
+    if settings.database.migrate || url.is_none() {
+        store.migrate().await?;
+    }
+    Ok(store)
 }
 
 /// The population the embedded default is seeded with on first run.
@@ -304,7 +426,7 @@ pub fn cache_in_front_of(
     ))))
 }
 
-fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
+pub fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
     let a = &settings.attestation;
     let signing = match &a.signing_key_file {
         Some(path) => path.clone(),

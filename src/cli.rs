@@ -83,6 +83,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The audit trail: verify it, or prune rows past their retention.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Verifies an attestation against a JWKS file and prints its claims.
     VerifyAttestation {
         /// The JWKS document (as GetSigningKeys returns it).
@@ -90,6 +95,30 @@ enum Command {
         jwks: PathBuf,
         /// The compact JWS.
         token: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recomputes the hash chain and checks every signed checkpoint and
+    /// attestation; names the first row changed, removed, moved or cut off.
+    /// Exit status 0: verified; 1: tampering found; 2: could not check.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Removes rows older than the retention period (audit.retention_days),
+    /// leaving a signed cut checkpoint so that the rest still verifies.
+    Prune {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Overrides audit.retention_days.
+        #[arg(long)]
+        older_than_days: Option<u32>,
     },
 }
 
@@ -131,6 +160,17 @@ impl Cli {
             } => gen_population(count, &province, seed, &out, as_of.as_deref()),
             Command::Keygen { out } => keygen(&out),
             Command::VerifyAttestation { jwks, token } => verify_attestation(&jwks, &token),
+            Command::Audit {
+                command: AuditCommand::Verify { config, data_dir },
+            } => audit_verify(config, data_dir),
+            Command::Audit {
+                command:
+                    AuditCommand::Prune {
+                        config,
+                        data_dir,
+                        older_than_days,
+                    },
+            } => audit_prune(config, data_dir, older_than_days),
         }
     }
 }
@@ -350,5 +390,96 @@ fn verify_attestation(jwks: &std::path::Path, token: &str) -> ExitCode {
             Err(e) => fail(e),
         },
         Err(e) => fail(format!("attestation rejected: {e}")),
+    }
+}
+
+/// The exit status of a check that could not be made (as `diff` uses it).
+const CANNOT_CHECK: u8 = 2;
+
+fn audit_verify(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> ExitCode {
+    let settings = match settings(config, data_dir) {
+        Ok(settings) => settings,
+        Err(_) => return ExitCode::from(CANNOT_CHECK),
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(_) => return ExitCode::from(CANNOT_CHECK),
+    };
+    let result = runtime.block_on(async {
+        let attester = crate::app::load_attester(&settings).map_err(|e| e.to_string())?;
+        let jwks = Jwks::parse(attester.keyring.jwks_json()).map_err(|e| e.to_string())?;
+        let store = crate::app::open_audit_store(&settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        store.verify(&jwks).await.map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(Ok(summary)) => {
+            println!(
+                "audit trail verified: {} rows (rows {} to {}), head {}, newest signed checkpoint: {}",
+                summary.rows,
+                summary.anchor + 1,
+                summary.head.seq,
+                <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(
+                    &summary.head.hash
+                ),
+                summary
+                    .checkpoint
+                    .map_or_else(|| "none".to_owned(), |seq| format!("row {seq}")),
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(finding)) => {
+            eprintln!("vnid: audit trail NOT verified: {finding}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("vnid: cannot verify the audit trail: {e}");
+            ExitCode::from(CANNOT_CHECK)
+        }
+    }
+}
+
+fn audit_prune(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    older_than_days: Option<u32>,
+) -> ExitCode {
+    let settings = match settings(config, data_dir) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let days = older_than_days.unwrap_or(settings.audit.retention_days);
+    let result = runtime.block_on(async {
+        let attester = Arc::new(crate::app::load_attester(&settings).map_err(|e| e.to_string())?);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let before_us = clock
+            .now_micros()
+            .saturating_sub(i64::from(days) * 86_400 * 1_000_000);
+        let checkpointer = crate::audit::Checkpointer::new(attester, clock);
+        let store = crate::app::open_audit_store(&settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        store
+            .prune(before_us, &|head| checkpointer.sign(head, true))
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(outcome) => {
+            match outcome.cut {
+                Some(cut) => eprintln!(
+                    "vnid audit prune: removed {} rows older than {days} days; the trail now starts after row {cut}",
+                    outcome.removed
+                ),
+                None => eprintln!("vnid audit prune: no row is older than {days} days"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("prune failed: {e}")),
     }
 }

@@ -38,6 +38,8 @@ pub struct Settings {
     #[serde(default)]
     pub attestation: AttestationSettings,
     #[serde(default)]
+    pub audit: AuditSettings,
+    #[serde(default)]
     pub server: ServerSettings,
     #[serde(default)]
     pub log: LogSettings,
@@ -47,6 +49,59 @@ pub struct Settings {
     /// The agency that callers on the plaintext loopback listener act as.
     #[serde(default = "default_plaintext_agency")]
     pub plaintext_agency: String,
+    /// The operator that callers on the plaintext loopback listener act as
+    /// on the audit service; empty: nobody may.
+    #[serde(default = "default_plaintext_operator")]
+    pub plaintext_operator: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// `postgres://…` of the audit trail. Absent: the mirror's database
+    /// (`database_url`), or with the embedded mirror, `audit.sqlite3` under
+    /// the data directory.
+    pub database_url: Option<Secret>,
+    pub max_connections: u32,
+    /// `store`; `none` keeps no trail and exists only to measure what the
+    /// trail costs (it is logged loudly at start-up).
+    pub sink: AuditSinkKind,
+    /// Rows waiting for the group-commit writer at most.
+    pub queue: usize,
+    /// Rows per group commit at most.
+    pub max_batch: usize,
+    /// A group commit slower than this fails its checks with UNAVAILABLE.
+    pub write_timeout_ms: u64,
+    /// A signed checkpoint after this many rows ...
+    pub checkpoint_rows: i64,
+    /// ... or this many seconds, whichever comes first.
+    pub checkpoint_interval_seconds: u64,
+    /// `vnid audit prune` removes rows older than this.
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSinkKind {
+    Store,
+    None,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            max_connections: 4,
+            sink: AuditSinkKind::Store,
+            queue: 8_192,
+            max_batch: 512,
+            write_timeout_ms: 5_000,
+            checkpoint_rows: 10_000,
+            checkpoint_interval_seconds: 60,
+            // Five years.
+            retention_days: 1_826,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +262,10 @@ fn default_plaintext_agency() -> String {
     "demo".into()
 }
 
+fn default_plaintext_operator() -> String {
+    "operator".into()
+}
+
 /// A secret string: `Debug` shows `[redacted]`.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -274,11 +333,15 @@ impl Settings {
         })
     }
 
-    /// The agency registry, with the built-in `demo` agency when none is
-    /// configured.
+    /// The agency registry; when none is configured, the built-in `demo`
+    /// agency and the local operator.
     pub fn agencies(&self) -> Vec<AgencyConfig> {
         if self.agencies.is_empty() {
-            vec![AgencyConfig::demo(&self.plaintext_agency)]
+            let mut builtin = vec![AgencyConfig::demo(&self.plaintext_agency)];
+            if !self.plaintext_operator.is_empty() {
+                builtin.push(AgencyConfig::operator(&self.plaintext_operator));
+            }
+            builtin
         } else {
             self.agencies.clone()
         }
@@ -326,7 +389,7 @@ mod tests {
         let s = Settings::load(None, []).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:50051");
         assert!(s.database_url.is_none());
-        assert_eq!(s.agencies().len(), 1);
+        assert_eq!(s.agencies().len(), 2, "demo and the local operator");
         assert_eq!(s.attestation.ttl_seconds, 86_400);
     }
 
@@ -366,7 +429,8 @@ mod tests {
         let example: toml::Table =
             toml::from_str(include_str!("../deploy/vnid.example.toml")).unwrap();
         let s = Settings::deserialize(toml::Value::Table(example)).unwrap();
-        assert_eq!(s.agencies().len(), 2);
+        assert_eq!(s.agencies().len(), 3);
+        assert_eq!(s.audit.retention_days, 1_826);
         assert_eq!(s.attestation.published_key_files.len(), 1);
     }
 

@@ -14,7 +14,7 @@
 //! - [`grpc`]: the `vnid.v1` services, the `pb` ↔ domain seam
 //!   (`grpc::convert`) and the one mapping of errors to `tonic::Status`
 //!   (`grpc::error`).
-//! - [`verify`]: the use case — policy, lookup, match, attest.
+//! - [`verify`]: the use case — policy, lookup, match, attest, audit.
 //! - [`lookup`]: cache-aside (Redis or in-process) in front of the mirror:
 //!   sealed values, coalesced misses, a circuit breaker.
 //! - [`mirror`]: the store traits, Postgres and the embedded SQLite, the
@@ -22,8 +22,9 @@
 //! - [`domain`]: pure types and rules: ID numbers, names, dates, verdicts.
 //!   No I/O, no clock.
 //!
-//! Beside them, each a room of its own: [`attest`] (JWS, keys, JWKS,
-//! pairwise subjects), [`policy`] (agencies and what they may ask),
+//! Beside them, each a room of its own: [`audit`] (the hash-chained trail,
+//! its group-commit writer, checkpoints, the access history),
+//! [`attest`] (JWS, keys, JWKS, pairwise subjects), [`policy`] (agencies and what they may ask),
 //! [`config`] (typed settings), [`telemetry`] (logs), [`clock`] (the one
 //! reader of the wall clock).
 //!
@@ -34,6 +35,7 @@
 
 pub mod app;
 pub mod attest;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -37,7 +37,19 @@ impl From<NameLevelConfig> for NameMatchLevel {
     }
 }
 
-/// One agency of the registry, as configured.
+/// What a registered caller is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Checks people: `VerificationService`.
+    #[default]
+    Agency,
+    /// Runs the service, or answers citizens' questions for the ombudsman:
+    /// `AuditService`, never checks.
+    Operator,
+}
+
+/// One agency (or operator) of the registry, as configured.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgencyConfig {
@@ -45,6 +57,10 @@ pub struct AgencyConfig {
     pub id: String,
     #[serde(default)]
     pub name: String,
+    #[serde(default)]
+    pub role: Role,
+    /// What it may check for (an agency's; an operator checks nothing).
+    #[serde(default)]
     pub purposes: Vec<Purpose>,
     #[serde(default = "default_detail")]
     pub detail: DetailLevel,
@@ -73,9 +89,24 @@ impl AgencyConfig {
         Self {
             id: id.to_owned(),
             name: "Demo agency".into(),
+            role: Role::Agency,
             purposes: Purpose::ALL.to_vec(),
             detail: DetailLevel::Fields,
             least_strict_name_match: NameLevelConfig::Partial,
+            enabled: true,
+        }
+    }
+
+    /// The operator of the embedded default: the local caller, for the
+    /// audit service.
+    pub fn operator(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: "Local operator".into(),
+            role: Role::Operator,
+            purposes: Vec::new(),
+            detail: DetailLevel::None,
+            least_strict_name_match: NameLevelConfig::Exact,
             enabled: true,
         }
     }
@@ -85,6 +116,9 @@ impl AgencyConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agency {
     pub id: String,
+    /// The display name, for the access history.
+    pub name: String,
+    pub role: Role,
     pub purposes: Vec<Purpose>,
     pub detail: DetailLevel,
     pub least_strict_name_match: NameMatchLevel,
@@ -95,6 +129,10 @@ pub struct Agency {
 pub enum Denial {
     #[error("the caller is not a known, enabled agency")]
     UnknownAgency,
+    #[error("only agencies check people")]
+    NotAnAgency,
+    #[error("only operators may read the audit trail")]
+    NotAnOperator,
     #[error("the agency may not check for this purpose")]
     PurposeNotAllowed,
     #[error("the agency may not ask for a name match this loose")]
@@ -105,6 +143,8 @@ impl Denial {
     pub fn reason_code(self) -> &'static str {
         match self {
             Self::UnknownAgency => "AGENCY_UNKNOWN",
+            Self::NotAnAgency => "AGENCY_ROLE_REQUIRED",
+            Self::NotAnOperator => "OPERATOR_ROLE_REQUIRED",
             Self::PurposeNotAllowed => "PURPOSE_NOT_ALLOWED",
             Self::NameMatchNotAllowed => "NAME_MATCH_NOT_ALLOWED",
         }
@@ -124,6 +164,8 @@ impl Registry {
             .map(|c| {
                 let agency = Agency {
                     id: c.id.clone(),
+                    name: c.name.clone(),
+                    role: c.role,
                     purposes: c.purposes.clone(),
                     detail: c.detail,
                     least_strict_name_match: c.least_strict_name_match.into(),
@@ -146,6 +188,9 @@ impl Agency {
         purpose: Purpose,
         name_match: NameMatchLevel,
     ) -> Result<(), Denial> {
+        if self.role != Role::Agency {
+            return Err(Denial::NotAnAgency);
+        }
         if !self.purposes.contains(&purpose) {
             return Err(Denial::PurposeNotAllowed);
         }
@@ -153,6 +198,14 @@ impl Agency {
             return Err(Denial::NameMatchNotAllowed);
         }
         Ok(())
+    }
+
+    /// The one check of an audit-trail call.
+    pub fn authorize_history(&self) -> Result<(), Denial> {
+        match self.role {
+            Role::Operator => Ok(()),
+            Role::Agency => Err(Denial::NotAnOperator),
+        }
     }
 
     /// What of an assessment the agency may see: (reason, field checks).
@@ -200,6 +253,24 @@ mod tests {
             a.authorize_check(Purpose::Examination, NameMatchLevel::Exact),
             Err(Denial::PurposeNotAllowed)
         );
+    }
+
+    #[test]
+    fn agencies_check_and_operators_read_the_audit_trail_never_the_reverse() {
+        let registry = Registry::new(&[AgencyConfig::demo("a"), AgencyConfig::operator("o")]);
+        let (agency, operator) = (registry.agency("a").unwrap(), registry.agency("o").unwrap());
+        for purpose in Purpose::ALL {
+            assert_eq!(
+                agency.authorize_check(purpose, NameMatchLevel::Exact),
+                Ok(())
+            );
+            assert_eq!(
+                operator.authorize_check(purpose, NameMatchLevel::Exact),
+                Err(Denial::NotAnAgency)
+            );
+        }
+        assert_eq!(agency.authorize_history(), Err(Denial::NotAnOperator));
+        assert_eq!(operator.authorize_history(), Ok(()));
     }
 
     #[test]

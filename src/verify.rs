@@ -1,9 +1,12 @@
 //! The use case: one check of one person for one agency. Policy, lookup,
-//! match, attest — in that order, and nothing else.
+//! match, attest, audit — in that order, and nothing else. The answer
+//! leaves only once its audit row is durable.
 
 use std::sync::Arc;
 
-use crate::attest::{AttestationClaims, ChecksClaim, FieldClaim, Keyring, SubjectKey};
+pub use crate::attest::Attester;
+use crate::attest::{AttestationClaims, ChecksClaim, FieldClaim};
+use crate::audit::{AuditEntry, AuditError, AuditKind, AuditSink};
 use crate::clock::{Clock, UnixSeconds};
 use crate::domain::{
     Claims, DatePrecision, FieldChecks, FieldOutcome, NameMatchLevel, PersonalIdNumber, Purpose,
@@ -42,24 +45,18 @@ pub enum VerifyError {
     Denied(#[from] Denial),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("cannot sign the attestation: {0}")]
     Sign(#[from] serde_json::Error),
     #[error("cannot draw an attestation id: {0}")]
     Random(getrandom::Error),
 }
 
-/// What the verifier needs to attest: keys, issuer, lifetime.
-#[derive(Debug)]
-pub struct Attester {
-    pub keyring: Keyring,
-    pub subject_key: SubjectKey,
-    pub issuer: String,
-    pub ttl_seconds: i64,
-}
-
 pub struct Verifier {
     mirror: Arc<dyn MirrorStore>,
     attester: Arc<Attester>,
+    audit: Arc<dyn AuditSink>,
     clock: Arc<dyn Clock>,
 }
 
@@ -67,11 +64,13 @@ impl Verifier {
     pub fn new(
         mirror: Arc<dyn MirrorStore>,
         attester: Arc<Attester>,
+        audit: Arc<dyn AuditSink>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             mirror,
             attester,
+            audit,
             clock,
         }
     }
@@ -85,6 +84,16 @@ impl Verifier {
         agency: &Agency,
         command: VerifyCommand,
     ) -> Result<VerifyOutcome, VerifyError> {
+        self.check(agency, command, AuditKind::Verify).await
+    }
+
+    /// One check, audited as `kind`.
+    pub async fn check(
+        &self,
+        agency: &Agency,
+        command: VerifyCommand,
+        kind: AuditKind,
+    ) -> Result<VerifyOutcome, VerifyError> {
         agency.authorize_check(command.purpose, command.name_match)?;
         let lookup = self.mirror.lookup(&command.id_number).await?;
         let assessment = assess(
@@ -95,14 +104,13 @@ impl Verifier {
         );
         let (reason, checks) = agency.disclose(&assessment);
         let attestation_id = new_attestation_id().map_err(VerifyError::Random)?;
-        let now = self.clock.now();
+        let at_us = self.clock.now_micros();
+        let now = at_us.div_euclid(1_000_000);
+        let subject_key = &self.attester.subject_key;
         let claims = AttestationClaims {
             iss: self.attester.issuer.clone(),
             aud: agency.id.clone(),
-            sub: self
-                .attester
-                .subject_key
-                .pairwise_subject(&agency.id, &command.id_number),
+            sub: subject_key.pairwise_subject(&agency.id, &command.id_number),
             iat: now,
             exp: now.saturating_add(self.attester.ttl_seconds),
             jti: attestation_id.clone(),
@@ -114,6 +122,25 @@ impl Verifier {
             data_as_of: lookup.data_as_of.unwrap_or(0),
         };
         let attestation = self.attester.keyring.sign(&claims)?;
+        let reason_recorded = match assessment.verdict {
+            Verdict::Verified => "",
+            Verdict::NotVerified(reason) => reason_name(reason),
+        };
+        self.audit
+            .record(AuditEntry {
+                at_us,
+                kind,
+                subject_index: subject_key.subject_index(&command.id_number),
+                reason: reason_recorded.to_owned(),
+                attestation: attestation.clone(),
+                agency: claims.aud,
+                purpose: claims.purpose,
+                request_id: claims.nonce,
+                subject: claims.sub,
+                verdict: claims.verdict,
+                attestation_id: claims.jti,
+            })
+            .await?;
         Ok(VerifyOutcome {
             request_id: command.request_id,
             verdict: assessment.verdict,

@@ -2,6 +2,10 @@
 //! commands (every bad field reported, none touched further), outcomes
 //! turned back into `pb` responses.
 
+use base64ct::{Base64UrlUnpadded, Encoding};
+
+use crate::audit::history::{DEFAULT_PAGE_SIZE, HistoryPage, HistoryQuery};
+use crate::audit::{AuditKind, AuditRecord};
 use crate::domain::{
     Claims, DatePrecision, FieldChecks, FieldOutcome, Gender, NameMatchLevel, OldIdNumber,
     PartialDate, PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Verdict,
@@ -64,6 +68,123 @@ impl TryFrom<pb::VerifyRequest> for VerifyCommand {
             }
             _ => Err(v.0),
         }
+    }
+}
+
+impl TryFrom<pb::ListAccessHistoryRequest> for HistoryQuery {
+    type Error = Vec<FieldViolation>;
+
+    fn try_from(request: pb::ListAccessHistoryRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let request_id = v.check("request_id", RequestId::parse(&request.request_id), |e| {
+            e.reason_code()
+        });
+        let id_number = v.check(
+            "id_number",
+            PersonalIdNumber::parse(&request.id_number),
+            |e| e.reason_code(),
+        );
+        let page_size = match u32::try_from(request.page_size) {
+            Ok(0) => Some(DEFAULT_PAGE_SIZE),
+            Ok(n) => Some(n),
+            Err(_) => {
+                v.push("page_size", "PAGE_SIZE_NEGATIVE", "must not be negative");
+                None
+            }
+        };
+        let before = if request.page_token.is_empty() {
+            Some(None)
+        } else {
+            let seq = parse_page_token(&request.page_token);
+            if seq.is_none() {
+                v.push(
+                    "page_token",
+                    "PAGE_TOKEN_INVALID",
+                    "is not a token this service gave",
+                );
+            }
+            seq.map(Some)
+        };
+        match (request_id, id_number, page_size, before) {
+            (Some(request_id), Some(id_number), Some(page_size), Some(before))
+                if v.0.is_empty() =>
+            {
+                Ok(HistoryQuery {
+                    request_id,
+                    id_number,
+                    page_size,
+                    before,
+                })
+            }
+            _ => Err(v.0),
+        }
+    }
+}
+
+/// Page tokens say where the next page starts; they are opaque to callers
+/// only so that their form may change.
+const PAGE_TOKEN_PREFIX: &str = "h1.";
+
+fn page_token(before: i64) -> String {
+    Base64UrlUnpadded::encode_string(format!("{PAGE_TOKEN_PREFIX}{before}").as_bytes())
+}
+
+fn parse_page_token(token: &str) -> Option<i64> {
+    let bytes = Base64UrlUnpadded::decode_vec(token).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let seq: i64 = text.strip_prefix(PAGE_TOKEN_PREFIX)?.parse().ok()?;
+    (seq > 0).then_some(seq)
+}
+
+fn access_kind(kind: AuditKind) -> pb::AccessKind {
+    match kind {
+        AuditKind::Verify => pb::AccessKind::Verify,
+        AuditKind::VerifyBatch => pb::AccessKind::VerifyBatch,
+        AuditKind::VerifyCardQr => pb::AccessKind::VerifyCardQr,
+        AuditKind::AccessHistory => pb::AccessKind::AccessHistory,
+    }
+}
+
+/// One audit row as the access history shows it; `agency_name` looks up
+/// the display name of an agency id.
+pub fn access_record(
+    record: AuditRecord,
+    agency_name: impl Fn(&str) -> String,
+) -> pb::AccessRecord {
+    let e = record.entry;
+    // Rows spell enumerated values as the proto does; an unknown spelling
+    // (none is written) shows as unspecified.
+    let purpose = pb::Purpose::from_str_name(&e.purpose).unwrap_or(pb::Purpose::Unspecified);
+    let verdict = pb::Verdict::from_str_name(&e.verdict).unwrap_or(pb::Verdict::Unspecified);
+    let reason = pb::Reason::from_str_name(&e.reason).unwrap_or(pb::Reason::Unspecified);
+    pb::AccessRecord {
+        time: Some(prost_types::Timestamp {
+            seconds: e.at_us.div_euclid(1_000_000),
+            nanos: i32::try_from(e.at_us.rem_euclid(1_000_000) * 1_000).unwrap_or(0),
+        }),
+        agency_name: agency_name(&e.agency),
+        agency_id: e.agency,
+        kind: access_kind(e.kind).into(),
+        purpose: purpose.into(),
+        verdict: verdict.into(),
+        reason: reason.into(),
+        request_id: e.request_id,
+        attestation_id: e.attestation_id,
+        audit_seq: record.seq,
+    }
+}
+
+pub fn history_response(
+    page: HistoryPage,
+    agency_name: impl Fn(&str) -> String,
+) -> pb::ListAccessHistoryResponse {
+    pb::ListAccessHistoryResponse {
+        records: page
+            .records
+            .into_iter()
+            .map(|r| access_record(r, &agency_name))
+            .collect(),
+        next_page_token: page.next_before.map(page_token).unwrap_or_default(),
     }
 }
 
@@ -387,5 +508,67 @@ mod tests {
         ] {
             assert_eq!(verify::precision_name(p), precision(p).as_str_name());
         }
+    }
+
+    fn history_request() -> pb::ListAccessHistoryRequest {
+        pb::ListAccessHistoryRequest {
+            request_id: "petition-2026-0042".into(),
+            id_number: "082090012345".into(),
+            page_size: 0,
+            page_token: String::new(),
+        }
+    }
+
+    #[test]
+    fn history_requests_parse_with_their_page() {
+        let query = HistoryQuery::try_from(history_request()).unwrap();
+        assert_eq!((query.page_size, query.before), (DEFAULT_PAGE_SIZE, None));
+        let query = HistoryQuery::try_from(pb::ListAccessHistoryRequest {
+            page_size: 7,
+            page_token: page_token(1234),
+            ..history_request()
+        })
+        .unwrap();
+        assert_eq!((query.page_size, query.before), (7, Some(1234)));
+    }
+
+    #[test]
+    fn bad_history_fields_are_named() {
+        let violations = HistoryQuery::try_from(pb::ListAccessHistoryRequest {
+            request_id: String::new(),
+            id_number: "12345".into(),
+            page_size: -1,
+            page_token: "not-ours".into(),
+        })
+        .unwrap_err();
+        let fields: Vec<_> = violations.iter().map(|v| v.field).collect();
+        assert_eq!(
+            fields,
+            ["request_id", "id_number", "page_size", "page_token"]
+        );
+        for token in [
+            page_token(0),
+            page_token(-5),
+            Base64UrlUnpadded::encode_string(b"h2.5"),
+        ] {
+            assert_eq!(parse_page_token(&token), None);
+        }
+    }
+
+    #[test]
+    fn every_audit_kind_has_its_access_kind() {
+        let names: Vec<_> = AuditKind::ALL
+            .into_iter()
+            .map(|k| access_kind(k).as_str_name())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "ACCESS_KIND_VERIFY",
+                "ACCESS_KIND_VERIFY_BATCH",
+                "ACCESS_KIND_VERIFY_CARD_QR",
+                "ACCESS_KIND_ACCESS_HISTORY"
+            ]
+        );
     }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::audit::AuditError;
+use crate::audit::history::HistoryError;
 use crate::mirror::StoreError;
 use crate::policy::Denial;
 use crate::verify::VerifyError;
@@ -41,10 +43,50 @@ pub enum ApiError {
     InvalidArgument(Vec<FieldViolation>),
     Unauthenticated,
     PermissionDenied(Denial),
-    /// The mirror (or another store) cannot be reached: retry later.
-    Unavailable,
+    /// A store cannot be reached: retry later.
+    Unavailable(Unreachable),
     Internal,
     Unimplemented(&'static str),
+}
+
+/// Which store an UNAVAILABLE answer is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    Mirror,
+    Audit,
+}
+
+impl Unreachable {
+    fn reason_code(self) -> &'static str {
+        match self {
+            Self::Mirror => "MIRROR_UNAVAILABLE",
+            Self::Audit => "AUDIT_UNAVAILABLE",
+        }
+    }
+}
+
+impl From<AuditError> for ApiError {
+    fn from(error: AuditError) -> Self {
+        match error {
+            AuditError::Unavailable(source) => {
+                tracing::warn!(error = %source, "audit store unavailable");
+                Self::Unavailable(Unreachable::Audit)
+            }
+            other => {
+                tracing::error!(error = %other, "audit failed");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl From<HistoryError> for ApiError {
+    fn from(error: HistoryError) -> Self {
+        match error {
+            HistoryError::Denied(denial) => Self::PermissionDenied(denial),
+            HistoryError::Audit(error) => error.into(),
+        }
+    }
 }
 
 impl From<Vec<FieldViolation>> for ApiError {
@@ -59,8 +101,9 @@ impl From<VerifyError> for ApiError {
             VerifyError::Denied(denial) => Self::PermissionDenied(denial),
             VerifyError::Store(StoreError::Unavailable(source)) => {
                 tracing::warn!(error = %source, "mirror unavailable");
-                Self::Unavailable
+                Self::Unavailable(Unreachable::Mirror)
             }
+            VerifyError::Audit(error) => error.into(),
             other => {
                 tracing::error!(error = %other, "verification failed");
                 Self::Internal
@@ -107,8 +150,8 @@ impl From<ApiError> for Status {
                 denial.to_string(),
                 error_info(denial.reason_code()),
             ),
-            ApiError::Unavailable => {
-                let mut details = error_info("MIRROR_UNAVAILABLE");
+            ApiError::Unavailable(store) => {
+                let mut details = error_info(store.reason_code());
                 details.set_retry_info(Some(Duration::from_secs(1)));
                 Status::with_error_details(
                     Code::Unavailable,
@@ -159,9 +202,19 @@ mod tests {
                 "PURPOSE_NOT_ALLOWED",
             ),
             (
-                ApiError::Unavailable,
+                ApiError::Unavailable(Unreachable::Mirror),
                 Code::Unavailable,
                 "MIRROR_UNAVAILABLE",
+            ),
+            (
+                ApiError::Unavailable(Unreachable::Audit),
+                Code::Unavailable,
+                "AUDIT_UNAVAILABLE",
+            ),
+            (
+                ApiError::PermissionDenied(Denial::NotAnOperator),
+                Code::PermissionDenied,
+                "OPERATOR_ROLE_REQUIRED",
             ),
             (ApiError::Internal, Code::Internal, "INTERNAL"),
         ];
@@ -214,6 +267,19 @@ mod tests {
         assert!(status.get_error_details().retry_info().is_some());
         let status = Status::from(ApiError::from(VerifyError::Store(StoreError::Corrupt(
             "bad gender".into(),
+        ))));
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::Internal, "internal error")
+        );
+        let status = Status::from(ApiError::from(VerifyError::Audit(AuditError::Unavailable(
+            Box::new(std::io::Error::other("connection to 10.0.0.6 refused")),
+        ))));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(reason(&status), "AUDIT_UNAVAILABLE");
+        assert!(!status.message().contains("10.0.0.6"));
+        let status = Status::from(ApiError::from(VerifyError::Audit(AuditError::Corrupt(
+            "row 7".into(),
         ))));
         assert_eq!(
             (status.code(), status.message()),

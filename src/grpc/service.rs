@@ -10,49 +10,22 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Span;
 
+use crate::grpc::caller::Callers;
 use crate::grpc::error::ApiError;
+use crate::grpc::respond;
 use crate::pb;
 use crate::pb::verification_service_server::VerificationService;
-use crate::policy::{Agency, Registry};
 use crate::verify::{Verifier, VerifyCommand, purpose_name, reason_name, verdict_name};
 
 pub struct VerificationApi {
     verifier: Arc<Verifier>,
-    /// Who may ask what.
-    registry: Arc<Registry>,
-    /// The agency that plaintext (loopback) callers act as.
-    plaintext_agency: String,
+    callers: Arc<Callers>,
 }
 
 impl VerificationApi {
-    pub fn new(verifier: Arc<Verifier>, registry: Arc<Registry>, plaintext_agency: String) -> Self {
-        Self {
-            verifier,
-            registry,
-            plaintext_agency,
-        }
+    pub fn new(verifier: Arc<Verifier>, callers: Arc<Callers>) -> Self {
+        Self { verifier, callers }
     }
-
-    fn caller<T>(&self, _request: &Request<T>) -> Result<&Agency, ApiError> {
-        let agency = self
-            .registry
-            .agency(&self.plaintext_agency)
-            .map_err(ApiError::PermissionDenied)?;
-        Span::current().record("agency", agency.id.as_str());
-        Ok(agency)
-    }
-}
-
-/// Turns a call's result into its answer, and logs the end of the call.
-fn respond<T>(result: Result<T, ApiError>, started: Instant) -> Result<Response<T>, Status> {
-    let result = result.map(Response::new).map_err(Status::from);
-    let code = result
-        .as_ref()
-        .map_or_else(Status::code, |_| tonic::Code::Ok);
-    let span = Span::current();
-    span.record("grpc.code", code as i32);
-    tracing::info!(elapsed_us = started.elapsed().as_micros() as u64, code = ?code, "call finished");
-    result
 }
 
 type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::VerifyBatchResponse, Status>> + Send>>;
@@ -65,7 +38,7 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::VerifyResponse>, Status> {
         let started = Instant::now();
         let result = async {
-            let agency = self.caller(&request)?;
+            let agency = self.callers.agency(&request)?;
             let command = VerifyCommand::try_from(request.into_inner())?;
             let span = Span::current();
             span.record("purpose", purpose_name(command.purpose));

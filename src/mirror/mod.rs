@@ -11,8 +11,8 @@ pub mod export;
 pub mod generate;
 pub mod import;
 mod load;
-mod migrate;
-mod postgres;
+pub(crate) mod migrate;
+pub(crate) mod postgres;
 mod row;
 mod sqlite;
 

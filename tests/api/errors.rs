@@ -227,6 +227,7 @@ async fn policy_refusals_are_permission_denied() {
     agency.least_strict_name_match = vnid::policy::NameLevelConfig::Exact;
     settings.agencies = vec![agency];
     settings.plaintext_agency = "hospital".into();
+    settings.plaintext_operator = String::new();
     let app = spawn_app_with(settings).await;
 
     let mut exam = request(DAM.id, DAM.name);

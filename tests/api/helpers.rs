@@ -1,9 +1,10 @@
 //! `spawn_app`: a real server on port 0 against a fresh Postgres database
 //! (real migrations), and a real generated gRPC client.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
@@ -266,4 +267,84 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 
 pub fn date(year: u32, month: u32, day: u32) -> Option<pb::PartialDate> {
     Some(pb::PartialDate { year, month, day })
+}
+
+/// The `vnid` binary, without this process's `VNID__` environment.
+pub fn vnid(database_url: Option<&str>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vnid"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("VNID__")) {
+        cmd.env_remove(key);
+    }
+    if let Some(url) = database_url {
+        cmd.env("VNID__DATABASE_URL", url);
+    }
+    cmd.args(args);
+    cmd
+}
+
+/// A `vnid serve` child process, once it listens.
+pub struct Served {
+    pub child: Child,
+    pub addr: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Served {
+    /// Spawns `cmd` (a `vnid serve`) and waits for its banner.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut served = Self {
+            child,
+            addr: String::new(),
+            lines: rx,
+        };
+        let banner = served.next_line();
+        served.addr = banner
+            .strip_prefix("vnid listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
+            .to_owned();
+        served
+    }
+
+    /// The next line the server writes to standard error.
+    pub fn next_line(&mut self) -> String {
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("vnid serve said nothing")
+    }
+
+    pub async fn client(&self) -> VerificationServiceClient<Channel> {
+        VerificationServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
+    }
+
+    /// Sends `signal` (e.g. `-TERM`, `-KILL`) and waits for the exit.
+    pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

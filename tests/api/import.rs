@@ -1,9 +1,8 @@
 //! `vnid import` and `vnid gen-population` as an operator runs them, and the
 //! embedded default as a newcomer meets it.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use vnid::domain::{CitizenStatus, PersonalIdNumber};
 use vnid::mirror::export::{ExportReader, ExportWriter, Format};
@@ -13,18 +12,6 @@ use vnid::pb;
 use crate::helpers::*;
 use crate::pg::PgServer;
 use crate::store::tempdir::Dir;
-
-fn vnid(database_url: Option<&str>, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vnid"));
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("VNID__")) {
-        cmd.env_remove(key);
-    }
-    if let Some(url) = database_url {
-        cmd.env("VNID__DATABASE_URL", url);
-    }
-    cmd.args(args);
-    cmd
-}
 
 fn run(database_url: &str, args: &[&str]) -> Output {
     vnid(Some(database_url), args).output().unwrap()
@@ -377,31 +364,18 @@ async fn every_bad_row_is_reported_with_its_line_field_and_reason() {
 #[tokio::test]
 async fn the_embedded_default_answers_a_first_call() {
     let dir = Dir::new("embedded");
-    let mut child = vnid(None, &["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next = || {
-        rx.recv_timeout(std::time::Duration::from_secs(120))
-            .expect("vnid serve said nothing")
-    };
-    let banner = next();
-    let addr = banner
-        .strip_prefix("vnid listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
-        .to_owned();
-    assert!(next().starts_with("embedded demo mirror in"));
-    let person = next();
+    let mut served = Served::spawn(vnid(
+        None,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    ));
+    assert!(served.next_line().starts_with("embedded demo mirror in"));
+    let person = served.next_line();
     let field = |name: &str| {
         person
             .split(name)
@@ -420,11 +394,7 @@ async fn the_embedded_default_answers_a_first_call() {
         field("date_of_birth "),
     );
 
-    let mut client = pb::verification_service_client::VerificationServiceClient::connect(format!(
-        "http://{addr}"
-    ))
-    .await
-    .unwrap();
+    let mut client = served.client().await;
     let mut req = request(&id, &name);
     let parts: Vec<u32> = dob.split('-').map(|p| p.parse().unwrap()).collect();
     req.claims.as_mut().unwrap().date_of_birth = date(parts[0], parts[1], parts[2]);
@@ -432,14 +402,26 @@ async fn the_embedded_default_answers_a_first_call() {
     assert_eq!(r.verdict(), pb::Verdict::Verified);
     assert!(!r.attestation.is_empty());
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
     assert!(
-        child.wait().unwrap().success(),
+        served.stop("-TERM").success(),
         "vnid serve did not stop cleanly on SIGTERM"
     );
     assert!(dir.path().join("mirror.sqlite3").exists());
+    // The check is in the embedded audit trail, which verifies.
+    let out = vnid(
+        None,
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("audit trail verified: 1 rows"), "{said}");
 }
 
 #[tokio::test]

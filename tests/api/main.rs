@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod attestation;
+mod audit;
 mod cache;
 mod cli;
 mod errors;

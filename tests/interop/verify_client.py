@@ -23,7 +23,7 @@ except Exception:  # pragma: no cover
 
 def generate(proto_root: str, out: str):
     pathlib.Path(out).mkdir(parents=True, exist_ok=True)
-    for proto in ["vnid/v1/verification.proto", "google/rpc/status.proto"]:
+    for proto in ["vnid/v1/verification.proto", "vnid/v1/audit.proto", "google/rpc/status.proto"]:
         code = protoc.main(
             ["protoc", f"-I{proto_root}", f"-I{WELL_KNOWN}", f"--python_out={out}", f"--grpc_python_out={out}", proto]
         )
@@ -40,6 +40,8 @@ def main():
     generate(args.proto_root, args.out)
     from vnid.v1 import verification_pb2 as pb
     from vnid.v1 import verification_pb2_grpc as rpc
+    from vnid.v1 import audit_pb2
+    from vnid.v1 import audit_pb2_grpc
 
     with grpc.insecure_channel(args.addr) as channel:
         stub = rpc.VerificationServiceStub(channel)
@@ -82,6 +84,16 @@ def main():
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
         else:
             sys.exit("bad input was accepted")
+
+        # The local operator reads the person's access history: the check
+        # above is on it, newest first, after this query itself.
+        history = audit_pb2_grpc.AuditServiceStub(channel).ListAccessHistory(
+            audit_pb2.ListAccessHistoryRequest(request_id="py-petition-1", id_number=args.id)
+        )
+        kinds = [r.kind for r in history.records]
+        assert kinds == [audit_pb2.ACCESS_KIND_ACCESS_HISTORY, audit_pb2.ACCESS_KIND_VERIFY], history
+        assert history.records[1].attestation_id == response.attestation_id, history
+        assert history.records[1].purpose == pb.PURPOSE_HEALTHCARE, history
     print("interop ok")
 
 

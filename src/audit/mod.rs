@@ -1,0 +1,137 @@
+//! The audit trail: one durable row per check (who checked whom, when, why,
+//! with what answer, and the attestation given), written before the answer
+//! leaves, hash-chained and checkpointed so that a changed, removed, moved
+//! or truncated row is found.
+//!
+//! - [`chain`]: pure. What a row's hash covers, what a checkpoint signs,
+//!   and the walk that names the first row found wrong.
+//! - [`store`]: the rows in Postgres (or SQLite for the embedded default),
+//!   one SQL for both. Appends take a one-row head lock, so instances that
+//!   share a database append in one order.
+//! - [`writer`]: each instance's group-commit writer: concurrent checks
+//!   share one transaction, and each waits for its COMMIT.
+//!
+//! A row never holds an ID number, a name or a birth date: the person is
+//! filed under the service-keyed subject index (for their own access
+//! history) and the agency's pairwise subject.
+
+pub mod chain;
+pub mod history;
+pub mod store;
+pub mod writer;
+
+use std::sync::Arc;
+
+pub use chain::{Finding, Hash, Head, Summary};
+pub use store::{AuditStore, PruneOutcome, SqlAudit, Verification};
+pub use writer::{AuditLog, AuditSink, NoAudit, WriterParams};
+
+use crate::attest::Attester;
+use crate::clock::Clock;
+
+/// What touched a person's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    Verify,
+    VerifyBatch,
+    VerifyCardQr,
+    /// An operator listed the person's access history.
+    AccessHistory,
+}
+
+impl AuditKind {
+    pub const ALL: [Self; 4] = [
+        Self::Verify,
+        Self::VerifyBatch,
+        Self::VerifyCardQr,
+        Self::AccessHistory,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verify => "verify",
+            Self::VerifyBatch => "verify_batch",
+            Self::VerifyCardQr => "verify_card_qr",
+            Self::AccessHistory => "access_history",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One row's content. Enumerated values are spelled as the proto (and the
+/// attestation) spells them; empty where they do not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When the check was answered, in microseconds since the epoch.
+    pub at_us: i64,
+    pub kind: AuditKind,
+    /// The agency (or operator) that asked.
+    pub agency: String,
+    pub purpose: String,
+    pub request_id: String,
+    /// The agency's pairwise subject token: what the attestation's `sub` says.
+    pub subject: String,
+    /// The service-keyed token under which the person's history is filed.
+    pub subject_index: String,
+    pub verdict: String,
+    /// The whole reason, whatever the agency was shown.
+    pub reason: String,
+    pub attestation_id: String,
+    /// The compact JWS the caller was given.
+    pub attestation: String,
+}
+
+/// A row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub entry: AuditEntry,
+    pub prev_hash: Hash,
+    pub row_hash: Hash,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The audit store cannot be reached: the check cannot be answered.
+    #[error("the audit store is unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("audit store query failed: {0}")]
+    Query(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("an audit row is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot sign the audit checkpoint: {0}")]
+    Sign(#[from] serde_json::Error),
+}
+
+impl AuditError {
+    /// The same kind of failure, for each of the checks that shared a
+    /// failed group commit (the cause itself is logged once).
+    fn for_each_waiter(&self) -> Self {
+        match self {
+            Self::Unavailable(_) => Self::Unavailable("the group commit failed".into()),
+            _ => Self::Query("the group commit failed".into()),
+        }
+    }
+}
+
+/// Signs checkpoints with the service's attestation key.
+#[derive(Clone)]
+pub struct Checkpointer {
+    attester: Arc<Attester>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Checkpointer {
+    pub fn new(attester: Arc<Attester>, clock: Arc<dyn Clock>) -> Self {
+        Self { attester, clock }
+    }
+
+    pub fn sign(&self, head: &Head, cut: bool) -> Result<String, AuditError> {
+        let claims =
+            chain::CheckpointClaims::new(&self.attester.issuer, head, self.clock.now(), cut);
+        Ok(self.attester.keyring.sign_checkpoint(&claims)?)
+    }
+}

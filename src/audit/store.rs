@@ -1,0 +1,586 @@
+//! The audit rows in Postgres, or in SQLite for the embedded default: the
+//! same SQL for both, written once over `sqlx::Database`.
+//!
+//! An append is one transaction: lock the head row (`UPDATE … RETURNING`
+//! takes Postgres' row lock and SQLite's write lock alike), chain the rows
+//! onto it, insert them, move the head, commit. Instances sharing a database
+//! therefore append one group after another, and a crash mid-append leaves
+//! neither rows nor a moved head.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres,
+    Row, Sqlite, Type,
+};
+
+use super::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint, Summary, row_hash};
+use super::{AuditEntry, AuditError, AuditKind, AuditRecord};
+use crate::attest::Jwks;
+use crate::mirror::BoxFuture;
+use crate::mirror::migrate::{Embedded, Migrations};
+
+/// Where the audit's own migrations are recorded: apart from the mirror's,
+/// since the trail may share the mirror's database or have its own.
+const MIGRATIONS_TABLE: &str = "_vnid_audit_migrations";
+
+const POSTGRES_MIGRATIONS: Migrations = &[(
+    1,
+    "audit",
+    include_str!("migrations/postgres/0001_audit.sql"),
+)];
+const SQLITE_MIGRATIONS: Migrations =
+    &[(1, "audit", include_str!("migrations/sqlite/0001_audit.sql"))];
+
+const COLUMNS: &str = "seq, at_us, kind, agency, purpose, request_id, subject, subject_index, \
+    verdict, reason, attestation_id, attestation, prev_hash, row_hash";
+const COLUMN_COUNT: usize = 14;
+
+/// Rows per INSERT statement (14 parameters each).
+const ROWS_PER_INSERT: usize = 128;
+
+const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
+const MOVE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+
+/// Rows read per page while verifying.
+const SCAN_PAGE: i64 = 10_000;
+
+/// What `vnid audit verify` found.
+pub type Verification = Result<Summary, Finding>;
+
+/// What `vnid audit prune` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneOutcome {
+    /// Rows removed.
+    pub removed: u64,
+    /// The last row removed, where the signed cut now anchors the trail.
+    pub cut: Option<i64>,
+}
+
+/// Signs the cut checkpoint of a prune, inside its transaction.
+pub type SignCut<'a> = &'a (dyn Fn(&Head) -> Result<String, AuditError> + Sync);
+
+pub trait AuditStore: Send + Sync + 'static {
+    fn migrate(&self) -> BoxFuture<'_, Result<(), AuditError>>;
+
+    /// Appends `entries` in this order in one transaction; returns the head
+    /// after them. The first entry's `seq` is `head.seq - len + 1`.
+    fn append<'a>(&'a self, entries: &'a [AuditEntry]) -> BoxFuture<'a, Result<Head, AuditError>>;
+
+    fn add_checkpoint<'a>(
+        &'a self,
+        seq: i64,
+        at_us: i64,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), AuditError>>;
+
+    /// The rows filed under `subject_index`, newest first, older than
+    /// `before` (a `seq`) when given.
+    fn history<'a>(
+        &'a self,
+        subject_index: &'a str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, AuditError>>;
+
+    /// Walks the whole trail, as of one snapshot, against the checkpoints
+    /// and attestations `jwks` verifies.
+    fn verify<'a>(&'a self, jwks: &'a Jwks) -> BoxFuture<'a, Result<Verification, AuditError>>;
+
+    /// Removes the rows older than `before_us`, oldest first, up to the
+    /// first row that is not, and leaves a signed cut checkpoint at the
+    /// last one removed, in the same transaction.
+    fn prune<'a>(
+        &'a self,
+        before_us: i64,
+        sign_cut: SignCut<'a>,
+    ) -> BoxFuture<'a, Result<PruneOutcome, AuditError>>;
+}
+
+/// What differs between the two databases.
+pub trait Dialect: Database {
+    const MIGRATIONS: Migrations;
+    /// The first statement of a transaction that must read one snapshot.
+    const SNAPSHOT: Option<&'static str>;
+    fn is_unavailable(error: &sqlx::Error) -> bool;
+    fn run_migrations<'a>(
+        migrator: &'a Migrator,
+        pool: &'a Pool<Self>,
+    ) -> BoxFuture<'a, Result<(), sqlx::migrate::MigrateError>>;
+}
+
+impl Dialect for Postgres {
+    const MIGRATIONS: Migrations = POSTGRES_MIGRATIONS;
+    const SNAPSHOT: Option<&'static str> =
+        Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+
+    fn is_unavailable(error: &sqlx::Error) -> bool {
+        crate::mirror::postgres::is_unavailable(error)
+    }
+
+    fn run_migrations<'a>(
+        migrator: &'a Migrator,
+        pool: &'a Pool<Self>,
+    ) -> BoxFuture<'a, Result<(), sqlx::migrate::MigrateError>> {
+        Box::pin(migrator.run(pool))
+    }
+}
+
+impl Dialect for Sqlite {
+    const MIGRATIONS: Migrations = SQLITE_MIGRATIONS;
+    // A read transaction in WAL mode sees one snapshot from its first read.
+    const SNAPSHOT: Option<&'static str> = None;
+
+    fn is_unavailable(error: &sqlx::Error) -> bool {
+        matches!(
+            error,
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        )
+    }
+
+    fn run_migrations<'a>(
+        migrator: &'a Migrator,
+        pool: &'a Pool<Self>,
+    ) -> BoxFuture<'a, Result<(), sqlx::migrate::MigrateError>> {
+        Box::pin(migrator.run(pool))
+    }
+}
+
+/// The audit trail in a SQL database.
+#[derive(Debug, Clone)]
+pub struct SqlAudit<DB: Database> {
+    pool: Pool<DB>,
+}
+
+impl SqlAudit<Postgres> {
+    /// Connects on first use, so that a server starts while Postgres is
+    /// down and answers UNAVAILABLE until it is back.
+    pub fn connect_lazy(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, AuditError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy(url)
+            .map_err(|e| AuditError::Query(Box::new(e)))?;
+        Ok(Self { pool })
+    }
+}
+
+impl SqlAudit<Sqlite> {
+    /// Opens (creating if missing) the embedded audit database. `FULL`
+    /// synchronous mode: a row is on disk when its COMMIT returns.
+    pub async fn open(path: &Path) -> Result<Self, AuditError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| AuditError::Unavailable(Box::new(e)))?;
+        Ok(Self { pool })
+    }
+}
+
+impl<DB: Database> SqlAudit<DB> {
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+}
+
+fn audit_error<DB: Dialect>(error: sqlx::Error) -> AuditError {
+    if DB::is_unavailable(&error) {
+        AuditError::Unavailable(Box::new(error))
+    } else {
+        AuditError::Query(Box::new(error))
+    }
+}
+
+/// `INSERT … VALUES ($1, …, $14), …` for `rows` rows, built once per size.
+fn insert_sql(rows: usize) -> AssertSqlSafe<Arc<str>> {
+    static SQL: OnceLock<Vec<Arc<str>>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=ROWS_PER_INSERT)
+            .map(|n| {
+                let values: Vec<String> = (0..n)
+                    .map(|r| {
+                        let params: Vec<String> = (1..=COLUMN_COUNT)
+                            .map(|c| format!("${}", r * COLUMN_COUNT + c))
+                            .collect();
+                        format!("({})", params.join(", "))
+                    })
+                    .collect();
+                Arc::from(format!(
+                    "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
+                    values.join(", ")
+                ))
+            })
+            .collect()
+    });
+    AssertSqlSafe(all[rows.min(ROWS_PER_INSERT)].clone())
+}
+
+fn hash(bytes: Vec<u8>, what: &str) -> Result<Hash, AuditError> {
+    Hash::try_from(bytes).map_err(|_| AuditError::Corrupt(format!("{what} is not 32 bytes")))
+}
+
+impl<DB> SqlAudit<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Vec<u8>: Decode<'r, DB>,
+    for<'r> Option<i64>: Decode<'r, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    fn record(row: &DB::Row) -> Result<AuditRecord, AuditError> {
+        let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
+        let text = |i: usize| row.try_get::<String, _>(i).map_err(corrupt);
+        let seq: i64 = row.try_get(0).map_err(corrupt)?;
+        let kind = text(2)?;
+        let entry = AuditEntry {
+            at_us: row.try_get(1).map_err(corrupt)?,
+            kind: AuditKind::parse(&kind)
+                .ok_or_else(|| AuditError::Corrupt(format!("row {seq} has an unknown kind")))?,
+            agency: text(3)?,
+            purpose: text(4)?,
+            request_id: text(5)?,
+            subject: text(6)?,
+            subject_index: text(7)?,
+            verdict: text(8)?,
+            reason: text(9)?,
+            attestation_id: text(10)?,
+            attestation: text(11)?,
+        };
+        Ok(AuditRecord {
+            seq,
+            entry,
+            prev_hash: hash(row.try_get(12).map_err(corrupt)?, "prev_hash")?,
+            row_hash: hash(row.try_get(13).map_err(corrupt)?, "row_hash")?,
+        })
+    }
+
+    fn head_of(row: &DB::Row) -> Result<Head, AuditError> {
+        let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
+        Ok(Head {
+            seq: row.try_get(0).map_err(corrupt)?,
+            hash: hash(row.try_get(1).map_err(corrupt)?, "the head's hash")?,
+        })
+    }
+
+    async fn append_rows(&self, entries: &[AuditEntry]) -> Result<Head, AuditError> {
+        let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
+        let row = sqlx::query(LOCK_HEAD)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?;
+        let mut head = Self::head_of(&row)?;
+        for chunk in entries.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::query(insert_sql(chunk.len()));
+            for e in chunk {
+                let row_hash = row_hash(&head.hash, e);
+                head.seq += 1;
+                insert = insert
+                    .bind(head.seq)
+                    .bind(e.at_us)
+                    .bind(e.kind.as_str())
+                    .bind(e.agency.as_str())
+                    .bind(e.purpose.as_str())
+                    .bind(e.request_id.as_str())
+                    .bind(e.subject.as_str())
+                    .bind(e.subject_index.as_str())
+                    .bind(e.verdict.as_str())
+                    .bind(e.reason.as_str())
+                    .bind(e.attestation_id.as_str())
+                    .bind(e.attestation.as_str())
+                    .bind(head.hash.to_vec())
+                    .bind(row_hash.to_vec());
+                head.hash = row_hash;
+            }
+            insert.execute(&mut *tx).await.map_err(audit_error::<DB>)?;
+        }
+        sqlx::query(MOVE_HEAD)
+            .bind(head.seq)
+            .bind(head.hash.to_vec())
+            .execute(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?;
+        tx.commit().await.map_err(audit_error::<DB>)?;
+        Ok(head)
+    }
+
+    async fn walk(&self, jwks: &Jwks) -> Result<Verification, AuditError> {
+        let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
+        if let Some(snapshot) = DB::SNAPSHOT {
+            sqlx::query(snapshot)
+                .execute(&mut *tx)
+                .await
+                .map_err(audit_error::<DB>)?;
+        }
+        // The head first: rows appended after it are left for next time.
+        let head = Self::head_of(
+            &sqlx::query(HEAD)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(audit_error::<DB>)?,
+        )?;
+        let checkpoints = sqlx::query("SELECT seq, token FROM audit_checkpoint ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?
+            .iter()
+            .map(|row| {
+                Ok(StoredCheckpoint {
+                    seq: row.try_get(0)?,
+                    token: row.try_get(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+        let mut walk = match ChainCheck::new(jwks, &checkpoints) {
+            Ok(walk) => walk,
+            Err(finding) => return Ok(Err(finding)),
+        };
+        let mut after = i64::MIN;
+        loop {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
+            )))
+            .bind(after)
+            .bind(head.seq)
+            .bind(SCAN_PAGE)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?;
+            for row in &rows {
+                let record = Self::record(row)?;
+                match walk.push(&record) {
+                    Ok(()) => {}
+                    Err(Finding::Unlinked { seq, prev }) => {
+                        return Ok(Err(self.explain_unlinked(&mut tx, seq, prev).await?));
+                    }
+                    Err(finding) => return Ok(Err(finding)),
+                }
+                after = record.seq;
+            }
+            if rows.len() < SCAN_PAGE as usize {
+                break;
+            }
+        }
+        tx.rollback().await.map_err(audit_error::<DB>)?;
+        Ok(walk.finish(head))
+    }
+
+    /// Row `seq` points at a predecessor other than the row before it: if
+    /// that predecessor is elsewhere in the trail, rows were moved;
+    /// otherwise it is gone.
+    async fn explain_unlinked(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        seq: i64,
+        prev: Hash,
+    ) -> Result<Finding, AuditError> {
+        let found: Option<i64> = sqlx::query("SELECT min(seq) FROM audit_log WHERE row_hash = $1")
+            .bind(prev.to_vec())
+            .fetch_one(&mut **tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(audit_error::<DB>)?;
+        Ok(match found {
+            Some(follows) => Finding::Reordered { seq, follows },
+            None => Finding::Removed {
+                first: seq,
+                last: seq,
+            },
+        })
+    }
+
+    async fn prune_rows(
+        &self,
+        before_us: i64,
+        sign_cut: SignCut<'_>,
+    ) -> Result<PruneOutcome, AuditError> {
+        let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
+        let head = Self::head_of(
+            &sqlx::query(LOCK_HEAD)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(audit_error::<DB>)?,
+        )?;
+        // The cut: the row before the oldest one young enough to keep.
+        let keep_from: Option<i64> =
+            sqlx::query("SELECT min(seq) FROM audit_log WHERE at_us >= $1")
+                .bind(before_us)
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(audit_error::<DB>)?;
+        let cut = keep_from.map_or(head.seq, |seq| seq - 1);
+        let row = sqlx::query("SELECT row_hash FROM audit_log WHERE seq = $1")
+            .bind(cut)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?;
+        let Some(row) = row else {
+            // Nothing older than the cut is left (or the trail is empty).
+            return Ok(PruneOutcome {
+                removed: 0,
+                cut: None,
+            });
+        };
+        let cut_head = Head {
+            seq: cut,
+            hash: hash(
+                row.try_get(0)
+                    .map_err(|e| AuditError::Corrupt(e.to_string()))?,
+                "row_hash",
+            )?,
+        };
+        let token = sign_cut(&cut_head)?;
+        let removed: i64 = sqlx::query("SELECT count(*) FROM audit_log WHERE seq <= $1")
+            .bind(cut)
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(audit_error::<DB>)?;
+        sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?;
+        // Older checkpoints vouch for rows no longer kept.
+        sqlx::query("DELETE FROM audit_checkpoint WHERE seq <= $1")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?;
+        sqlx::query(
+            "INSERT INTO audit_checkpoint (seq, at_us, cut, token) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(cut)
+        .bind(before_us)
+        .bind(true)
+        .bind(token.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(audit_error::<DB>)?;
+        tx.commit().await.map_err(audit_error::<DB>)?;
+        Ok(PruneOutcome {
+            removed: u64::try_from(removed).unwrap_or(0),
+            cut: Some(cut),
+        })
+    }
+}
+
+impl<DB> AuditStore for SqlAudit<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Vec<u8>: Decode<'r, DB>,
+    for<'r> Option<i64>: Decode<'r, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    fn migrate(&self) -> BoxFuture<'_, Result<(), AuditError>> {
+        Box::pin(async move {
+            let mut migrator = Migrator::new(Embedded(DB::MIGRATIONS))
+                .await
+                .map_err(|e| AuditError::Query(Box::new(e)))?;
+            migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+            DB::run_migrations(&migrator, &self.pool)
+                .await
+                .map_err(|e| match e {
+                    sqlx::migrate::MigrateError::Execute(e) => audit_error::<DB>(e),
+                    other => AuditError::Query(Box::new(other)),
+                })
+        })
+    }
+
+    fn append<'a>(&'a self, entries: &'a [AuditEntry]) -> BoxFuture<'a, Result<Head, AuditError>> {
+        Box::pin(self.append_rows(entries))
+    }
+
+    fn add_checkpoint<'a>(
+        &'a self,
+        seq: i64,
+        at_us: i64,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), AuditError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO audit_checkpoint (seq, at_us, cut, token) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (seq) DO NOTHING",
+            )
+            .bind(seq)
+            .bind(at_us)
+            .bind(false)
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(audit_error::<DB>)
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        subject_index: &'a str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, AuditError>> {
+        Box::pin(async move {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM audit_log WHERE subject_index = $1 AND seq < $2 \
+                 ORDER BY seq DESC LIMIT $3"
+            )))
+            .bind(subject_index)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(audit_error::<DB>)?
+            .iter()
+            .map(Self::record)
+            .collect()
+        })
+    }
+
+    fn verify<'a>(&'a self, jwks: &'a Jwks) -> BoxFuture<'a, Result<Verification, AuditError>> {
+        Box::pin(self.walk(jwks))
+    }
+
+    fn prune<'a>(
+        &'a self,
+        before_us: i64,
+        sign_cut: SignCut<'a>,
+    ) -> BoxFuture<'a, Result<PruneOutcome, AuditError>> {
+        Box::pin(self.prune_rows(before_us, sign_cut))
+    }
+}

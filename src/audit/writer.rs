@@ -1,0 +1,203 @@
+//! Group commit: each instance runs one writer task. A check hands its row
+//! to the writer and waits; the writer takes every row waiting, appends
+//! them in one transaction, and answers each only after the COMMIT. While
+//! one transaction commits the next group gathers, so the cost of a
+//! durable write is shared by all the checks that arrived meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::store::AuditStore;
+use super::{AuditEntry, AuditError, Checkpointer, Head};
+use crate::clock::Clock;
+use crate::mirror::BoxFuture;
+
+/// Where a check's audit row goes. The answer may leave only once
+/// `record` has returned `Ok`.
+pub trait AuditSink: Send + Sync + 'static {
+    /// Makes the row durable; returns its `seq` (0 when nothing is kept).
+    fn record(&self, entry: AuditEntry) -> BoxFuture<'_, Result<i64, AuditError>>;
+}
+
+/// Keeps nothing. Only for measuring what the audit costs (`audit.sink =
+/// "none"`); never in service: DESIGN has no attestation leave without its
+/// row.
+#[derive(Debug, Default)]
+pub struct NoAudit;
+
+impl AuditSink for NoAudit {
+    fn record(&self, _entry: AuditEntry) -> BoxFuture<'_, Result<i64, AuditError>> {
+        Box::pin(async { Ok(0) })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WriterParams {
+    /// Rows waiting for the writer at most; further checks wait to hand
+    /// theirs over.
+    pub queue: usize,
+    /// Rows per transaction at most.
+    pub max_batch: usize,
+    /// How long one append may take before its checks fail UNAVAILABLE.
+    pub write_timeout: Duration,
+    /// A checkpoint is signed after this many rows ...
+    pub checkpoint_rows: i64,
+    /// ... or this long after the last one, whichever comes first.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for WriterParams {
+    fn default() -> Self {
+        Self {
+            queue: 8_192,
+            max_batch: 512,
+            write_timeout: Duration::from_secs(5),
+            checkpoint_rows: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+struct Pending {
+    entry: AuditEntry,
+    done: oneshot::Sender<Result<i64, AuditError>>,
+}
+
+/// The durable audit trail of one instance.
+pub struct AuditLog {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl AuditLog {
+    /// Starts the writer task. It stops when the last `AuditLog` handle is
+    /// dropped, after writing what was handed to it and signing a last
+    /// checkpoint; the handle says when.
+    pub fn spawn(
+        store: Arc<dyn AuditStore>,
+        checkpointer: Checkpointer,
+        clock: Arc<dyn Clock>,
+        params: WriterParams,
+    ) -> (Self, JoinHandle<()>) {
+        let (queue, rx) = mpsc::channel(params.queue.max(1));
+        let writer = Writer {
+            store,
+            checkpointer,
+            clock,
+            params,
+            last_checkpoint: (0, Instant::now()),
+            unvouched: None,
+        };
+        let task = tokio::spawn(writer.run(rx));
+        (Self { queue }, task)
+    }
+}
+
+impl AuditSink for AuditLog {
+    fn record(&self, entry: AuditEntry) -> BoxFuture<'_, Result<i64, AuditError>> {
+        Box::pin(async move {
+            let (done, answer) = oneshot::channel();
+            let stopped = || AuditError::Unavailable("the audit writer has stopped".into());
+            self.queue
+                .send(Pending { entry, done })
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        })
+    }
+}
+
+struct Writer {
+    store: Arc<dyn AuditStore>,
+    checkpointer: Checkpointer,
+    clock: Arc<dyn Clock>,
+    params: WriterParams,
+    /// The `seq` of the newest checkpoint this writer signed, and when.
+    last_checkpoint: (i64, Instant),
+    /// The newest head this writer appended and no checkpoint covers yet.
+    unvouched: Option<Head>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
+        let mut tick = tokio::time::interval(self.params.checkpoint_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut group = Vec::with_capacity(self.params.max_batch);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut group, self.params.max_batch) => {
+                    if n == 0 {
+                        break;
+                    }
+                    self.commit(std::mem::take(&mut group)).await;
+                    self.checkpoint_if_due(false).await;
+                }
+                _ = tick.tick() => self.checkpoint_if_due(false).await,
+            }
+        }
+        // Stopping: vouch for the last rows now.
+        self.checkpoint_if_due(true).await;
+    }
+
+    async fn commit(&mut self, group: Vec<Pending>) {
+        let (entries, waiters): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|p| (p.entry, p.done)).unzip();
+        let appended = match tokio::time::timeout(
+            self.params.write_timeout,
+            self.store.append(&entries),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(AuditError::Unavailable(
+                "the audit store did not answer in time".into(),
+            )),
+        };
+        match appended {
+            Ok(head) => {
+                let first = head.seq - waiters.len() as i64 + 1;
+                for (seq, waiter) in (first..).zip(waiters) {
+                    let _ = waiter.send(Ok(seq));
+                }
+                self.unvouched = Some(head);
+            }
+            Err(error) => {
+                tracing::warn!(%error, rows = waiters.len(), "audit group commit failed");
+                for waiter in waiters {
+                    let _ = waiter.send(Err(error.for_each_waiter()));
+                }
+            }
+        }
+    }
+
+    /// Signs the newest head this writer appended, once enough rows or
+    /// time have passed since its last checkpoint (or now, if `force`).
+    async fn checkpoint_if_due(&mut self, force: bool) {
+        let Some(head) = self.unvouched else { return };
+        let (seq, at) = self.last_checkpoint;
+        let due = force
+            || head.seq - seq >= self.params.checkpoint_rows
+            || at.elapsed() >= self.params.checkpoint_interval;
+        if !due {
+            return;
+        }
+        let result = match self.checkpointer.sign(&head, false) {
+            Ok(token) => {
+                self.store
+                    .add_checkpoint(head.seq, self.clock.now_micros(), &token)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                self.last_checkpoint = (head.seq, Instant::now());
+                self.unvouched = None;
+            }
+            Err(error) => tracing::warn!(%error, "audit checkpoint not written; will retry"),
+        }
+    }
+}

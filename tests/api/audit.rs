@@ -1,0 +1,725 @@
+//! The audit trail against real servers: every answered check has its
+//! durable row, nothing is lost or doubled, tampering is found and named,
+//! and the citizen's access history is for operators only.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use sqlx::{PgPool, Postgres, Row};
+use tonic::Code;
+use vnid::attest::Jwks;
+use vnid::audit::{AuditStore, Finding, SqlAudit};
+use vnid::mirror::{LoadMode, MirrorAdmin, PgMirror, load_records};
+use vnid::pb;
+use vnid::pb::audit_service_client::AuditServiceClient;
+
+use crate::helpers::*;
+use crate::pg::PgServer;
+use crate::store::tempdir::Dir;
+
+fn audit_store(url: &str) -> SqlAudit<Postgres> {
+    SqlAudit::<Postgres>::connect_lazy(url, 2, std::time::Duration::from_secs(5)).unwrap()
+}
+
+async fn attestation_ids(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT attestation_id FROM audit_log ORDER BY seq")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// A mix of answers: verified, mismatched, unknown, deceased.
+fn mixed_request(n: usize) -> pb::VerifyRequest {
+    match n % 4 {
+        0 => request(DAM.id, DAM.name),
+        1 => request(THUY.id, "Trần Thị Thu"),
+        2 => request(UNKNOWN_ID, DAM.name),
+        _ => request(HOA_DECEASED.id, HOA_DECEASED.name),
+    }
+}
+
+#[tokio::test]
+async fn two_instances_under_concurrent_load_lose_and_double_nothing() {
+    let url = PgServer::shared().fresh_database().await;
+    let a = spawn_app_with(test_settings(&url)).await;
+    // Instances of one deployment share their keys.
+    let mut shared = test_settings(&url);
+    shared.data_dir = a.data_dir.clone();
+    let b = spawn_bare(shared).await;
+    let calls = (0..400).map(|n| {
+        let mut client = if n % 2 == 0 { &a } else { &b }.client.clone();
+        let request = mixed_request(n);
+        async move {
+            let response = client.verify(request.clone()).await.unwrap();
+            (request.request_id, response.into_inner())
+        }
+    });
+    let answers = futures_join_all(calls).await;
+
+    let store = audit_store(&url);
+    let rows = sqlx::query(
+        "SELECT seq, request_id, attestation_id, attestation, subject_index FROM audit_log \
+         ORDER BY seq",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 400, "one row per check");
+    let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(seqs, (1..=400).collect::<Vec<_>>(), "one chain, no gaps");
+    let stored: BTreeSet<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let answered: BTreeSet<(String, String, String)> = answers
+        .into_iter()
+        .map(|(id, r)| (id, r.attestation_id, r.attestation))
+        .collect();
+    assert_eq!(
+        stored, answered,
+        "each answer's own row, with its attestation"
+    );
+    for row in &rows {
+        let index: String = row.get(4);
+        assert!(!index.contains(DAM.id) && index.len() == 43);
+    }
+    let jwks = a.jwks().await;
+    let summary = store.verify(&jwks).await.unwrap().unwrap();
+    assert_eq!((summary.rows, summary.head.seq), (400, 400));
+}
+
+/// `futures::future::join_all` without the dependency: every call runs
+/// concurrently on this task's runtime.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    calls: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let handles: Vec<_> = calls.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_attestation_leaves_without_its_row_when_the_audit_store_stops() {
+    // The trail on a server of this test's own; the mirror stays up.
+    let mut audit_pg = PgServer::start();
+    let audit_url = audit_pg.url("postgres");
+    let mirror_url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&mirror_url);
+    settings.audit.database_url = Some(vnid::config::Secret::new(audit_url.as_str()));
+    settings.audit.write_timeout_ms = 2_000;
+    let app = spawn_app_with(settings).await;
+
+    let mut given = Vec::new();
+    for n in 0..8 {
+        given.push(app.verify(mixed_request(n)).await.unwrap().attestation_id);
+    }
+    let store = audit_store(&audit_url);
+    assert_eq!(attestation_ids(store.pool()).await, given);
+    store.pool().close().await;
+
+    audit_pg.stop();
+    for n in 0..8 {
+        let status = app.verify(mixed_request(n)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(reason(&status), "AUDIT_UNAVAILABLE");
+        assert!(!status.message().contains("127.0.0.1"));
+    }
+    // Bad input is still refused as such, before anything is written.
+    let status = app.verify(request("12345", DAM.name)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_server_killed_during_load_keeps_every_answered_checks_row() {
+    let url = PgServer::shared().fresh_database().await;
+    let mirror = PgMirror::connect_lazy(&url, 2, std::time::Duration::from_secs(5)).unwrap();
+    mirror.migrate().await.unwrap();
+    load_records(&mirror, LoadMode::Full, None, fixtures().into_iter())
+        .await
+        .unwrap();
+    let dir = Dir::new("audit-kill");
+    let serve = || {
+        Served::spawn(vnid(
+            Some(&url),
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+            ],
+        ))
+    };
+
+    let mut served = serve();
+    let client = served.client().await;
+    let answered = Arc::new(Mutex::new(Vec::<String>::new()));
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let mut client = client.clone();
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                for n in 0.. {
+                    match client.verify(mixed_request(w + n)).await {
+                        Ok(r) => answered.lock().unwrap().push(r.into_inner().attestation_id),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while answered.lock().unwrap().len() < 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load never got going"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Mid-load: SIGKILL, no drain, no goodbye.
+    assert!(!served.stop("-KILL").success());
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+
+    let mut served = serve();
+    let after = served
+        .client()
+        .await
+        .verify(request(DAM.id, DAM.name))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(served.stop("-TERM").success());
+
+    let out = vnid(
+        Some(&url),
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored: BTreeSet<String> = attestation_ids(audit_store(&url).pool())
+        .await
+        .into_iter()
+        .collect();
+    let missing: Vec<_> = answered.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(missing.is_empty(), "answered without a row: {missing:?}");
+    assert!(stored.contains(&after.attestation_id));
+}
+
+/// A trail of ten checks on its own database (checkpoints every 5 rows),
+/// and the command that verifies it.
+struct Drill {
+    url: String,
+    pool: PgPool,
+    dir: Dir,
+    /// Stopped, but kept: dropping it removes its data directory.
+    _app: TestApp,
+}
+
+impl Drill {
+    async fn new() -> Self {
+        let url = PgServer::shared().fresh_database().await;
+        let mut settings = test_settings(&url);
+        let dir = Dir::new("audit-drill");
+        settings.data_dir = dir.path().to_owned();
+        settings.audit.checkpoint_rows = 5;
+        let mut app = spawn_app_with(settings).await;
+        for n in 0..10 {
+            app.verify(mixed_request(n)).await.unwrap();
+        }
+        // Stopping the server lets its writer finish its last checkpoint.
+        app.begin_shutdown().await.unwrap().unwrap();
+        let pool = PgPool::connect(&url).await.unwrap();
+        Self {
+            url,
+            pool,
+            dir,
+            _app: app,
+        }
+    }
+
+    async fn sql(&self, statements: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_owned()))
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    /// `vnid audit verify`: (exit code, what it said).
+    fn verify(&self) -> (i32, String) {
+        let out = vnid(
+            Some(&self.url),
+            &[
+                "audit",
+                "verify",
+                "--data-dir",
+                self.dir.path().to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), said)
+    }
+}
+
+const UNGUARDED: &str = "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only;";
+
+#[tokio::test]
+async fn tampering_is_found_and_the_row_named() {
+    let untouched = Drill::new().await;
+    let (code, said) = untouched.verify();
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("verified: 10 rows"), "{said}");
+    assert!(said.contains("newest signed checkpoint: row 10"), "{said}");
+    // Rows are append-only unless the guard is taken down.
+    assert!(
+        sqlx::query("UPDATE audit_log SET verdict = 'VERDICT_VERIFIED' WHERE seq = 4")
+            .execute(&untouched.pool)
+            .await
+            .is_err()
+    );
+
+    let changed = Drill::new().await;
+    changed
+        .sql(&format!(
+            "{UNGUARDED} UPDATE audit_log SET verdict = 'VERDICT_VERIFIED' WHERE seq = 4"
+        ))
+        .await;
+    let (code, said) = changed.verify();
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("audit row 4 was changed"), "{said}");
+
+    let removed = Drill::new().await;
+    removed.sql("DELETE FROM audit_log WHERE seq = 6").await;
+    let (code, said) = removed.verify();
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("audit rows 6 to 6 were removed"), "{said}");
+
+    let renumbered = Drill::new().await;
+    renumbered
+        .sql(&format!(
+            "{UNGUARDED} DELETE FROM audit_log WHERE seq = 6; \
+             UPDATE audit_log SET seq = -seq WHERE seq > 6; \
+             UPDATE audit_log SET seq = -seq - 1 WHERE seq < 0"
+        ))
+        .await;
+    let (code, said) = renumbered.verify();
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("audit rows 6 to 6 were removed"), "{said}");
+
+    let reordered = Drill::new().await;
+    reordered
+        .sql(&format!(
+            "{UNGUARDED} UPDATE audit_log SET seq = -3 WHERE seq = 3; \
+             UPDATE audit_log SET seq = 3 WHERE seq = 5; \
+             UPDATE audit_log SET seq = 5 WHERE seq = -3"
+        ))
+        .await;
+    let (code, said) = reordered.verify();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("audit row 3 was moved: it follows row 4"),
+        "{said}"
+    );
+
+    let truncated = Drill::new().await;
+    truncated.sql("DELETE FROM audit_log WHERE seq > 7").await;
+    let (code, said) = truncated.verify();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("truncated: it ends at row 7, but the trail's head vouches for row 10"),
+        "{said}"
+    );
+    // The head rewound as well: the signed checkpoint at row 10 remains.
+    truncated
+        .sql(
+            "UPDATE audit_head SET seq = 7, \
+             hash = (SELECT row_hash FROM audit_log WHERE seq = 7)",
+        )
+        .await;
+    let (code, said) = truncated.verify();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("a signed checkpoint vouches for row 10"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
+async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    let dir = Dir::new("audit-prune");
+    settings.data_dir = dir.path().to_owned();
+    let mut app = spawn_app_with(settings).await;
+    // Three checks 400 days ago, two now.
+    app.clock.set(NOW - 400 * 86_400);
+    for n in 0..3 {
+        app.verify(mixed_request(n)).await.unwrap();
+    }
+    app.clock.set(NOW);
+    for n in 0..2 {
+        app.verify(mixed_request(n)).await.unwrap();
+    }
+    app.begin_shutdown().await.unwrap().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let out = vnid(
+        Some(&url),
+        &[
+            "audit",
+            "prune",
+            "--older-than-days",
+            "365",
+            "--data-dir",
+            data_dir,
+        ],
+    )
+    .output()
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("removed 3 rows"), "{said}");
+    let store = audit_store(&url);
+    assert_eq!(attestation_ids(store.pool()).await.len(), 2);
+    let out = vnid(Some(&url), &["audit", "verify", "--data-dir", data_dir])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("verified: 2 rows (rows 4 to 5)"), "{said}");
+    // Pruning again removes nothing; dropping a kept row is still found.
+    let out = vnid(
+        Some(&url),
+        &[
+            "audit",
+            "prune",
+            "--older-than-days",
+            "365",
+            "--data-dir",
+            data_dir,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no row is older"));
+    sqlx::query("DELETE FROM audit_log WHERE seq = 4")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let jwks = Jwks::parse(
+        vnid::app::load_attester(&{
+            let mut s = test_settings(&url);
+            s.data_dir = dir.path().to_owned();
+            s
+        })
+        .unwrap()
+        .keyring
+        .jwks_json(),
+    )
+    .unwrap();
+    assert_eq!(
+        store.verify(&jwks).await.unwrap(),
+        Err(Finding::Removed { first: 4, last: 4 })
+    );
+}
+
+fn history_request(id: &str, page_size: i32, page_token: String) -> pb::ListAccessHistoryRequest {
+    pb::ListAccessHistoryRequest {
+        request_id: "petition-42".into(),
+        id_number: id.into(),
+        page_size,
+        page_token,
+    }
+}
+
+#[tokio::test]
+async fn the_access_history_lists_a_persons_checks_newest_first_in_pages() {
+    let app = spawn_app().await;
+    let mut checks = Vec::new();
+    for purpose in [
+        pb::Purpose::Healthcare,
+        pb::Purpose::Examination,
+        pb::Purpose::SocialInsurance,
+        pb::Purpose::Healthcare,
+        pb::Purpose::PublicService,
+    ] {
+        let mut r = request(DAM.id, DAM.name);
+        r.purpose = purpose.into();
+        let answer = app.verify(r.clone()).await.unwrap();
+        checks.push((r.request_id, purpose, answer.attestation_id));
+    }
+    app.verify(request(THUY.id, THUY.name)).await.unwrap();
+    app.verify(request(DAM.id, "Nguyễn Văn Đam")).await.unwrap();
+
+    let mut audit = AuditServiceClient::new(app.channel.clone());
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = audit
+            .list_access_history(history_request(DAM.id, 2, token))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.records.len() <= 2);
+        pages.push(page.records);
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let records: Vec<pb::AccessRecord> = pages.concat();
+    // This query itself, the mismatch, then the five checks, newest first.
+    assert_eq!(records.len(), 7, "{records:#?}");
+    assert_eq!(records[0].kind(), pb::AccessKind::AccessHistory);
+    assert_eq!(records[0].agency_id, "operator");
+    assert_eq!(records[0].request_id, "petition-42");
+    assert_eq!(
+        (records[1].verdict(), records[1].reason()),
+        (pb::Verdict::NotVerified, pb::Reason::FieldMismatch)
+    );
+    let listed: Vec<_> = records[2..]
+        .iter()
+        .map(|r| (r.request_id.clone(), r.purpose(), r.attestation_id.clone()))
+        .collect();
+    let mut expected = checks.clone();
+    expected.reverse();
+    assert_eq!(listed, expected);
+    for r in &records[1..] {
+        assert_eq!(r.kind(), pb::AccessKind::Verify);
+        assert_eq!(
+            (r.agency_id.as_str(), r.agency_name.as_str()),
+            ("demo", "Demo agency")
+        );
+        assert_eq!(r.time.unwrap().seconds, NOW);
+    }
+    let seqs: Vec<i64> = records.iter().map(|r| r.audit_seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
+
+    // Each page query was itself recorded.
+    let again = audit
+        .list_access_history(history_request(DAM.id, 0, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let queries = again
+        .records
+        .iter()
+        .filter(|r| r.kind() == pb::AccessKind::AccessHistory)
+        .count();
+    assert_eq!(queries, pages.len() + 1);
+}
+
+#[tokio::test]
+async fn the_access_history_is_for_operators_only_and_checks_its_input() {
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.plaintext_operator = String::new();
+    let app = spawn_app_with(settings).await;
+    let mut audit = AuditServiceClient::new(app.channel.clone());
+    let status = audit
+        .list_access_history(history_request(DAM.id, 0, String::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::PermissionDenied, "OPERATOR_ROLE_REQUIRED")
+    );
+
+    // An agency cannot be made the plaintext operator.
+    let mut settings = test_settings(&url);
+    settings.agencies = vec![
+        vnid::policy::AgencyConfig::demo("demo"),
+        vnid::policy::AgencyConfig::demo("hospital"),
+    ];
+    settings.plaintext_operator = "hospital".into();
+    let refused = vnid::app::Application::build(&settings).await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("plaintext_operator")),
+        "an agency as operator must be refused"
+    );
+
+    let app = spawn_app().await;
+    let mut audit = AuditServiceClient::new(app.channel.clone());
+    for (request, field) in [
+        (history_request("12345", 0, String::new()), "id_number"),
+        (history_request(DAM.id, -1, String::new()), "page_size"),
+        (history_request(DAM.id, 0, "forged".into()), "page_token"),
+    ] {
+        let status = audit.list_access_history(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        use tonic_types::StatusExt;
+        let details = status.get_error_details();
+        let fields: Vec<_> = details
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|v| v.field.clone())
+            .collect();
+        assert_eq!(fields, [field]);
+    }
+    // Refused queries were never recorded.
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(app.mirror.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+/// Rows as a check writes them, signed with `ring`, `n` of them filed under
+/// two people, the first `old` of them a year earlier.
+fn entries(ring: &vnid::attest::Keyring, n: i64, old: i64) -> Vec<vnid::audit::AuditEntry> {
+    (0..n)
+        .map(|i| {
+            let claims = vnid::attest::AttestationClaims {
+                iss: "vnid-test".into(),
+                aud: "demo".into(),
+                sub: format!("sub-{i}"),
+                iat: NOW,
+                exp: NOW + 60,
+                jti: format!("att-{i}"),
+                nonce: format!("req-{i}"),
+                purpose: "PURPOSE_HEALTHCARE".into(),
+                verdict: "VERDICT_VERIFIED".into(),
+                reason: None,
+                checks: None,
+                data_as_of: DATA_AS_OF,
+            };
+            let at = if i < old { NOW - 366 * 86_400 } else { NOW };
+            vnid::audit::AuditEntry {
+                at_us: at * 1_000_000 + i,
+                kind: vnid::audit::AuditKind::Verify,
+                agency: claims.aud.clone(),
+                purpose: claims.purpose.clone(),
+                request_id: claims.nonce.clone(),
+                subject: claims.sub.clone(),
+                subject_index: format!("person-{}", i % 2),
+                verdict: claims.verdict.clone(),
+                reason: String::new(),
+                attestation_id: claims.jti.clone(),
+                attestation: ring.sign(&claims).unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// One suite for both stores: the embedded default keeps the same trail.
+async fn store_suite(store: &dyn AuditStore, tamper: &str, run_sql: impl AsyncFn(&str)) {
+    let ring = vnid::attest::Keyring::from_pem(&vnid::attest::generate_key_pem().unwrap()).unwrap();
+    let jwks = Jwks::parse(ring.jwks_json()).unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    let all = entries(&ring, 9, 4);
+    for group in all.chunks(4) {
+        store.append(group).await.unwrap();
+    }
+    let summary = store.verify(&jwks).await.unwrap().unwrap();
+    assert_eq!((summary.rows, summary.head.seq), (9, 9));
+
+    // Person 1's rows (seq 2, 4, 6, 8), newest first, two at a time.
+    let page = store.history("person-1", None, 2).await.unwrap();
+    let seqs: Vec<i64> = page.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [8, 6]);
+    assert_eq!(page[0].entry, all[7]);
+    let page = store.history("person-1", Some(6), 10).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 2]);
+
+    let sign = |head: &vnid::audit::Head| {
+        Ok(
+            ring.sign_checkpoint(&vnid::audit::chain::CheckpointClaims::new(
+                "vnid-test",
+                head,
+                NOW,
+                true,
+            ))?,
+        )
+    };
+    let outcome = store.prune(NOW * 1_000_000, &sign).await.unwrap();
+    assert_eq!((outcome.removed, outcome.cut), (4, Some(4)));
+    let summary = store.verify(&jwks).await.unwrap().unwrap();
+    assert_eq!((summary.rows, summary.anchor), (5, 4));
+
+    run_sql(tamper).await;
+    assert_eq!(
+        store.verify(&jwks).await.unwrap(),
+        Err(Finding::Changed {
+            seq: 7,
+            what: "its content does not hash to its recorded hash"
+        })
+    );
+}
+
+#[tokio::test]
+async fn both_stores_keep_the_same_trail() {
+    let dir = Dir::new("audit-sqlite");
+    let sqlite = SqlAudit::<sqlx::Sqlite>::open(&dir.path().join("audit.sqlite3"))
+        .await
+        .unwrap();
+    let pool = sqlite.pool().clone();
+    store_suite(
+        &sqlite,
+        "DROP TRIGGER audit_log_append_only; \
+         UPDATE audit_log SET purpose = 'PURPOSE_EXAMINATION' WHERE seq = 7",
+        async |sql| {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        },
+    )
+    .await;
+
+    let url = PgServer::shared().fresh_database().await;
+    let postgres = audit_store(&url);
+    let pool = postgres.pool().clone();
+    store_suite(
+        &postgres,
+        &format!("{UNGUARDED} UPDATE audit_log SET purpose = 'PURPOSE_EXAMINATION' WHERE seq = 7"),
+        async |sql| {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&pool)
+                .await
+                .unwrap();
+        },
+    )
+    .await;
+}

@@ -9,7 +9,10 @@
 # successful answer: gRPC errors come back as HTTP 200 with no message, so
 # the DATA bytes must equal REQUESTS x the size of one good answer.
 # Reports throughput, p50/p99 latency, server CPU per request, the ratio
-# Verify/hello, and p99 at a fixed 5,000 req/s.
+# Verify/hello, and p99 at a fixed 5,000 req/s. A third vnid with the audit
+# sink "none" (no trail: for this measurement only) gives what the durable
+# audit trail costs: cache hits with the trail vs without, run alternately
+# twice (A B A B) in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests="${1:-200000}"
@@ -44,12 +47,18 @@ pg_port=$(free_port)
 "${as_pg[@]}" "$pg_bin/initdb" -D "$work/data" --auth=trust --username=postgres --no-sync -E UTF8 --locale=C >/dev/null
 "${as_pg[@]}" "$pg_bin/postgres" -D "$work/data" -k "$work" -p "$pg_port" -c listen_addresses=127.0.0.1 >"$work/pg.log" 2>&1 &
 pids+=($!)
+pg_pid=$!
 until grep -q "ready to accept connections" "$work/pg.log"; do sleep 0.1; done
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
 pids+=($!)
 wait_port "$redis_port"
 export VNID__DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+# One deployment: every instance signs with the same keys.
+"$vnid" keygen --out "$work/signing.pem" >/dev/null
+head -c 32 /dev/urandom >"$work/subject.key"
+export VNID__ATTESTATION__SIGNING_KEY_FILE="$work/signing.pem"
+export VNID__ATTESTATION__SUBJECT_KEY_FILE="$work/subject.key"
 
 echo "== $people people into Postgres"
 "$vnid" gen-population --count "$people" --province 082 --seed 7 --out "$work/people.csv"
@@ -72,8 +81,9 @@ start_vnid() { # name, port, extra env...
   wait_port "$port"
   echo $! >"$work/$name.pid"
 }
-hit_port=$(free_port); miss_port=$(free_port); hello_port=$(free_port)
+hit_port=$(free_port); miss_port=$(free_port); hello_port=$(free_port); noaudit_port=$(free_port)
 start_vnid hit "$hit_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"
+start_vnid noaudit "$noaudit_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" VNID__AUDIT__SINK=none
 start_vnid miss "$miss_port" VNID__CACHE__ENABLED=false
 "$tools" hello "127.0.0.1:$hello_port" &
 pids+=($!)
@@ -81,6 +91,8 @@ echo $! >"$work/hello.pid"
 wait_port "$hello_port"
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Postgres' CPU: the postmaster and its backends (those still running).
+pg_ticks() { for p in $pg_pid $(pgrep -P "$pg_pid"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s}'; }
 # run NAME PORT PATH FRAME N [h2load options...]: prints one result line.
 run() {
   local name=$1 port=$2 path=$3 frame=$4 n=$5; shift 5
@@ -90,8 +102,10 @@ run() {
   h2load -n 1 -c 1 "${args[@]:2}" "http://127.0.0.1:$port$path" >"$work/one.out"
   local one; one=$(awk '/^traffic:/ {gsub(/[()]/,""); for (i=1;i<=NF;i++) if ($i=="data") print $(i-1)}' "$work/one.out" | tail -1)
   local before; before=$(ticks "$pid")
+  local pg_before; pg_before=$(pg_ticks)
   h2load "${args[@]}" "$@" --log-file="$work/$name.tsv" "http://127.0.0.1:$port$path" >"$work/$name.out"
   local after; after=$(ticks "$pid")
+  local pg_after; pg_after=$(pg_ticks)
   local rate; rate=$(awk '/^finished in/ {print $4}' "$work/$name.out")
   local ok; ok=$(awk '/^requests:/ {print $8}' "$work/$name.out")
   local data; data=$(awk '/^traffic:/ {gsub(/[()]/,""); for (i=1;i<=NF;i++) if ($i=="data") print $(i-1)}' "$work/$name.out" | tail -1)
@@ -101,14 +115,18 @@ run() {
   fi
   local pcts; pcts=$(cut -f3 "$work/$name.tsv" | sort -n | awk '{a[NR]=$1} END {printf "p50 %.2f ms, p99 %.2f ms", a[int(NR*0.50)]/1000, a[int(NR*0.99)]/1000}')
   local cpu_us; cpu_us=$(echo "scale=1; ($after - $before) * 1000000 / $(getconf CLK_TCK) / $n" | bc)
-  printf '%-22s %10s req/s  %s  server CPU %6s us/req  [%s]\n' "$name" "$rate" "$pcts" "$cpu_us" "$check"
+  local pg_us; pg_us=$(echo "scale=1; ($pg_after - $pg_before) * 1000000 / $(getconf CLK_TCK) / $n" | bc)
+  printf '%-22s %10s req/s  %s  server CPU %6s us/req, Postgres %6s us/req  [%s]\n' "$name" "$rate" "$pcts" "$cpu_us" "$pg_us" "$check"
   echo "$rate" >"$work/$name.rate"
 }
 
 echo "== warming the cache"
-h2load -n 2000 -c 4 -m 8 --header 'content-type: application/grpc' --header 'te: trailers' -d "$work/verify.bin" \
-  "http://127.0.0.1:$hit_port/vnid.v1.VerificationService/Verify" >/dev/null
+for port in "$hit_port" "$noaudit_port"; do
+  h2load -n 2000 -c 4 -m 8 --header 'content-type: application/grpc' --header 'te: trailers' -d "$work/verify.bin" \
+    "http://127.0.0.1:$port/vnid.v1.VerificationService/Verify" >/dev/null
+done
 
+if [ -z "${AUDIT_ONLY:-}" ]; then
 echo "== load: $requests requests each, 8 connections x 16 streams, one h2load thread ($(nproc) cores)"
 run hello "$hello_port" /vnid.bench.v1.HelloService/SayHello "$work/hello.bin" "$requests" -c 8 -m 16
 run hit "$hit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
@@ -116,7 +134,26 @@ run miss "$miss_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$r
 printf 'ratio Verify/hello     cache hits %.2f, cache misses %.2f\n' \
   "$(echo "scale=4; $(cat "$work/hit.rate") / $(cat "$work/hello.rate")" | bc)" \
   "$(echo "scale=4; $(cat "$work/miss.rate") / $(cat "$work/hello.rate")" | bc)"
+fi
 
+commits() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"; }
+audit_rows() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT count(*) FROM audit_log"; }
+echo "== the audit trail's cost: cache hits with it (audit) and without (noaudit), A B A B"
+commits_before=$(commits); rows_before=$(audit_rows)
+cp "$work/hit.pid" "$work/audit.pid"; cp "$work/hit.pid" "$work/audit-2.pid"
+cp "$work/noaudit.pid" "$work/noaudit-2.pid"
+run audit "$hit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
+run noaudit "$noaudit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
+run audit-2 "$hit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
+run noaudit-2 "$noaudit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
+printf 'ratio audit/no audit   %.2f, %.2f\n' \
+  "$(echo "scale=4; $(cat "$work/audit.rate") / $(cat "$work/noaudit.rate")" | bc)" \
+  "$(echo "scale=4; $(cat "$work/audit-2.rate") / $(cat "$work/noaudit-2.rate")" | bc)"
+commits_after=$(commits); rows_after=$(audit_rows)
+echo "audit rows written: $((rows_after - rows_before)) in $((commits_after - commits_before)) Postgres transactions (all of them, group commits and polls)"
+"$vnid" audit verify | cut -c1-60
+
+[ -n "${AUDIT_ONLY:-}" ] && exit 0
 echo "== fixed rate: 5000 req/s (10 connections x 500 req/s) for 10 s"
 cp "$work/hit.pid" "$work/hit-5000.pid"
 run hit-5000 "$hit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" 50000 -c 10 --rps 500

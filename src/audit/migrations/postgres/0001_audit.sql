@@ -21,8 +21,6 @@ CREATE TABLE audit_log (
 
 -- A person's access history, newest first.
 CREATE INDEX audit_log_subject ON audit_log (subject_index, seq);
--- Where `vnid audit prune` cuts.
-CREATE INDEX audit_log_at ON audit_log (at_us);
 
 -- Rows are appended, and removed only by prune, oldest first. The trigger
 -- is a guard against mistakes, not against the database's owner: the chain

@@ -18,7 +18,6 @@ CREATE TABLE audit_log (
 );
 
 CREATE INDEX audit_log_subject ON audit_log (subject_index, seq);
-CREATE INDEX audit_log_at ON audit_log (at_us);
 
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
 BEGIN

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 
 use sqlx::{Postgres, Sqlite};
@@ -19,7 +19,7 @@ use crate::audit::{
     AuditError, AuditLog, AuditSink, AuditStore, Checkpointer, NoAudit, SqlAudit, WriterParams,
 };
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AuditSinkKind, Settings};
+use crate::config::{AuditSinkKind, Settings, TlsSettings};
 use crate::grpc::{AuditApi, Callers, VerificationApi, call_span};
 use crate::lookup::{CacheBackend, CacheParams, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::mirror::generate::{GenOptions, Generator};
@@ -85,7 +85,7 @@ impl Application {
         settings: &Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        if !settings.listen.ip().is_loopback() {
+        if settings.tls.is_none() && !settings.listen.ip().is_loopback() {
             return Err(StartupError::Refused(format!(
                 "{} is not a loopback address, and a non-loopback listener requires TLS",
                 settings.listen
@@ -142,7 +142,11 @@ impl Application {
                 .with_service_name("grpc.health.v1.Health")
         };
         let server = &settings.server;
-        let router = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = &settings.tls {
+            builder = builder.tls_config(server_tls(tls)?)?;
+        }
+        let router = builder
             .trace_fn(call_span)
             .timeout(Duration::from_millis(server.request_timeout_ms))
             .max_concurrent_streams(server.max_concurrent_streams)
@@ -236,6 +240,24 @@ impl Application {
     }
 }
 
+/// Mutual TLS: the server's identity, and the agency CA every client
+/// certificate must chain to (a client without one fails the handshake).
+fn server_tls(tls: &TlsSettings) -> Result<ServerTlsConfig, StartupError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| StartupError::DataDir {
+            path: path.clone(),
+            source,
+        })
+    };
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read(&tls.cert_file)?,
+            read(&tls.key_file)?,
+        ))
+        .client_ca_root(Certificate::from_pem(read(&tls.client_ca_file)?))
+        .client_auth_optional(false))
+}
+
 /// The registry, and the plaintext callers' identities in it.
 fn callers(settings: &Settings) -> Result<Callers, StartupError> {
     let configs = settings.agencies();
@@ -253,8 +275,11 @@ fn callers(settings: &Settings) -> Result<Callers, StartupError> {
             "{key} {id:?} is not an enabled {role:?} of the registry"
         ))),
     };
-    must_be(&settings.plaintext_agency, "plaintext_agency", Role::Agency)?;
-    if !settings.plaintext_operator.is_empty() {
+    // With TLS, callers are their certificates: no one is plaintext.
+    if settings.tls.is_none() {
+        must_be(&settings.plaintext_agency, "plaintext_agency", Role::Agency)?;
+    }
+    if settings.tls.is_none() && !settings.plaintext_operator.is_empty() {
         must_be(
             &settings.plaintext_operator,
             "plaintext_operator",
@@ -265,6 +290,7 @@ fn callers(settings: &Settings) -> Result<Callers, StartupError> {
         registry,
         settings.plaintext_agency.clone(),
         settings.plaintext_operator.clone(),
+        settings.tls.is_some(),
     ))
 }
 

@@ -83,6 +83,19 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Writes a development CA, a server certificate and agency client
+    /// certificates (PEM; keys mode 0600) for trying mutual TLS.
+    DevCerts {
+        #[arg(long)]
+        out: PathBuf,
+        /// An agency (or operator) id to issue a client certificate for;
+        /// repeat for several (default: demo, operator).
+        #[arg(long = "agency")]
+        agencies: Vec<String>,
+        /// More DNS names for the server certificate (localhost is always in).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
     /// The audit trail: verify it, or prune rows past their retention.
     Audit {
         #[command(subcommand)]
@@ -160,6 +173,11 @@ impl Cli {
             } => gen_population(count, &province, seed, &out, as_of.as_deref()),
             Command::Keygen { out } => keygen(&out),
             Command::VerifyAttestation { jwks, token } => verify_attestation(&jwks, &token),
+            Command::DevCerts {
+                out,
+                agencies,
+                names,
+            } => dev_certs(&out, agencies, &names),
             Command::Audit {
                 command: AuditCommand::Verify { config, data_dir },
             } => audit_verify(config, data_dir),
@@ -219,10 +237,16 @@ fn serve(
         // Standard error, not the log: the demo identities are synthetic,
         // but the log never carries anything that looks like a person.
         if let Ok(addr) = app.local_addr() {
-            eprintln!(
-                "vnid listening on {addr} (plaintext gRPC; every caller is agency {:?})",
-                settings.plaintext_agency
-            );
+            if settings.tls.is_some() {
+                eprintln!(
+                    "vnid listening on {addr} (mutual TLS; callers are known by their certificates)"
+                );
+            } else {
+                eprintln!(
+                    "vnid listening on {addr} (plaintext gRPC; every caller is agency {:?})",
+                    settings.plaintext_agency
+                );
+            }
         }
         let demo = crate::app::demo_identities(&settings).await;
         if !demo.is_empty() {
@@ -481,5 +505,24 @@ fn audit_prune(
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("prune failed: {e}")),
+    }
+}
+
+fn dev_certs(out: &std::path::Path, agencies: Vec<String>, names: &[String]) -> ExitCode {
+    let agencies = if agencies.is_empty() {
+        vec!["demo".to_owned(), "operator".to_owned()]
+    } else {
+        agencies
+    };
+    let agencies: Vec<&str> = agencies.iter().map(String::as_str).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    match crate::devcerts::write(out, &names, &agencies, SystemClock.now()) {
+        Ok(files) => {
+            for file in files {
+                println!("{}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }

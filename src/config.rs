@@ -41,6 +41,9 @@ pub struct Settings {
     pub audit: AuditSettings,
     #[serde(default)]
     pub server: ServerSettings,
+    /// Mutual TLS. Absent: plaintext, loopback only.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
     #[serde(default)]
     pub log: LogSettings,
     /// The agency registry. Empty: one `demo` agency with every right.
@@ -53,6 +56,21 @@ pub struct Settings {
     /// on the audit service; empty: nobody may.
     #[serde(default = "default_plaintext_operator")]
     pub plaintext_operator: String,
+}
+
+/// The server's certificate and the CA that issues agencies' client
+/// certificates. Every caller must present one (mutual TLS); the agency is
+/// named by the certificate's SAN URI `urn:vnid:agency:<id>`, or else its
+/// subject CN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The server's certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM.
+    pub key_file: PathBuf,
+    /// The agency CA's certificate(s), PEM.
+    pub client_ca_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

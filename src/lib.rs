@@ -26,7 +26,8 @@
 //! its group-commit writer, checkpoints, the access history),
 //! [`attest`] (JWS, keys, JWKS, pairwise subjects), [`policy`] (agencies and what they may ask),
 //! [`config`] (typed settings), [`telemetry`] (logs), [`clock`] (the one
-//! reader of the wall clock).
+//! reader of the wall clock), [`devcerts`] (a development CA for trying
+//! mutual TLS).
 //!
 //! Personal data — ID numbers, names, birth dates, and the caller's
 //! `request_id` — never reaches a log line or an error message: the domain
@@ -39,6 +40,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod devcerts;
 pub mod domain;
 pub mod grpc;
 pub mod lookup;

@@ -1,13 +1,20 @@
-//! Who is calling, and as what. Until mutual TLS identifies callers by
-//! their certificates, every caller is on the loopback plaintext listener
-//! and acts as the configured plaintext agency (on the verification
-//! service) or plaintext operator (on the audit service).
+//! Who is calling, and as what. With mutual TLS, a caller is the registry
+//! entry its client certificate names (SAN URI `urn:vnid:agency:<id>`, or
+//! else the subject CN); the handshake has already refused certificates
+//! that are missing, expired, not yet valid or not issued by the agency CA.
+//! On the plaintext loopback listener, every caller acts as the configured
+//! plaintext agency (verification service) or operator (audit service).
 
 use std::sync::Arc;
 
 use tonic::Request;
 use tracing::Span;
 
+use x509_cert::der::Decode;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
+
+use crate::devcerts::AGENCY_URI_PREFIX;
 use crate::grpc::error::ApiError;
 use crate::policy::{Agency, Denial, Registry};
 
@@ -19,6 +26,8 @@ pub struct Callers {
     /// The operator plaintext callers act as on the audit service; empty:
     /// nobody.
     plaintext_operator: String,
+    /// Callers are known by their certificates; none is plaintext.
+    tls: bool,
 }
 
 impl Callers {
@@ -26,25 +35,46 @@ impl Callers {
         registry: Arc<Registry>,
         plaintext_agency: String,
         plaintext_operator: String,
+        tls: bool,
     ) -> Self {
         Self {
             registry,
             plaintext_agency,
             plaintext_operator,
+            tls,
         }
     }
 
     /// The agency making a verification call.
-    pub fn agency<T>(&self, _request: &Request<T>) -> Result<&Agency, ApiError> {
-        self.registered(&self.plaintext_agency)
+    pub fn agency<T>(&self, request: &Request<T>) -> Result<&Agency, ApiError> {
+        match self.certified(request)? {
+            Some(id) => self.registered(&id),
+            None => self.registered(&self.plaintext_agency),
+        }
     }
 
     /// The operator making an audit-service call.
-    pub fn operator<T>(&self, _request: &Request<T>) -> Result<&Agency, ApiError> {
+    pub fn operator<T>(&self, request: &Request<T>) -> Result<&Agency, ApiError> {
+        if let Some(id) = self.certified(request)? {
+            return self.registered(&id);
+        }
         if self.plaintext_operator.is_empty() {
             return Err(ApiError::PermissionDenied(Denial::NotAnOperator));
         }
         self.registered(&self.plaintext_operator)
+    }
+
+    /// The id the caller's client certificate names; `None` on plaintext.
+    fn certified<T>(&self, request: &Request<T>) -> Result<Option<String>, ApiError> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let certs = request.peer_certs().ok_or(ApiError::Unauthenticated)?;
+        certs
+            .first()
+            .and_then(|cert| agency_id_of(cert.as_ref()))
+            .map(Some)
+            .ok_or(ApiError::Unauthenticated)
     }
 
     fn registered(&self, id: &str) -> Result<&Agency, ApiError> {
@@ -63,5 +93,49 @@ impl Callers {
             .agency(id)
             .map(|a| a.name.clone())
             .unwrap_or_default()
+    }
+}
+
+/// The agency a client certificate (DER) names: its SAN URI
+/// `urn:vnid:agency:<id>`, or else its subject CN.
+pub fn agency_id_of(der: &[u8]) -> Option<String> {
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let tbs = cert.tbs_certificate();
+    if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
+        let named = san.0.iter().find_map(|name| match name {
+            GeneralName::UniformResourceIdentifier(uri) => {
+                let uri: &str = uri.as_ref();
+                uri.strip_prefix(AGENCY_URI_PREFIX).map(str::to_owned)
+            }
+            _ => None,
+        });
+        if named.is_some() {
+            return named.filter(|id| !id.is_empty());
+        }
+    }
+    let cn = tbs.subject().common_name().ok()??;
+    Some(cn.value().into_owned()).filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devcerts::{DevCa, Validity};
+
+    #[test]
+    fn the_san_uri_names_the_agency_and_the_cn_stands_in() {
+        let validity = Validity::days_from(1_795_737_600, 30);
+        let ca = DevCa::new("test CA", validity).unwrap();
+        let with_uri = ca.client("bv-tien-giang", validity, true).unwrap();
+        assert_eq!(
+            agency_id_of(&with_uri.der).as_deref(),
+            Some("bv-tien-giang")
+        );
+        let cn_only = ca.client("exam-board", validity, false).unwrap();
+        assert_eq!(agency_id_of(&cn_only.der).as_deref(), Some("exam-board"));
+        let server = ca.server(&["localhost"], validity).unwrap();
+        assert_eq!(agency_id_of(&server.der).as_deref(), Some("vnid"));
+        assert_eq!(agency_id_of(b"not a certificate"), None);
+        assert!(ca.client("a b", validity, true).is_err());
     }
 }

@@ -116,11 +116,13 @@ pub async fn spawn_bare(settings: Settings) -> TestApp {
     }));
     let url = settings.database_url.as_ref().unwrap().expose().to_owned();
     let mirror = PgMirror::connect_lazy(&url, 2, std::time::Duration::from_secs(5)).unwrap();
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    // Under TLS the tests make their own channels; this one stays unused.
+    let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
+    let channel = if settings.tls.is_some() {
+        endpoint.connect_lazy()
+    } else {
+        endpoint.connect().await.unwrap()
+    };
     TestApp {
         addr,
         client: VerificationServiceClient::new(channel.clone()),
@@ -147,6 +149,15 @@ impl TestApp {
         let jwks = self
             .client
             .clone()
+            .get_signing_keys(pb::GetSigningKeysRequest {})
+            .await
+            .unwrap();
+        vnid::attest::Jwks::parse(&jwks.into_inner().jwks_json).unwrap()
+    }
+
+    /// The JWKS, asked over `channel`.
+    pub async fn jwks_over(&self, channel: Channel) -> vnid::attest::Jwks {
+        let jwks = VerificationServiceClient::new(channel)
             .get_signing_keys(pb::GetSigningKeysRequest {})
             .await
             .unwrap();

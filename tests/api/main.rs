@@ -15,4 +15,5 @@ mod pg;
 mod privacy;
 mod redis_server;
 pub mod store;
+mod tls;
 mod verify;

@@ -1,0 +1,271 @@
+//! Mutual TLS with certificates made in the test: who may connect, who the
+//! caller is, and what each caller may do.
+
+use std::net::SocketAddr;
+
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use vnid::clock::{Clock, SystemClock};
+use vnid::config::TlsSettings;
+use vnid::devcerts::{DevCa, Pem, Validity};
+use vnid::domain::Purpose;
+use vnid::pb;
+use vnid::pb::audit_service_client::AuditServiceClient;
+use vnid::pb::verification_service_client::VerificationServiceClient;
+use vnid::policy::{AgencyConfig, Role};
+
+use crate::helpers::*;
+use crate::pg::PgServer;
+use crate::store::tempdir::Dir;
+
+/// Certificates are checked against the real clock, not the tests' fixed one.
+fn valid() -> Validity {
+    Validity::days_from(SystemClock.now(), 30)
+}
+
+struct World {
+    app: TestApp,
+    ca: DevCa,
+    _dir: Dir,
+}
+
+/// A server with mutual TLS on a non-loopback listener, and a registry of
+/// a hospital, an exam board, a disabled agency and an operator.
+async fn world() -> World {
+    let ca = DevCa::new("test agency CA", valid()).unwrap();
+    let server = ca.server(&["localhost"], valid()).unwrap();
+    let dir = Dir::new("tls");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.listen = "0.0.0.0:0".parse().unwrap();
+    settings.tls = Some(TlsSettings {
+        cert_file: file("server.pem", &server.cert),
+        key_file: file("server.key", &server.key),
+        client_ca_file: file("ca.pem", &ca.pem().cert),
+    });
+    let agency = |id: &str, purposes: Vec<Purpose>| AgencyConfig {
+        purposes,
+        ..AgencyConfig::demo(id)
+    };
+    let mut closed = agency("closed-clinic", Purpose::ALL.to_vec());
+    closed.enabled = false;
+    settings.agencies = vec![
+        agency("bv-tien-giang", vec![Purpose::Healthcare]),
+        agency("exam-board", vec![Purpose::Examination]),
+        closed,
+        AgencyConfig::operator("ombudsman"),
+    ];
+    World {
+        app: spawn_app_with(settings).await,
+        ca,
+        _dir: dir,
+    }
+}
+
+async fn channel(
+    addr: SocketAddr,
+    ca: &Pem,
+    identity: Option<&Pem>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca.cert))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(Identity::from_pem(&id.cert, &id.key));
+    }
+    Channel::from_shared(format!("https://127.0.0.1:{}", addr.port()))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+impl World {
+    async fn as_client(&self, identity: &Pem) -> Channel {
+        channel(self.app.addr, &self.ca.pem().clone(), Some(identity))
+            .await
+            .unwrap()
+    }
+}
+
+fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_handshake_without_a_good_client_certificate_fails() {
+    let w = world().await;
+    let ca = w.ca.pem().clone();
+    let other_ca = DevCa::new("another CA", valid()).unwrap();
+    let now = SystemClock.now();
+    let expired = Validity {
+        not_before: now - 400 * 86_400,
+        not_after: now - 30 * 86_400,
+    };
+    let not_yet = Validity {
+        not_before: now + 30 * 86_400,
+        not_after: now + 400 * 86_400,
+    };
+    let cases = [
+        ("no certificate", None),
+        (
+            "another CA",
+            Some(other_ca.client("bv-tien-giang", valid(), true).unwrap()),
+        ),
+        (
+            "expired",
+            Some(w.ca.client("bv-tien-giang", expired, true).unwrap()),
+        ),
+        (
+            "not yet valid",
+            Some(w.ca.client("bv-tien-giang", not_yet, true).unwrap()),
+        ),
+    ];
+    for (case, identity) in cases {
+        // Under TLS 1.3 the server's refusal may come at the first call.
+        let answer = match channel(w.app.addr, &ca, identity.as_ref()).await {
+            Err(_) => None,
+            Ok(channel) => VerificationServiceClient::new(channel)
+                .verify(request(DAM.id, DAM.name))
+                .await
+                .ok(),
+        };
+        assert!(answer.is_none(), "{case}: answered");
+    }
+    // Plaintext to the TLS port: no answer either.
+    let plain = VerificationServiceClient::new(w.app.channel.clone())
+        .verify(request(DAM.id, DAM.name))
+        .await;
+    assert!(plain.is_err());
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rpc {
+    Verify(Purpose),
+    AccessHistory,
+    SigningKeys,
+}
+
+fn purpose(p: Purpose) -> pb::Purpose {
+    match p {
+        Purpose::Healthcare => pb::Purpose::Healthcare,
+        Purpose::Examination => pb::Purpose::Examination,
+        Purpose::SocialInsurance => pb::Purpose::SocialInsurance,
+        Purpose::PublicService => pb::Purpose::PublicService,
+    }
+}
+
+async fn call(channel: Channel, rpc: Rpc) -> Result<(), tonic::Status> {
+    match rpc {
+        Rpc::Verify(p) => {
+            let mut r = request(DAM.id, DAM.name);
+            r.purpose = purpose(p).into();
+            let answer = VerificationServiceClient::new(channel).verify(r).await?;
+            assert_eq!(answer.into_inner().verdict(), pb::Verdict::Verified);
+        }
+        Rpc::AccessHistory => {
+            AuditServiceClient::new(channel)
+                .list_access_history(pb::ListAccessHistoryRequest {
+                    request_id: "case-1".into(),
+                    id_number: DAM.id.into(),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Rpc::SigningKeys => {
+            VerificationServiceClient::new(channel)
+                .get_signing_keys(pb::GetSigningKeysRequest {})
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_rpc_role_and_purpose_is_allowed_only_by_policy() {
+    let w = world().await;
+    // (certificate's agency, SAN URI or only the CN, role, purposes), as
+    // the registry says; unknown and disabled agencies have no rights.
+    let callers: [(&str, bool, Option<Role>, &[Purpose]); 5] = [
+        (
+            "bv-tien-giang",
+            true,
+            Some(Role::Agency),
+            &[Purpose::Healthcare],
+        ),
+        (
+            "exam-board",
+            false,
+            Some(Role::Agency),
+            &[Purpose::Examination],
+        ),
+        ("ombudsman", true, Some(Role::Operator), &[]),
+        ("closed-clinic", true, None, &[]),
+        ("nobody-registered", true, None, &[]),
+    ];
+    let mut rpcs: Vec<Rpc> = Purpose::ALL.into_iter().map(Rpc::Verify).collect();
+    rpcs.extend([Rpc::AccessHistory, Rpc::SigningKeys]);
+    let mut unexpected = Vec::new();
+    let mut cells = 0;
+    for (id, with_uri, role, purposes) in callers {
+        let cert = w.ca.client(id, valid(), with_uri).unwrap();
+        let channel = w.as_client(&cert).await;
+        for rpc in &rpcs {
+            cells += 1;
+            let allowed = match (rpc, role) {
+                (Rpc::SigningKeys, _) => true,
+                (Rpc::Verify(p), Some(Role::Agency)) => purposes.contains(p),
+                (Rpc::AccessHistory, Some(Role::Operator)) => true,
+                _ => false,
+            };
+            let result = call(channel.clone(), *rpc).await;
+            match (&result, allowed) {
+                (Ok(()), true) => {}
+                (Err(status), false) if status.code() == Code::PermissionDenied => {
+                    let expected = match (rpc, role) {
+                        (_, None) => "AGENCY_UNKNOWN",
+                        (Rpc::Verify(_), Some(Role::Operator)) => "AGENCY_ROLE_REQUIRED",
+                        (Rpc::Verify(_), _) => "PURPOSE_NOT_ALLOWED",
+                        _ => "OPERATOR_ROLE_REQUIRED",
+                    };
+                    assert_eq!(reason(status), expected, "{id} {rpc:?}");
+                }
+                _ => unexpected.push(format!("{id} {rpc:?}: {result:?}")),
+            }
+        }
+    }
+    assert_eq!(cells, 30);
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+}
+
+#[tokio::test]
+async fn the_certificate_is_the_attestations_audience() {
+    let w = world().await;
+    let jwks = w
+        .app
+        .jwks_over(
+            w.as_client(&w.ca.client("exam-board", valid(), false).unwrap())
+                .await,
+        )
+        .await;
+    let mut r = request(DAM.id, DAM.name);
+    r.purpose = pb::Purpose::Examination.into();
+    let cert = w.ca.client("exam-board", valid(), false).unwrap();
+    let answer = VerificationServiceClient::new(w.as_client(&cert).await)
+        .verify(r)
+        .await
+        .unwrap()
+        .into_inner();
+    let claims = jwks.verify(&answer.attestation, NOW).unwrap();
+    assert_eq!(claims.aud, "exam-board");
+}

@@ -19,7 +19,7 @@ use crate::audit::{
     AuditError, AuditLog, AuditSink, AuditStore, Checkpointer, NoAudit, SqlAudit, WriterParams,
 };
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AuditSinkKind, Settings, TlsSettings};
+use crate::config::{AuditSinkKind, Secret, Settings, TlsSettings};
 use crate::grpc::{AuditApi, Callers, VerificationApi, call_span};
 use crate::lookup::{CacheBackend, CacheParams, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::mirror::generate::{GenOptions, Generator};
@@ -30,6 +30,7 @@ use crate::mirror::{
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
 use crate::policy::{Registry, Role};
+use crate::quota::Quotas;
 use crate::verify::{Attester, Verifier};
 
 #[derive(Debug, thiserror::Error)]
@@ -117,10 +118,16 @@ impl Application {
                 (Arc::new(NoAudit), None)
             }
         };
+        let quotas = Quotas::new(
+            settings.redis_url.as_ref().map(Secret::expose),
+            Duration::from_millis(settings.cache.timeout_ms),
+        )
+        .map_err(|e| StartupError::Refused(format!("redis_url: {e}")))?;
         let verifier = Arc::new(Verifier::new(
             store,
             attester.clone(),
             audit.clone(),
+            Arc::new(quotas),
             clock.clone(),
         ));
         let history = Arc::new(AccessHistory::new(audit_store, audit, attester, clock));

@@ -46,6 +46,7 @@ pub mod grpc;
 pub mod lookup;
 pub mod mirror;
 pub mod policy;
+pub mod quota;
 pub mod telemetry;
 pub mod verify;
 

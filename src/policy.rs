@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::domain::{Assessment, FieldChecks, NameMatchLevel, Purpose, Reason, Verdict};
+use crate::quota::Limits;
 
 /// How much of an answer an agency sees beyond the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -69,6 +70,15 @@ pub struct AgencyConfig {
     pub least_strict_name_match: NameLevelConfig,
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Checks per second, sustained (absent: no limit).
+    #[serde(default)]
+    pub rate_per_second: Option<u32>,
+    /// Checks at once above the sustained rate (default: one second's worth).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Checks per UTC day (absent: no limit).
+    #[serde(default)]
+    pub daily_quota: Option<u64>,
 }
 
 fn default_detail() -> DetailLevel {
@@ -94,6 +104,9 @@ impl AgencyConfig {
             detail: DetailLevel::Fields,
             least_strict_name_match: NameLevelConfig::Partial,
             enabled: true,
+            rate_per_second: None,
+            burst: None,
+            daily_quota: None,
         }
     }
 
@@ -108,6 +121,9 @@ impl AgencyConfig {
             detail: DetailLevel::None,
             least_strict_name_match: NameLevelConfig::Exact,
             enabled: true,
+            rate_per_second: None,
+            burst: None,
+            daily_quota: None,
         }
     }
 }
@@ -122,6 +138,7 @@ pub struct Agency {
     pub purposes: Vec<Purpose>,
     pub detail: DetailLevel,
     pub least_strict_name_match: NameMatchLevel,
+    pub limits: Limits,
 }
 
 /// Why a call is refused. Each is a stable reason code on the wire.
@@ -169,6 +186,11 @@ impl Registry {
                     purposes: c.purposes.clone(),
                     detail: c.detail,
                     least_strict_name_match: c.least_strict_name_match.into(),
+                    limits: Limits {
+                        rate_per_second: c.rate_per_second,
+                        burst: c.burst.or(c.rate_per_second).unwrap_or(1).max(1),
+                        daily: c.daily_quota,
+                    },
                 };
                 (c.id.clone(), agency)
             })

@@ -14,6 +14,7 @@ use crate::domain::{
 };
 use crate::mirror::{MirrorStore, StoreError};
 use crate::policy::{Agency, Denial};
+use crate::quota::{Exhausted, Quotas};
 
 /// One check, parsed and valid.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub enum VerifyError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
     #[error("cannot sign the attestation: {0}")]
     Sign(#[from] serde_json::Error),
     #[error("cannot draw an attestation id: {0}")]
@@ -57,6 +60,7 @@ pub struct Verifier {
     mirror: Arc<dyn MirrorStore>,
     attester: Arc<Attester>,
     audit: Arc<dyn AuditSink>,
+    quotas: Arc<Quotas>,
     clock: Arc<dyn Clock>,
 }
 
@@ -65,12 +69,14 @@ impl Verifier {
         mirror: Arc<dyn MirrorStore>,
         attester: Arc<Attester>,
         audit: Arc<dyn AuditSink>,
+        quotas: Arc<Quotas>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             mirror,
             attester,
             audit,
+            quotas,
             clock,
         }
     }
@@ -95,6 +101,9 @@ impl Verifier {
         kind: AuditKind,
     ) -> Result<VerifyOutcome, VerifyError> {
         agency.authorize_check(command.purpose, command.name_match)?;
+        self.quotas
+            .admit(&agency.id, &agency.limits, self.clock.now_micros())
+            .await?;
         let lookup = self.mirror.lookup(&command.id_number).await?;
         let assessment = assess(
             &command.id_number,

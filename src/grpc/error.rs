@@ -14,6 +14,7 @@ use crate::audit::AuditError;
 use crate::audit::history::HistoryError;
 use crate::mirror::StoreError;
 use crate::policy::Denial;
+use crate::quota::Exhausted;
 use crate::verify::VerifyError;
 
 /// The `domain` of every `ErrorInfo` vnid returns.
@@ -47,6 +48,7 @@ pub enum ApiError {
     Unavailable(Unreachable),
     Internal,
     Unimplemented(&'static str),
+    ResourceExhausted(Exhausted),
 }
 
 /// Which store an UNAVAILABLE answer is about.
@@ -104,6 +106,7 @@ impl From<VerifyError> for ApiError {
                 Self::Unavailable(Unreachable::Mirror)
             }
             VerifyError::Audit(error) => error.into(),
+            VerifyError::Exhausted(why) => Self::ResourceExhausted(why),
             other => {
                 tracing::error!(error = %other, "verification failed");
                 Self::Internal
@@ -163,6 +166,15 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::Internal, "internal error", error_info("INTERNAL"))
             }
             ApiError::Unimplemented(what) => Status::unimplemented(what),
+            ApiError::ResourceExhausted(why) => {
+                let (reason, retry_after) = match why {
+                    Exhausted::Rate { retry_after } => ("RATE_LIMITED", retry_after),
+                    Exhausted::Daily { retry_after } => ("DAILY_QUOTA_EXCEEDED", retry_after),
+                };
+                let mut details = error_info(reason);
+                details.set_retry_info(Some(retry_after));
+                Status::with_error_details(Code::ResourceExhausted, why.to_string(), details)
+            }
         }
     }
 }
@@ -217,6 +229,20 @@ mod tests {
                 "OPERATOR_ROLE_REQUIRED",
             ),
             (ApiError::Internal, Code::Internal, "INTERNAL"),
+            (
+                ApiError::ResourceExhausted(Exhausted::Rate {
+                    retry_after: Duration::from_millis(100),
+                }),
+                Code::ResourceExhausted,
+                "RATE_LIMITED",
+            ),
+            (
+                ApiError::ResourceExhausted(Exhausted::Daily {
+                    retry_after: Duration::from_secs(60),
+                }),
+                Code::ResourceExhausted,
+                "DAILY_QUOTA_EXCEEDED",
+            ),
         ];
         for (error, code, expected) in cases {
             let status = Status::from(error);

@@ -13,6 +13,7 @@ mod interop;
 mod lifecycle;
 mod pg;
 mod privacy;
+mod quota;
 mod redis_server;
 pub mod store;
 mod tls;

@@ -1,0 +1,277 @@
+//! Per-agency rates and daily quotas.
+//!
+//! A rate is a GCRA (generic cell rate algorithm: a token bucket kept as
+//! one timestamp): `rate_per_second` sustained, up to `burst` at once. A
+//! daily quota counts checks per UTC day. With Redis, the state is shared
+//! by every instance (one Lua script decides and counts atomically); when
+//! Redis cannot be reached, each instance enforces the same limits on its
+//! own, so that they still hold per instance.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+/// An agency's limits; `None` is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub rate_per_second: Option<u32>,
+    /// Checks allowed at once (at least 1).
+    pub burst: u32,
+    pub daily: Option<u64>,
+}
+
+impl Limits {
+    fn unlimited(&self) -> bool {
+        self.rate_per_second.is_none() && self.daily.is_none()
+    }
+
+    /// Microseconds between two checks at the sustained rate.
+    fn interval_us(&self) -> i64 {
+        self.rate_per_second
+            .map_or(0, |r| 1_000_000 / i64::from(r.max(1)))
+    }
+
+    /// How far ahead of the sustained rate a burst may run.
+    fn tolerance_us(&self) -> i64 {
+        self.interval_us() * i64::from(self.burst.max(1) - 1)
+    }
+}
+
+/// Why a check is refused, and when to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Exhausted {
+    #[error("the agency's request rate is exceeded")]
+    Rate { retry_after: Duration },
+    #[error("the agency's daily quota is used up")]
+    Daily { retry_after: Duration },
+}
+
+const US_PER_DAY: i64 = 86_400 * 1_000_000;
+
+fn until_tomorrow(now_us: i64) -> Duration {
+    let left = US_PER_DAY - now_us.rem_euclid(US_PER_DAY);
+    Duration::from_micros(u64::try_from(left).unwrap_or(0))
+}
+
+fn rate_refused(wait_us: i64) -> Exhausted {
+    Exhausted::Rate {
+        retry_after: Duration::from_micros(u64::try_from(wait_us.max(1)).unwrap_or(1)),
+    }
+}
+
+/// One agency's state in this process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// GCRA's theoretical arrival time.
+    tat_us: i64,
+    day: i64,
+    used: u64,
+}
+
+impl Counter {
+    /// Decides one check at `now_us`, and counts it if admitted.
+    pub fn admit(&mut self, limits: &Limits, now_us: i64) -> Result<(), Exhausted> {
+        let interval = limits.interval_us();
+        let tat = self.tat_us.max(now_us);
+        if interval > 0 && now_us < tat - limits.tolerance_us() {
+            return Err(rate_refused(tat - limits.tolerance_us() - now_us));
+        }
+        let day = now_us.div_euclid(US_PER_DAY);
+        let used = if day == self.day { self.used } else { 0 };
+        if limits.daily.is_some_and(|quota| used >= quota) {
+            return Err(Exhausted::Daily {
+                retry_after: until_tomorrow(now_us),
+            });
+        }
+        if interval > 0 {
+            self.tat_us = tat + interval;
+        }
+        self.day = day;
+        self.used = used + 1;
+        Ok(())
+    }
+}
+
+/// The same decision as [`Counter::admit`], on Redis, for every instance.
+/// Returns `{0, 0}` (admitted), `{1, wait_us}` (rate) or `{2, 0}` (daily).
+const SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
+local quota = tonumber(ARGV[4])
+local tat = now
+if interval > 0 then
+  tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
+  if now < tat - tolerance then return {1, tat - tolerance - now} end
+end
+if quota > 0 and tonumber(redis.call('GET', KEYS[2]) or 0) >= quota then return {2, 0} end
+if interval > 0 then
+  redis.call('SET', KEYS[1], tat + interval, 'PX', math.floor((tat + interval - now) / 1000) + 1000)
+end
+if quota > 0 then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], 172800)
+end
+return {0, 0}
+";
+
+pub struct Quotas {
+    local: Mutex<HashMap<String, Counter>>,
+    shared: Option<(ConnectionManager, Duration)>,
+}
+
+impl Quotas {
+    /// `redis_url`: share the counters there (absent: this process only).
+    pub fn new(redis_url: Option<&str>, timeout: Duration) -> Result<Self, redis::RedisError> {
+        let shared = match redis_url {
+            Some(url) => {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(1));
+                let client = redis::Client::open(url)?;
+                Some((
+                    ConnectionManager::new_lazy_with_config(client, config)?,
+                    timeout,
+                ))
+            }
+            None => None,
+        };
+        Ok(Self {
+            local: Mutex::default(),
+            shared,
+        })
+    }
+
+    /// Admits (and counts) one check of `agency`, or says why not.
+    pub async fn admit(&self, agency: &str, limits: &Limits, now_us: i64) -> Result<(), Exhausted> {
+        if limits.unlimited() {
+            return Ok(());
+        }
+        if let Some((connection, timeout)) = &self.shared {
+            match self
+                .admit_shared(connection, *timeout, agency, limits, now_us)
+                .await
+            {
+                Ok(decision) => return decision,
+                Err(error) => {
+                    tracing::warn!(%error, agency, "shared quota unavailable; limiting per instance")
+                }
+            }
+        }
+        let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        local
+            .entry(agency.to_owned())
+            .or_default()
+            .admit(limits, now_us)
+    }
+
+    async fn admit_shared(
+        &self,
+        connection: &ConnectionManager,
+        timeout: Duration,
+        agency: &str,
+        limits: &Limits,
+        now_us: i64,
+    ) -> Result<Result<(), Exhausted>, String> {
+        let day = now_us.div_euclid(US_PER_DAY);
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(SCRIPT)
+            .arg(2)
+            .arg(format!("vnid:q:v1:{agency}:rate"))
+            .arg(format!("vnid:q:v1:{agency}:day:{day}"))
+            .arg(now_us)
+            .arg(limits.interval_us())
+            .arg(limits.tolerance_us())
+            .arg(limits.daily.map_or(0, |q| q.min(i64::MAX as u64)));
+        let mut connection = connection.clone();
+        let (code, wait_us): (i64, i64) =
+            match tokio::time::timeout(timeout, command.query_async(&mut connection)).await {
+                Ok(result) => result.map_err(|e| e.to_string())?,
+                Err(_) => return Err("the quota script timed out".into()),
+            };
+        Ok(match code {
+            0 => Ok(()),
+            1 => Err(rate_refused(wait_us)),
+            _ => Err(Exhausted::Daily {
+                retry_after: until_tomorrow(now_us),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_795_737_600 * 1_000_000;
+
+    fn limits(rate: u32, burst: u32, daily: Option<u64>) -> Limits {
+        Limits {
+            rate_per_second: Some(rate),
+            burst,
+            daily,
+        }
+    }
+
+    #[test]
+    fn a_burst_then_the_sustained_rate() {
+        let l = limits(10, 3, None);
+        let mut c = Counter::default();
+        for _ in 0..3 {
+            assert_eq!(c.admit(&l, T0), Ok(()));
+        }
+        assert_eq!(
+            c.admit(&l, T0),
+            Err(Exhausted::Rate {
+                retry_after: Duration::from_millis(100)
+            })
+        );
+        // One interval later, one more; a refusal counts nothing.
+        assert!(c.admit(&l, T0 + 99_999).is_err());
+        assert_eq!(c.admit(&l, T0 + 100_000), Ok(()));
+        assert!(c.admit(&l, T0 + 100_000).is_err());
+        // Idle long enough, the whole burst again.
+        for _ in 0..3 {
+            assert_eq!(c.admit(&l, T0 + 10_000_000), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_daily_quota_resets_at_midnight_utc() {
+        let l = Limits {
+            rate_per_second: None,
+            burst: 1,
+            daily: Some(2),
+        };
+        let mut c = Counter::default();
+        let evening = T0 + 20 * 3_600 * 1_000_000;
+        assert!(c.admit(&l, evening).is_ok());
+        assert!(c.admit(&l, evening).is_ok());
+        assert_eq!(
+            c.admit(&l, evening),
+            Err(Exhausted::Daily {
+                retry_after: Duration::from_secs(4 * 3_600)
+            })
+        );
+        assert!(c.admit(&l, T0 + US_PER_DAY).is_ok());
+    }
+
+    #[test]
+    fn unlimited_agencies_are_never_counted() {
+        let l = Limits::default();
+        assert!(l.unlimited());
+        let q = Quotas::new(None, Duration::from_millis(10)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for _ in 0..1_000 {
+            assert!(rt.block_on(q.admit("a", &l, T0)).is_ok());
+        }
+        assert!(q.local.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,100 @@
+//! Per-agency rates and daily quotas, shared by two instances through a
+//! Redis server the test starts, and held per instance once it is gone.
+//! Time is the tests' fixed clock, moved by hand.
+
+use tonic::Code;
+use vnid::config::Secret;
+use vnid::domain::Purpose;
+use vnid::policy::AgencyConfig;
+
+use crate::helpers::*;
+use crate::pg::PgServer;
+use crate::redis_server::RedisServer;
+
+fn reason_and_retry(status: &tonic::Status) -> (String, Option<std::time::Duration>) {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    (
+        details
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_default(),
+        details.retry_info().and_then(|r| r.retry_delay),
+    )
+}
+
+/// `n` checks; how many were admitted, and the last refusal.
+async fn checks(app: &TestApp, n: usize) -> (usize, Option<tonic::Status>) {
+    let mut admitted = 0;
+    let mut refused = None;
+    for _ in 0..n {
+        match app.verify(request(DAM.id, DAM.name)).await {
+            Ok(_) => admitted += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                refused = Some(status);
+            }
+        }
+    }
+    (admitted, refused)
+}
+
+#[tokio::test]
+async fn rates_and_daily_quotas_hold_across_instances_and_without_redis() {
+    let mut redis = RedisServer::start();
+    let url = PgServer::shared().fresh_database().await;
+    let settings = || {
+        let mut s = test_settings(&url);
+        s.redis_url = Some(Secret::new(redis.url()));
+        s.plaintext_agency = "hospital".into();
+        s.plaintext_operator = String::new();
+        s.agencies = vec![AgencyConfig {
+            purposes: vec![Purpose::Healthcare],
+            // One a second, three at once, six a day.
+            rate_per_second: Some(1),
+            burst: Some(3),
+            daily_quota: Some(6),
+            ..AgencyConfig::demo("hospital")
+        }];
+        s
+    };
+    let a = spawn_app_with(settings()).await;
+    let mut shared = settings();
+    shared.data_dir = a.data_dir.clone();
+    let b = spawn_bare(shared).await;
+    let at = |t: i64| {
+        a.clock.set(t);
+        b.clock.set(t);
+    };
+
+    at(NOW);
+    assert_eq!(checks(&a, 2).await.0, 2);
+    assert_eq!(checks(&b, 1).await.0, 1, "the burst is shared");
+    let (admitted, refused) = checks(&b, 1).await;
+    assert_eq!(admitted, 0);
+    let (reason, retry) = reason_and_retry(&refused.unwrap());
+    assert_eq!(reason, "RATE_LIMITED");
+    assert_eq!(retry, Some(std::time::Duration::from_secs(1)));
+    assert_eq!(checks(&a, 1).await.0, 0);
+
+    at(NOW + 1);
+    assert_eq!(checks(&a, 2).await.0, 1, "one more each second");
+
+    at(NOW + 60);
+    // Four used today: two more, then the day is over for this agency.
+    let (admitted, refused) = checks(&b, 3).await;
+    assert_eq!(admitted, 2);
+    let (reason, retry) = reason_and_retry(&refused.unwrap());
+    assert_eq!(reason, "DAILY_QUOTA_EXCEEDED");
+    assert_eq!(retry, Some(std::time::Duration::from_secs(86_400 - 60)));
+    assert_eq!(checks(&a, 1).await.0, 0);
+
+    // The next day, with Redis gone: each instance holds the limits alone.
+    redis.kill();
+    at(NOW + 86_400);
+    assert_eq!(checks(&a, 5).await.0, 3, "instance A: its own burst");
+    assert_eq!(checks(&b, 5).await.0, 3, "instance B: its own burst");
+    at(NOW + 86_400 + 60);
+    assert_eq!(checks(&a, 5).await.0, 3);
+    assert_eq!(checks(&a, 5).await.0, 0, "six a day, per instance");
+}

@@ -16,10 +16,12 @@ use sqlx::{Postgres, Sqlite};
 use crate::attest::{KeyError, Keyring, SubjectKey, generate_key_pem};
 use crate::audit::history::AccessHistory;
 use crate::audit::{
-    AuditError, AuditLog, AuditSink, AuditStore, Checkpointer, NoAudit, SqlAudit, WriterParams,
+    AuditError, AuditLog, AuditSink, AuditStore, Checkpointer, NoAudit, SqlAudit, WriterHandle,
+    WriterParams,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditSinkKind, Secret, Settings, TlsSettings};
+use crate::grpc::caller::Identities;
 use crate::grpc::{AuditApi, Callers, VerificationApi, call_span};
 use crate::lookup::{CacheBackend, CacheParams, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::mirror::generate::{GenOptions, Generator};
@@ -70,9 +72,11 @@ pub struct Application {
     drain_timeout: Duration,
     /// The cache in front of the mirror, for its counters.
     cache: Option<Arc<CachedMirror>>,
+    /// Who may call: replaced when the registry is reloaded (SIGHUP).
+    callers: Arc<Callers>,
     /// The audit trail's group-commit writer: it finishes (last rows, last
     /// checkpoint) once the services holding it are gone.
-    audit_writer: Option<tokio::task::JoinHandle<()>>,
+    audit_writer: Option<WriterHandle>,
 }
 
 type Service = VerificationServiceServer<VerificationApi>;
@@ -131,8 +135,9 @@ impl Application {
             clock.clone(),
         ));
         let history = Arc::new(AccessHistory::new(audit_store, audit, attester, clock));
-        let callers = Arc::new(callers(settings)?);
+        let callers = Arc::new(Callers::new(identities(settings)?, settings.tls.is_some()));
         let api = VerificationApi::new(verifier, callers.clone());
+        let callers_handle = callers.clone();
         let audit_api = AuditApi::new(history, callers);
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -183,8 +188,14 @@ impl Application {
             health,
             drain_timeout: Duration::from_millis(server.drain_timeout_ms),
             cache,
+            callers: callers_handle,
             audit_writer,
         })
+    }
+
+    /// Who may call; `replace` it with a reloaded registry.
+    pub fn callers(&self) -> Arc<Callers> {
+        self.callers.clone()
     }
 
     pub fn cache(&self) -> Option<Arc<CachedMirror>> {
@@ -236,10 +247,10 @@ impl Application {
                 Ok(())
             }
         };
-        // The services are gone: the audit writer commits what it holds,
-        // signs a last checkpoint, and stops.
+        // No call is answered any more: the audit writer commits what it
+        // holds, signs a last checkpoint, and stops.
         if let Some(writer) = self.audit_writer
-            && tokio::time::timeout(drain_timeout, writer).await.is_err()
+            && !writer.stop(drain_timeout).await
         {
             tracing::warn!("the audit writer did not finish in time");
         }
@@ -265,8 +276,8 @@ fn server_tls(tls: &TlsSettings) -> Result<ServerTlsConfig, StartupError> {
         .client_auth_optional(false))
 }
 
-/// The registry, and the plaintext callers' identities in it.
-fn callers(settings: &Settings) -> Result<Callers, StartupError> {
+/// The registry, and the plaintext callers' identities in it, checked.
+pub fn identities(settings: &Settings) -> Result<Identities, StartupError> {
     let configs = settings.agencies();
     let mut ids = std::collections::HashSet::new();
     if let Some(twice) = configs.iter().find(|c| !ids.insert(c.id.as_str())) {
@@ -275,7 +286,7 @@ fn callers(settings: &Settings) -> Result<Callers, StartupError> {
             twice.id
         )));
     }
-    let registry = Arc::new(Registry::new(&configs));
+    let registry = Registry::new(&configs);
     let must_be = |id: &str, key: &str, role: Role| match registry.agency(id) {
         Ok(caller) if caller.role == role => Ok(()),
         _ => Err(StartupError::Refused(format!(
@@ -293,12 +304,11 @@ fn callers(settings: &Settings) -> Result<Callers, StartupError> {
             Role::Operator,
         )?;
     }
-    Ok(Callers::new(
+    Ok(Identities {
         registry,
-        settings.plaintext_agency.clone(),
-        settings.plaintext_operator.clone(),
-        settings.tls.is_some(),
-    ))
+        plaintext_agency: settings.plaintext_agency.clone(),
+        plaintext_operator: settings.plaintext_operator.clone(),
+    })
 }
 
 fn writer_params(settings: &Settings) -> WriterParams {

@@ -218,7 +218,7 @@ fn serve(
     data_dir: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
 ) -> ExitCode {
-    let mut settings = match settings(config, data_dir) {
+    let mut settings = match settings(config.clone(), data_dir) {
         Ok(settings) => settings,
         Err(code) => return code,
     };
@@ -263,6 +263,7 @@ fn serve(
                 );
             }
         }
+        tokio::spawn(reload_on_hangup(app.callers(), config));
         app.run_until_stopped(shutdown_signal()).await
     });
     match result {
@@ -270,6 +271,31 @@ fn serve(
         Err(e) => {
             tracing::error!(error = %e, "server stopped");
             fail(e)
+        }
+    }
+}
+
+/// On SIGHUP, reads the configuration again and takes its agency registry
+/// (and plaintext identities) for every call from then on; connections stay
+/// up. A configuration that does not load or check keeps the old registry.
+async fn reload_on_hangup(callers: Arc<crate::grpc::Callers>, config: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; the registry cannot be reloaded");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let reloaded = Settings::load(config.as_deref(), std::env::vars())
+            .map_err(|e| e.to_string())
+            .and_then(|s| crate::app::identities(&s).map_err(|e| e.to_string()));
+        match reloaded {
+            Ok(identities) => {
+                callers.replace(identities);
+                tracing::info!("agency registry reloaded");
+            }
+            Err(error) => {
+                tracing::error!(%error, "agency registry NOT reloaded; the previous one stays")
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! call against an agency's policy.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -170,7 +171,7 @@ impl Denial {
 
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    agencies: HashMap<String, Agency>,
+    agencies: HashMap<String, Arc<Agency>>,
 }
 
 impl Registry {
@@ -192,13 +193,13 @@ impl Registry {
                         daily: c.daily_quota,
                     },
                 };
-                (c.id.clone(), agency)
+                (c.id.clone(), Arc::new(agency))
             })
             .collect();
         Self { agencies }
     }
 
-    pub fn agency(&self, id: &str) -> Result<&Agency, Denial> {
+    pub fn agency(&self, id: &str) -> Result<&Arc<Agency>, Denial> {
         self.agencies.get(id).ok_or(Denial::UnknownAgency)
     }
 }
@@ -253,7 +254,11 @@ mod tests {
         config.detail = detail;
         config.purposes = vec![Purpose::Healthcare];
         config.least_strict_name_match = NameLevelConfig::Folded;
-        Registry::new(&[config]).agency("a").unwrap().clone()
+        Registry::new(&[config])
+            .agency("a")
+            .unwrap()
+            .as_ref()
+            .clone()
     }
 
     #[test]

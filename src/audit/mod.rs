@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 pub use chain::{Finding, Hash, Head, Summary};
 pub use store::{AuditStore, PruneOutcome, SqlAudit, Verification};
-pub use writer::{AuditLog, AuditSink, NoAudit, WriterParams};
+pub use writer::{AuditLog, AuditSink, NoAudit, WriterHandle, WriterParams};
 
 use crate::attest::Attester;
 use crate::clock::Clock;

@@ -73,15 +73,15 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer task. It stops when the last `AuditLog` handle is
-    /// dropped, after writing what was handed to it and signing a last
-    /// checkpoint; the handle says when.
+    /// Starts the writer task. It stops when told to (or when the last
+    /// `AuditLog` handle is dropped), after writing what was handed to it
+    /// and signing a last checkpoint.
     pub fn spawn(
         store: Arc<dyn AuditStore>,
         checkpointer: Checkpointer,
         clock: Arc<dyn Clock>,
         params: WriterParams,
-    ) -> (Self, JoinHandle<()>) {
+    ) -> (Self, WriterHandle) {
         let (queue, rx) = mpsc::channel(params.queue.max(1));
         let writer = Writer {
             store,
@@ -91,8 +91,25 @@ impl AuditLog {
             last_checkpoint: (0, Instant::now()),
             unvouched: None,
         };
-        let task = tokio::spawn(writer.run(rx));
-        (Self { queue }, task)
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(writer.run(rx, stopped));
+        (Self { queue }, WriterHandle { stop, task })
+    }
+}
+
+/// Stops the writer: rows already handed over are written; later ones are
+/// refused (UNAVAILABLE).
+pub struct WriterHandle {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl WriterHandle {
+    /// Stops the writer and waits for it, at most `timeout`; `false` if it
+    /// did not finish in time.
+    pub async fn stop(self, timeout: Duration) -> bool {
+        let _ = self.stop.send(());
+        tokio::time::timeout(timeout, self.task).await.is_ok()
     }
 }
 
@@ -122,12 +139,18 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Pending>, mut stop: oneshot::Receiver<()>) {
         let mut tick = tokio::time::interval(self.params.checkpoint_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut group = Vec::with_capacity(self.params.max_batch);
+        let mut stopping = false;
         loop {
             tokio::select! {
+                _ = &mut stop, if !stopping => {
+                    // Take nothing new; write what is queued, then end.
+                    stopping = true;
+                    rx.close();
+                }
                 n = rx.recv_many(&mut group, self.params.max_batch) => {
                     if n == 0 {
                         break;

@@ -33,7 +33,7 @@ impl AuditService for AuditApi {
         let result = async {
             let operator = self.callers.operator(&request)?;
             let query = HistoryQuery::try_from(request.into_inner())?;
-            let page = self.history.list(operator, query).await?;
+            let page = self.history.list(&operator, query).await?;
             Ok(history_response(page, |id| self.callers.name_of(id)))
         }
         .await;

@@ -5,7 +5,7 @@
 //! On the plaintext loopback listener, every caller acts as the configured
 //! plaintext agency (verification service) or operator (audit service).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tonic::Request;
 use tracing::Span;
@@ -18,50 +18,66 @@ use crate::devcerts::AGENCY_URI_PREFIX;
 use crate::grpc::error::ApiError;
 use crate::policy::{Agency, Denial, Registry};
 
-pub struct Callers {
+/// Who may call, and as whom plaintext callers act: replaced whole when
+/// the registry is reloaded.
+pub struct Identities {
     /// Who may ask what.
-    pub registry: Arc<Registry>,
+    pub registry: Registry,
     /// The agency plaintext callers act as.
-    plaintext_agency: String,
+    pub plaintext_agency: String,
     /// The operator plaintext callers act as on the audit service; empty:
     /// nobody.
-    plaintext_operator: String,
-    /// Callers are known by their certificates; none is plaintext.
+    pub plaintext_operator: String,
+}
+
+pub struct Callers {
+    current: RwLock<Arc<Identities>>,
+    /// Callers are known by their certificates; none is plaintext. Fixed
+    /// for the listener's life.
     tls: bool,
 }
 
 impl Callers {
-    pub fn new(
-        registry: Arc<Registry>,
-        plaintext_agency: String,
-        plaintext_operator: String,
-        tls: bool,
-    ) -> Self {
+    pub fn new(identities: Identities, tls: bool) -> Self {
         Self {
-            registry,
-            plaintext_agency,
-            plaintext_operator,
+            current: RwLock::new(Arc::new(identities)),
             tls,
         }
     }
 
+    /// Takes a new registry for every call from now on; calls under way
+    /// finish with the one they started with. Connections stay up.
+    pub fn replace(&self, identities: Identities) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *current = Arc::new(identities);
+    }
+
+    fn current(&self) -> Arc<Identities> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The agency making a verification call.
-    pub fn agency<T>(&self, request: &Request<T>) -> Result<&Agency, ApiError> {
+    pub fn agency<T>(&self, request: &Request<T>) -> Result<Arc<Agency>, ApiError> {
+        let current = self.current();
         match self.certified(request)? {
-            Some(id) => self.registered(&id),
-            None => self.registered(&self.plaintext_agency),
+            Some(id) => registered(&current, &id),
+            None => registered(&current, &current.plaintext_agency),
         }
     }
 
     /// The operator making an audit-service call.
-    pub fn operator<T>(&self, request: &Request<T>) -> Result<&Agency, ApiError> {
+    pub fn operator<T>(&self, request: &Request<T>) -> Result<Arc<Agency>, ApiError> {
+        let current = self.current();
         if let Some(id) = self.certified(request)? {
-            return self.registered(&id);
+            return registered(&current, &id);
         }
-        if self.plaintext_operator.is_empty() {
+        if current.plaintext_operator.is_empty() {
             return Err(ApiError::PermissionDenied(Denial::NotAnOperator));
         }
-        self.registered(&self.plaintext_operator)
+        registered(&current, &current.plaintext_operator)
     }
 
     /// The id the caller's client certificate names; `None` on plaintext.
@@ -77,23 +93,24 @@ impl Callers {
             .ok_or(ApiError::Unauthenticated)
     }
 
-    fn registered(&self, id: &str) -> Result<&Agency, ApiError> {
-        let caller = self
-            .registry
-            .agency(id)
-            .map_err(ApiError::PermissionDenied)?;
-        Span::current().record("agency", caller.id.as_str());
-        Ok(caller)
-    }
-
     /// The display name of a registered id (empty if it is no longer
     /// registered).
     pub fn name_of(&self, id: &str) -> String {
-        self.registry
+        self.current()
+            .registry
             .agency(id)
             .map(|a| a.name.clone())
             .unwrap_or_default()
     }
+}
+
+fn registered(identities: &Identities, id: &str) -> Result<Arc<Agency>, ApiError> {
+    let caller = identities
+        .registry
+        .agency(id)
+        .map_err(ApiError::PermissionDenied)?;
+    Span::current().record("agency", caller.id.as_str());
+    Ok(caller.clone())
 }
 
 /// The agency a client certificate (DER) names: its SAN URI

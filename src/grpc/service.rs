@@ -42,7 +42,7 @@ impl VerificationService for VerificationApi {
             let command = VerifyCommand::try_from(request.into_inner())?;
             let span = Span::current();
             span.record("purpose", purpose_name(command.purpose));
-            let outcome = self.verifier.verify(agency, command).await?;
+            let outcome = self.verifier.verify(&agency, command).await?;
             span.record("verdict", verdict_name(outcome.verdict));
             if let crate::domain::Verdict::NotVerified(reason) = outcome.verdict {
                 span.record("reason", reason_name(reason));

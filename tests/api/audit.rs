@@ -192,7 +192,7 @@ async fn a_server_killed_during_load_keeps_every_answered_checks_row() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     // Mid-load: SIGKILL, no drain, no goodbye.
-    assert!(!served.stop("-KILL").success());
+    assert!(!served.stop("-KILL").await.success());
     for worker in workers {
         worker.await.unwrap();
     }
@@ -206,7 +206,7 @@ async fn a_server_killed_during_load_keeps_every_answered_checks_row() {
         .await
         .unwrap()
         .into_inner();
-    assert!(served.stop("-TERM").success());
+    assert!(served.stop("-TERM").await.success());
 
     let out = vnid(
         Some(&url),

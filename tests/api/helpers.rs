@@ -342,12 +342,18 @@ impl Served {
             .unwrap()
     }
 
-    /// Sends `signal` (e.g. `-TERM`, `-KILL`) and waits for the exit.
-    pub fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
+    /// Sends `signal` (e.g. `-TERM`, `-KILL`) and waits for the exit,
+    /// leaving this test's runtime free to close its connections meanwhile.
+    pub async fn stop(&mut self, signal: &str) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status();
-        self.child.wait().unwrap()
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 

@@ -403,7 +403,7 @@ async fn the_embedded_default_answers_a_first_call() {
     assert!(!r.attestation.is_empty());
 
     assert!(
-        served.stop("-TERM").success(),
+        served.stop("-TERM").await.success(),
         "vnid serve did not stop cleanly on SIGTERM"
     );
     assert!(dir.path().join("mirror.sqlite3").exists());

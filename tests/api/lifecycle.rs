@@ -4,6 +4,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use vnid::pb;
+
 use crate::helpers::*;
 use crate::pg::PgServer;
 
@@ -131,4 +133,78 @@ async fn a_call_in_flight_at_shutdown_still_gets_its_answer() {
     assert_eq!(answer.verdict(), vnid::pb::Verdict::Verified);
     let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
     assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_agency_registry_without_dropping_connections() {
+    let url = crate::pg::PgServer::shared().fresh_database().await;
+    let mirror =
+        vnid::mirror::PgMirror::connect_lazy(&url, 2, std::time::Duration::from_secs(5)).unwrap();
+    vnid::mirror::MirrorAdmin::migrate(&mirror).await.unwrap();
+    vnid::mirror::load_records(
+        &mirror,
+        vnid::mirror::LoadMode::Full,
+        None,
+        fixtures().into_iter(),
+    )
+    .await
+    .unwrap();
+    let dir = crate::store::tempdir::Dir::new("sighup");
+    let config = dir.path().join("vnid.toml");
+    let registry = |purposes: &str| {
+        format!(
+            "plaintext_agency = \"hospital\"\nplaintext_operator = \"\"\n\
+             [[agencies]]\nid = \"hospital\"\npurposes = [{purposes}]\n"
+        )
+    };
+    std::fs::write(&config, registry("\"healthcare\"")).unwrap();
+    let mut served = Served::spawn(vnid(
+        Some(&url),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    ));
+    let mut client = served.client().await;
+    let exam = || {
+        let mut r = request(DAM.id, DAM.name);
+        r.purpose = pb::Purpose::Examination.into();
+        r
+    };
+    let status = client.verify(exam()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+
+    std::fs::write(&config, registry("\"healthcare\", \"examination\"")).unwrap();
+    let hangup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &served.child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(hangup().success());
+    // The same connection, once the server has read the file again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let answer = loop {
+        match client.verify(exam()).await {
+            Ok(answer) => break answer.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::PermissionDenied);
+                assert!(std::time::Instant::now() < deadline, "never reloaded");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(answer.verdict(), pb::Verdict::Verified);
+
+    // A broken file keeps the registry that works.
+    std::fs::write(&config, "[[agencies]]\nid = ").unwrap();
+    assert!(hangup().success());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(client.verify(exam()).await.is_ok());
+    assert!(served.stop("-TERM").await.success());
 }

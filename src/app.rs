@@ -131,6 +131,7 @@ impl Application {
             store,
             attester.clone(),
             audit.clone(),
+            audit_store.clone(),
             Arc::new(quotas),
             clock.clone(),
         ));

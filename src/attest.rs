@@ -262,6 +262,14 @@ fn jwk(key: &VerifyingKey) -> serde_json::Value {
     })
 }
 
+/// The claims of an attestation this service stored itself, unverified
+/// (the audit trail's own check verifies signatures).
+pub fn stored_claims(token: &str) -> Option<AttestationClaims> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = Base64UrlUnpadded::decode_vec(payload).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Verification keys read from a JWKS document.
 #[derive(Debug, Clone)]
 pub struct Jwks(Vec<(String, VerifyingKey)>);
@@ -406,6 +414,18 @@ impl SubjectKey {
         mac.update(agency.as_bytes());
         mac.update(b"\0");
         mac.update(id.expose().as_bytes());
+        b64(&mac.finalize().into_bytes())
+    }
+
+    /// `base64url(HMAC-SHA256(key, "vnid-req-v1" 0 agency 0 request))`:
+    /// what an agency asked, comparable between a request and its retry
+    /// without keeping what was asked (the request holds a person's data).
+    pub fn request_digest(&self, agency: &str, request: &str) -> String {
+        let mut mac = self.0.clone();
+        mac.update(b"vnid-req-v1\0");
+        mac.update(agency.as_bytes());
+        mac.update(b"\0");
+        mac.update(request.as_bytes());
         b64(&mac.finalize().into_bytes())
     }
 

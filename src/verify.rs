@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 pub use crate::attest::Attester;
 use crate::attest::{AttestationClaims, ChecksClaim, FieldClaim};
-use crate::audit::{AuditEntry, AuditError, AuditKind, AuditSink};
+use crate::audit::{AuditEntry, AuditError, AuditKind, AuditSink, AuditStore};
 use crate::clock::{Clock, UnixSeconds};
 use crate::domain::{
     Claims, DatePrecision, FieldChecks, FieldOutcome, NameMatchLevel, PersonalIdNumber, Purpose,
@@ -25,6 +25,25 @@ pub struct VerifyCommand {
     pub purpose: Purpose,
     /// The least strict name level that counts as a match.
     pub name_match: NameMatchLevel,
+}
+
+impl VerifyCommand {
+    /// Everything that makes two checks the same check, in one unambiguous
+    /// string (fields joined by the unit separator, which no field holds).
+    fn canonical(&self, kind: AuditKind) -> String {
+        let c = &self.claims;
+        [
+            kind.as_str(),
+            self.id_number.expose(),
+            c.full_name.as_ref().map_or("", |n| n.canonical()),
+            &c.date_of_birth.map(|d| d.to_iso()).unwrap_or_default(),
+            c.gender.map_or("", |g| g.as_str()),
+            c.old_id_number.as_ref().map_or("", |o| o.expose()),
+            purpose_name(self.purpose),
+            name_level_name(self.name_match),
+        ]
+        .join("\u{1f}")
+    }
 }
 
 /// The answer, already cut to what the agency may see.
@@ -50,6 +69,11 @@ pub enum VerifyError {
     Audit(#[from] AuditError),
     #[error(transparent)]
     Exhausted(#[from] Exhausted),
+    /// The agency used this `request_id` for another request.
+    #[error("the request_id was already used for another request")]
+    RequestIdReused,
+    #[error("a stored answer cannot be read back: {0}")]
+    StoredAnswer(&'static str),
     #[error("cannot sign the attestation: {0}")]
     Sign(#[from] serde_json::Error),
     #[error("cannot draw an attestation id: {0}")]
@@ -60,6 +84,8 @@ pub struct Verifier {
     mirror: Arc<dyn MirrorStore>,
     attester: Arc<Attester>,
     audit: Arc<dyn AuditSink>,
+    /// Where the first answer to a `request_id` is found again.
+    audit_store: Arc<dyn AuditStore>,
     quotas: Arc<Quotas>,
     clock: Arc<dyn Clock>,
 }
@@ -69,6 +95,7 @@ impl Verifier {
         mirror: Arc<dyn MirrorStore>,
         attester: Arc<Attester>,
         audit: Arc<dyn AuditSink>,
+        audit_store: Arc<dyn AuditStore>,
         quotas: Arc<Quotas>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -76,6 +103,7 @@ impl Verifier {
             mirror,
             attester,
             audit,
+            audit_store,
             quotas,
             clock,
         }
@@ -101,6 +129,22 @@ impl Verifier {
         kind: AuditKind,
     ) -> Result<VerifyOutcome, VerifyError> {
         agency.authorize_check(command.purpose, command.name_match)?;
+        let subject_key = &self.attester.subject_key;
+        let request_digest = subject_key.request_digest(&agency.id, &command.canonical(kind));
+        // A retry gets the first answer; the same id for another request is
+        // a conflict. (Two copies of one request racing each other may both
+        // be answered; their retries get the first.)
+        let first = self
+            .audit_store
+            .first_request(&agency.id, command.request_id.as_str())
+            .await?;
+        if let Some(first) = first {
+            return if first.entry.request_digest == request_digest {
+                replayed(&first.entry, command.request_id)
+            } else {
+                Err(VerifyError::RequestIdReused)
+            };
+        }
         self.quotas
             .admit(&agency.id, &agency.limits, self.clock.now_micros())
             .await?;
@@ -115,7 +159,6 @@ impl Verifier {
         let attestation_id = new_attestation_id().map_err(VerifyError::Random)?;
         let at_us = self.clock.now_micros();
         let now = at_us.div_euclid(1_000_000);
-        let subject_key = &self.attester.subject_key;
         let claims = AttestationClaims {
             iss: self.attester.issuer.clone(),
             aud: agency.id.clone(),
@@ -148,6 +191,7 @@ impl Verifier {
                 subject: claims.sub,
                 verdict: claims.verdict,
                 attestation_id: claims.jti,
+                request_digest,
             })
             .await?;
         Ok(VerifyOutcome {
@@ -160,6 +204,87 @@ impl Verifier {
             data_as_of: lookup.data_as_of,
         })
     }
+}
+
+/// The first answer to a request, read back from its audit row: the same
+/// verdict, reason and checks, and the same attestation.
+fn replayed(first: &AuditEntry, request_id: RequestId) -> Result<VerifyOutcome, VerifyError> {
+    let claims = crate::attest::stored_claims(&first.attestation)
+        .ok_or(VerifyError::StoredAnswer("its attestation does not parse"))?;
+    let unknown = || VerifyError::StoredAnswer("it holds a name this version does not know");
+    let verdict = if first.verdict == verdict_name(Verdict::Verified) {
+        Verdict::Verified
+    } else {
+        Verdict::NotVerified(named(&REASONS, reason_name, &first.reason).ok_or_else(unknown)?)
+    };
+    let reason = match &claims.reason {
+        Some(name) => Some(named(&REASONS, reason_name, name).ok_or_else(unknown)?),
+        None => None,
+    };
+    let checks = match &claims.checks {
+        Some(c) => Some(field_checks(c).ok_or_else(unknown)?),
+        None => None,
+    };
+    Ok(VerifyOutcome {
+        request_id,
+        verdict,
+        reason,
+        checks,
+        attestation_id: claims.jti,
+        data_as_of: (claims.data_as_of != 0).then_some(claims.data_as_of),
+        attestation: first.attestation.clone(),
+    })
+}
+
+const REASONS: [Reason; 4] = [
+    Reason::NotFound,
+    Reason::FieldMismatch,
+    Reason::Deceased,
+    Reason::Cancelled,
+];
+const OUTCOMES: [FieldOutcome; 3] = [
+    FieldOutcome::Match,
+    FieldOutcome::Mismatch,
+    FieldOutcome::NotClaimed,
+];
+const LEVELS: [NameMatchLevel; 3] = [
+    NameMatchLevel::Exact,
+    NameMatchLevel::Folded,
+    NameMatchLevel::Partial,
+];
+const PRECISIONS: [DatePrecision; 3] = [
+    DatePrecision::Year,
+    DatePrecision::Month,
+    DatePrecision::Day,
+];
+
+/// The value whose proto name is `name`.
+fn named<T: Copy>(all: &[T], name_of: fn(T) -> &'static str, name: &str) -> Option<T> {
+    all.iter().copied().find(|v| name_of(*v) == name)
+}
+
+/// The inverse of `checks_claim`.
+fn field_checks(c: &ChecksClaim) -> Option<FieldChecks> {
+    let outcome = |f: &FieldClaim| named(&OUTCOMES, outcome_name, &f.outcome);
+    Some(FieldChecks {
+        full_name: crate::domain::NameCheck {
+            outcome: outcome(&c.full_name)?,
+            level: match &c.full_name.level {
+                Some(l) => Some(named(&LEVELS, name_level_name, l)?),
+                None => None,
+            },
+        },
+        date_of_birth: crate::domain::DateCheck {
+            outcome: outcome(&c.date_of_birth)?,
+            record_precision: named(
+                &PRECISIONS,
+                precision_name,
+                c.date_of_birth.record_precision.as_deref()?,
+            )?,
+        },
+        gender: outcome(&c.gender)?,
+        old_id_number: outcome(&c.old_id_number)?,
+    })
 }
 
 /// A random (version 4) UUID.

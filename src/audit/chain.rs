@@ -44,6 +44,7 @@ pub fn row_hash(prev: &Hash, entry: &AuditEntry) -> Hash {
         &entry.reason,
         &entry.attestation_id,
         &entry.attestation,
+        &entry.request_digest,
     ] {
         h.update((field.len() as u64).to_be_bytes());
         h.update(field.as_bytes());
@@ -328,6 +329,7 @@ mod tests {
             reason: String::new(),
             attestation_id: claims.jti.clone(),
             attestation: ring.sign(&claims).unwrap(),
+            request_digest: format!("digest-{n}"),
         }
     }
 
@@ -551,7 +553,7 @@ mod tests {
         let ring = keyring();
         let base = entry(&ring, 1);
         let h = row_hash(&GENESIS, &base);
-        let variants: [fn(&mut AuditEntry); 11] = [
+        let variants: [fn(&mut AuditEntry); 12] = [
             |e| e.at_us += 1,
             |e| e.kind = AuditKind::VerifyBatch,
             |e| e.agency.push('x'),
@@ -563,6 +565,7 @@ mod tests {
             |e| e.reason.push('x'),
             |e| e.attestation_id.push('x'),
             |e| e.attestation.push('x'),
+            |e| e.request_digest.push('x'),
         ];
         for change in variants {
             let mut e = base.clone();

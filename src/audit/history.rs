@@ -84,6 +84,7 @@ impl AccessHistory {
                 reason: String::new(),
                 attestation_id: String::new(),
                 attestation: String::new(),
+                request_digest: String::new(),
             })
             .await?;
         let size = query.page_size.clamp(1, MAX_PAGE_SIZE);

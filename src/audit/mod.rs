@@ -82,6 +82,10 @@ pub struct AuditEntry {
     pub attestation_id: String,
     /// The compact JWS the caller was given.
     pub attestation: String,
+    /// A keyed digest of what was asked (see `SubjectKey::request_digest`):
+    /// the same `request_id` with the same digest is a retry, with another
+    /// one a conflict.
+    pub request_digest: String,
 }
 
 /// A row as stored.

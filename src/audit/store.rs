@@ -38,10 +38,10 @@ const SQLITE_MIGRATIONS: Migrations =
     &[(1, "audit", include_str!("migrations/sqlite/0001_audit.sql"))];
 
 const COLUMNS: &str = "seq, at_us, kind, agency, purpose, request_id, subject, subject_index, \
-    verdict, reason, attestation_id, attestation, prev_hash, row_hash";
-const COLUMN_COUNT: usize = 14;
+    verdict, reason, attestation_id, attestation, request_digest, prev_hash, row_hash";
+const COLUMN_COUNT: usize = 15;
 
-/// Rows per INSERT statement (14 parameters each).
+/// Rows per INSERT statement (15 parameters each).
 const ROWS_PER_INSERT: usize = 128;
 
 const MOVE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
@@ -87,6 +87,13 @@ pub trait AuditStore: Send + Sync + 'static {
         before: Option<i64>,
         limit: i64,
     ) -> BoxFuture<'a, Result<Vec<AuditRecord>, AuditError>>;
+
+    /// The first check an agency made under `request_id`, if any.
+    fn first_request<'a>(
+        &'a self,
+        agency: &'a str,
+        request_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<AuditRecord>, AuditError>>;
 
     /// Walks the whole trail, as of one snapshot, against the checkpoints
     /// and attestations `jwks` verifies.
@@ -246,10 +253,11 @@ WITH moved AS (
     RETURNING 1
 )
 INSERT INTO audit_log (seq, at_us, kind, agency, purpose, request_id, subject, subject_index,
-                       verdict, reason, attestation_id, attestation, prev_hash, row_hash)
+                       verdict, reason, attestation_id, attestation, request_digest,
+                       prev_hash, row_hash)
 SELECT * FROM UNNEST($5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],
                      $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
-                     $17::bytea[], $18::bytea[])
+                     $17::text[], $18::bytea[], $19::bytea[])
 WHERE EXISTS (SELECT 1 FROM moved)";
 
 /// Optimistic appends tried before taking the head's lock.
@@ -309,6 +317,7 @@ impl SqlAudit<Postgres> {
                 .bind(text(|e| &e.reason))
                 .bind(text(|e| &e.attestation_id))
                 .bind(text(|e| &e.attestation))
+                .bind(text(|e| &e.request_digest))
                 .bind(prev)
                 .bind(this)
                 .execute(&self.pool)
@@ -400,12 +409,13 @@ where
             reason: text(9)?,
             attestation_id: text(10)?,
             attestation: text(11)?,
+            request_digest: text(12)?,
         };
         Ok(AuditRecord {
             seq,
             entry,
-            prev_hash: hash(row.try_get(12).map_err(corrupt)?, "prev_hash")?,
-            row_hash: hash(row.try_get(13).map_err(corrupt)?, "row_hash")?,
+            prev_hash: hash(row.try_get(13).map_err(corrupt)?, "prev_hash")?,
+            row_hash: hash(row.try_get(14).map_err(corrupt)?, "row_hash")?,
         })
     }
 
@@ -442,6 +452,7 @@ where
                     .bind(e.reason.as_str())
                     .bind(e.attestation_id.as_str())
                     .bind(e.attestation.as_str())
+                    .bind(e.request_digest.as_str())
                     .bind(head.hash.to_vec())
                     .bind(row_hash.to_vec());
                 head.hash = row_hash;
@@ -700,6 +711,27 @@ where
             .iter()
             .map(Self::record)
             .collect()
+        })
+    }
+
+    fn first_request<'a>(
+        &'a self,
+        agency: &'a str,
+        request_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<AuditRecord>, AuditError>> {
+        Box::pin(async move {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM audit_log WHERE agency = $1 AND request_id = $2 \
+                 AND kind <> 'access_history' ORDER BY seq LIMIT 1"
+            )))
+            .bind(agency)
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(audit_error::<DB>)?
+            .as_ref()
+            .map(Self::record)
+            .transpose()
         })
     }
 

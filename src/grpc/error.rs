@@ -49,6 +49,8 @@ pub enum ApiError {
     Internal,
     Unimplemented(&'static str),
     ResourceExhausted(Exhausted),
+    /// The caller's `request_id` names another request.
+    AlreadyExists,
 }
 
 /// Which store an UNAVAILABLE answer is about.
@@ -107,6 +109,7 @@ impl From<VerifyError> for ApiError {
             }
             VerifyError::Audit(error) => error.into(),
             VerifyError::Exhausted(why) => Self::ResourceExhausted(why),
+            VerifyError::RequestIdReused => Self::AlreadyExists,
             other => {
                 tracing::error!(error = %other, "verification failed");
                 Self::Internal
@@ -166,6 +169,11 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::Internal, "internal error", error_info("INTERNAL"))
             }
             ApiError::Unimplemented(what) => Status::unimplemented(what),
+            ApiError::AlreadyExists => Status::with_error_details(
+                Code::AlreadyExists,
+                "this request_id was already used for a different request",
+                error_info("REQUEST_ID_REUSED"),
+            ),
             ApiError::ResourceExhausted(why) => {
                 let (reason, retry_after) = match why {
                     Exhausted::Rate { retry_after } => ("RATE_LIMITED", retry_after),
@@ -229,6 +237,11 @@ mod tests {
                 "OPERATOR_ROLE_REQUIRED",
             ),
             (ApiError::Internal, Code::Internal, "INTERNAL"),
+            (
+                ApiError::AlreadyExists,
+                Code::AlreadyExists,
+                "REQUEST_ID_REUSED",
+            ),
             (
                 ApiError::ResourceExhausted(Exhausted::Rate {
                     retry_after: Duration::from_millis(100),

@@ -637,6 +637,7 @@ fn entries(ring: &vnid::attest::Keyring, n: i64, old: i64) -> Vec<vnid::audit::A
                 reason: String::new(),
                 attestation_id: claims.jti.clone(),
                 attestation: ring.sign(&claims).unwrap(),
+                request_digest: format!("digest-{i}"),
             }
         })
         .collect()
@@ -722,4 +723,62 @@ async fn both_stores_keep_the_same_trail() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_retried_request_gets_its_first_answer_and_a_reused_id_is_refused() {
+    let url = PgServer::shared().fresh_database().await;
+    let a = spawn_app_with(test_settings(&url)).await;
+    let mut shared = test_settings(&url);
+    shared.data_dir = a.data_dir.clone();
+    let b = spawn_bare(shared).await;
+
+    for first_request in [
+        request(DAM.id, DAM.name),
+        request(UNKNOWN_ID, DAM.name),
+        request(THUY.id, "Trần Thị Thu"),
+    ] {
+        let first = a.verify(first_request.clone()).await.unwrap();
+        // Retried on the same instance and on another: the same answer,
+        // the same attestation, and no second check.
+        for app in [&a, &b] {
+            assert_eq!(app.verify(first_request.clone()).await.unwrap(), first);
+        }
+        // The same id for another request.
+        let mut other = first_request.clone();
+        other.claims.as_mut().unwrap().full_name = "Lê Văn Khác".into();
+        let status = b.verify(other).await.unwrap_err();
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            (Code::AlreadyExists, "REQUEST_ID_REUSED")
+        );
+        let mut other_purpose = first_request.clone();
+        other_purpose.purpose = pb::Purpose::Examination.into();
+        assert_eq!(
+            a.verify(other_purpose).await.unwrap_err().code(),
+            Code::AlreadyExists
+        );
+    }
+    let rows = attestation_ids(audit_store(&url).pool()).await;
+    assert_eq!(rows.len(), 3, "one row per request, none per retry");
+
+    // Another agency may use the same request_id for its own request.
+    let mut hospital = test_settings(&url);
+    hospital.data_dir = a.data_dir.clone();
+    hospital.plaintext_agency = "hospital".into();
+    hospital.plaintext_operator = String::new();
+    hospital.agencies = vec![vnid::policy::AgencyConfig::demo("hospital")];
+    let c = spawn_bare(hospital).await;
+    let mut same_id = request(HOA_DECEASED.id, HOA_DECEASED.name);
+    same_id.request_id = "req-shared".into();
+    let mut theirs = request(DAM.id, DAM.name);
+    theirs.request_id = "req-shared".into();
+    assert_eq!(
+        a.verify(same_id).await.unwrap().verdict(),
+        pb::Verdict::NotVerified
+    );
+    assert_eq!(
+        c.verify(theirs).await.unwrap().verdict(),
+        pb::Verdict::Verified
+    );
 }

@@ -157,7 +157,11 @@ async fn postgres_down_is_unavailable_never_a_verdict() {
     // A server of this test's own, so stopping it disturbs no one else.
     let mut pg = PgServer::start();
     let url = pg.url("postgres");
-    let app = spawn_app_with(test_settings(&url)).await;
+    // The audit trail elsewhere: this test is about the mirror.
+    let mut settings = test_settings(&url);
+    let audit_url = PgServer::shared().fresh_database().await;
+    settings.audit.database_url = Some(vnid::config::Secret::new(audit_url.as_str()));
+    let app = spawn_app_with(settings).await;
     assert_eq!(
         app.verify(request(DAM.id, DAM.name))
             .await

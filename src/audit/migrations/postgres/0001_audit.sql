@@ -15,12 +15,15 @@ CREATE TABLE audit_log (
     reason         text   NOT NULL,
     attestation_id text   NOT NULL,
     attestation    text   NOT NULL,
+    request_digest text   NOT NULL,
     prev_hash      bytea  NOT NULL CHECK (length(prev_hash) = 32),
     row_hash       bytea  NOT NULL CHECK (length(row_hash) = 32)
 );
 
 -- A person's access history, newest first.
 CREATE INDEX audit_log_subject ON audit_log (subject_index, seq);
+-- An agency's retries: the first answer to each request_id.
+CREATE INDEX audit_log_request ON audit_log (agency, request_id, seq);
 
 -- Rows are appended, and removed only by prune, oldest first. The trigger
 -- is a guard against mistakes, not against the database's owner: the chain

@@ -13,11 +13,13 @@ CREATE TABLE audit_log (
     reason         TEXT    NOT NULL,
     attestation_id TEXT    NOT NULL,
     attestation    TEXT    NOT NULL,
+    request_digest TEXT    NOT NULL,
     prev_hash      BLOB    NOT NULL CHECK (length(prev_hash) = 32),
     row_hash       BLOB    NOT NULL CHECK (length(row_hash) = 32)
 );
 
 CREATE INDEX audit_log_subject ON audit_log (subject_index, seq);
+CREATE INDEX audit_log_request ON audit_log (agency, request_id, seq);
 
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
 BEGIN

@@ -138,14 +138,34 @@ fi
 
 commits() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"; }
 audit_rows() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT count(*) FROM audit_log"; }
-echo "== the audit trail's cost: cache hits with it (audit) and without (noaudit), A B A B"
+# drive NAME PORT N: like run, with load_tools' driver: every call its own
+# request_id, so each is a check (h2load's one frame is a retry after the
+# first call, answered from the audit trail).
+drive() {
+  local name=$1 port=$2 n=$3
+  local pid; pid=$(cat "$work/$name.pid")
+  local before; before=$(ticks "$pid"); local pg_before; pg_before=$(pg_ticks)
+  local out; out=$("$tools" drive "127.0.0.1:$port" "$id" "$name_claimed" "$n" 8 16)
+  local after; after=$(ticks "$pid"); local pg_after; pg_after=$(pg_ticks)
+  read -r rate p50 p99 ok <<<"$out"
+  local check="all $n answers successful"
+  [ "$ok" = "$n" ] || check="FAILED: $ok of $n succeeded"
+  local cpu_us; cpu_us=$(echo "scale=1; ($after - $before) * 1000000 / $(getconf CLK_TCK) / $n" | bc)
+  local pg_us; pg_us=$(echo "scale=1; ($pg_after - $pg_before) * 1000000 / $(getconf CLK_TCK) / $n" | bc)
+  printf '%-22s %10s req/s  p50 %s ms, p99 %s ms  server CPU %6s us/req, Postgres %6s us/req  [%s]\n' \
+    "$name" "$rate" "$p50" "$p99" "$cpu_us" "$pg_us" "$check"
+  echo "$rate" >"$work/$name.rate"
+}
+name_claimed=$name
+
+echo "== the audit trail's cost: cache hits with it (audit) and without (noaudit), A B A B, each call a new request_id"
 commits_before=$(commits); rows_before=$(audit_rows)
 cp "$work/hit.pid" "$work/audit.pid"; cp "$work/hit.pid" "$work/audit-2.pid"
 cp "$work/noaudit.pid" "$work/noaudit-2.pid"
-run audit "$hit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
-run noaudit "$noaudit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
-run audit-2 "$hit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
-run noaudit-2 "$noaudit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
+drive audit "$hit_port" "$requests"
+drive noaudit "$noaudit_port" "$requests"
+drive audit-2 "$hit_port" "$requests"
+drive noaudit-2 "$noaudit_port" "$requests"
 printf 'ratio audit/no audit   %.2f, %.2f\n' \
   "$(echo "scale=4; $(cat "$work/audit.rate") / $(cat "$work/noaudit.rate")" | bc)" \
   "$(echo "scale=4; $(cat "$work/audit-2.rate") / $(cat "$work/noaudit-2.rate")" | bc)"

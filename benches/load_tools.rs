@@ -4,6 +4,13 @@
 //!   load_tools frame hello OUT            a gRPC frame of a HelloRequest
 //!   load_tools hello ADDR                 the baseline server: one trivial
 //!                                         tonic method of the same crate
+//!   load_tools drive ADDR ID NAME N CONNS STREAMS
+//!                                         N Verify calls, each with its own
+//!                                         request_id (h2load repeats one
+//!                                         frame, which the service answers
+//!                                         as a retry), on CONNS connections
+//!                                         x STREAMS concurrent calls; prints
+//!                                         "rate p50_ms p99_ms ok"
 //!
 //! A gRPC frame is a 0 byte (not compressed), the length as a big-endian
 //! u32, and the protobuf message: what h2load sends as the request body.
@@ -83,7 +90,94 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok::<(), Box<dyn std::error::Error>>(())
             })?;
         }
+        ["drive", addr, id, name, n, conns, streams] => {
+            let (n, conns, streams): (usize, usize, usize) =
+                (n.parse()?, conns.parse()?, streams.parse()?);
+            // One client thread, as h2load's -t 1.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            runtime.block_on(drive(addr, id, name, n, conns, streams))?;
+        }
         _ => eprintln!("usage: see the comment at the top of benches/load_tools.rs"),
     }
+    Ok(())
+}
+
+async fn drive(
+    addr: &str,
+    id: &str,
+    name: &str,
+    n: usize,
+    conns: usize,
+    streams: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use vnid::pb::verification_service_client::VerificationServiceClient;
+
+    // Ids unique across runs against one trail.
+    let run = std::process::id();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    let started = std::time::Instant::now();
+    for _ in 0..conns {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        for _ in 0..streams {
+            let mut client = VerificationServiceClient::new(channel.clone());
+            let next = next.clone();
+            let (id, name) = (id.to_owned(), name.to_owned());
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut ok = 0usize;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let request = pb::VerifyRequest {
+                        request_id: format!("load-{run}-{i}"),
+                        id_number: id.clone(),
+                        claims: Some(pb::Claims {
+                            full_name: name.clone(),
+                            ..Default::default()
+                        }),
+                        purpose: pb::Purpose::Healthcare.into(),
+                        name_match: pb::NameMatch::Exact.into(),
+                    };
+                    let sent = std::time::Instant::now();
+                    if client.verify(request).await.is_ok() {
+                        ok += 1;
+                    }
+                    latencies.push(sent.elapsed());
+                }
+                (ok, latencies)
+            }));
+        }
+    }
+    let mut ok = 0;
+    let mut latencies = Vec::with_capacity(n);
+    for task in tasks {
+        let (k, l) = task.await?;
+        ok += k;
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "{:.2} {:.2} {:.2} {ok}",
+        n as f64 / elapsed,
+        at(0.50),
+        at(0.99)
+    );
     Ok(())
 }

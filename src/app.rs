@@ -23,6 +23,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditSinkKind, Secret, Settings, TlsSettings};
 use crate::grpc::caller::Identities;
 use crate::grpc::{AuditApi, Callers, VerificationApi, call_span};
+use crate::lookup::RequestIndex;
 use crate::lookup::{CacheBackend, CacheParams, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::mirror::generate::{GenOptions, Generator};
 use crate::mirror::{
@@ -33,6 +34,7 @@ use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
 use crate::policy::{Registry, Role};
 use crate::quota::Quotas;
+use crate::verify::Replays;
 use crate::verify::{Attester, Verifier};
 
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +133,10 @@ impl Application {
             store,
             attester.clone(),
             audit.clone(),
-            audit_store.clone(),
+            (settings.audit.sink == AuditSinkKind::Store).then(|| Replays {
+                trail: audit_store.clone(),
+                index: cache.clone().map(|c| -> Arc<dyn RequestIndex> { c }),
+            }),
             Arc::new(quotas),
             clock.clone(),
         ));
@@ -464,6 +469,7 @@ pub fn cache_in_front_of(
         breaker_cooldown: Duration::from_millis(c.breaker_cooldown_ms),
         max_db_queries: c.max_db_queries,
         metrics_log: Duration::from_secs(c.metrics_log_seconds.max(1)),
+        request_ttl: Duration::from_secs(c.request_mark_seconds.max(1)),
     };
     Ok(Some(Arc::new(CachedMirror::new(
         mirror, backend, sealer, params,

@@ -171,6 +171,9 @@ pub struct CacheSettings {
     pub memory_capacity: usize,
     /// How often the cache counters are logged.
     pub metrics_log_seconds: u64,
+    /// How long Redis marks an agency's `request_id` as used. Within it, a
+    /// new request costs no audit-trail read; the trail stays the record.
+    pub request_mark_seconds: u64,
 }
 
 impl Default for CacheSettings {
@@ -188,6 +191,7 @@ impl Default for CacheSettings {
             max_db_queries: 16,
             memory_capacity: 100_000,
             metrics_log_seconds: 60,
+            request_mark_seconds: 7 * 86_400,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::domain::{
     Claims, DatePrecision, FieldChecks, FieldOutcome, NameMatchLevel, PersonalIdNumber, Purpose,
     Reason, RequestId, Verdict, assess,
 };
+use crate::lookup::RequestIndex;
 use crate::mirror::{MirrorStore, StoreError};
 use crate::policy::{Agency, Denial};
 use crate::quota::{Exhausted, Quotas};
@@ -84,8 +85,9 @@ pub struct Verifier {
     mirror: Arc<dyn MirrorStore>,
     attester: Arc<Attester>,
     audit: Arc<dyn AuditSink>,
-    /// Where the first answer to a `request_id` is found again.
-    audit_store: Arc<dyn AuditStore>,
+    /// Where the first answer to a `request_id` is found again (`None`:
+    /// nothing is kept, so nothing is replayed).
+    replays: Option<Replays>,
     quotas: Arc<Quotas>,
     clock: Arc<dyn Clock>,
 }
@@ -95,7 +97,7 @@ impl Verifier {
         mirror: Arc<dyn MirrorStore>,
         attester: Arc<Attester>,
         audit: Arc<dyn AuditSink>,
-        audit_store: Arc<dyn AuditStore>,
+        replays: Option<Replays>,
         quotas: Arc<Quotas>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -103,7 +105,7 @@ impl Verifier {
             mirror,
             attester,
             audit,
-            audit_store,
+            replays,
             quotas,
             clock,
         }
@@ -134,10 +136,11 @@ impl Verifier {
         // A retry gets the first answer; the same id for another request is
         // a conflict. (Two copies of one request racing each other may both
         // be answered; their retries get the first.)
-        let first = self
-            .audit_store
-            .first_request(&agency.id, command.request_id.as_str())
-            .await?;
+        let request_id = command.request_id.as_str();
+        let first = match &self.replays {
+            Some(replays) => replays.first(&agency.id, request_id).await?,
+            None => None,
+        };
         if let Some(first) = first {
             return if first.entry.request_digest == request_digest {
                 replayed(&first.entry, command.request_id)
@@ -194,6 +197,14 @@ impl Verifier {
                 request_digest,
             })
             .await?;
+        if let Some(Replays {
+            index: Some(index), ..
+        }) = &self.replays
+        {
+            index
+                .mark_used(&agency.id, command.request_id.as_str())
+                .await;
+        }
         Ok(VerifyOutcome {
             request_id: command.request_id,
             verdict: assessment.verdict,
@@ -203,6 +214,29 @@ impl Verifier {
             attestation_id,
             data_as_of: lookup.data_as_of,
         })
+    }
+}
+
+/// Where retries find their first answer: the audit trail, which is the
+/// record; and a shared mark of used ids, which spares a new request the
+/// trail's read.
+pub struct Replays {
+    pub trail: Arc<dyn AuditStore>,
+    pub index: Option<Arc<dyn RequestIndex>>,
+}
+
+impl Replays {
+    async fn first(
+        &self,
+        agency: &str,
+        request_id: &str,
+    ) -> Result<Option<crate::audit::AuditRecord>, AuditError> {
+        if let Some(index) = &self.index
+            && !index.maybe_used(agency, request_id).await
+        {
+            return Ok(None);
+        }
+        self.trail.first_request(agency, request_id).await
     }
 }
 

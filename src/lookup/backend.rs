@@ -13,6 +13,10 @@ use super::BoxFuture;
 pub struct BackendError(String);
 
 pub trait CacheBackend: Send + Sync + 'static {
+    /// Whether every instance sees the same entries (Redis), so that an
+    /// absent key means absent everywhere.
+    fn shared(&self) -> bool;
+
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>>;
     fn set<'a>(
         &'a self,
@@ -61,6 +65,10 @@ async fn timed<T>(
 }
 
 impl CacheBackend for RedisBackend {
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
@@ -112,6 +120,10 @@ impl MemoryBackend {
 }
 
 impl CacheBackend for MemoryBackend {
+    fn shared(&self) -> bool {
+        false
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());

@@ -50,6 +50,8 @@ pub struct CacheParams {
     pub breaker_cooldown: Duration,
     pub max_db_queries: usize,
     pub metrics_log: Duration,
+    /// How long a used `request_id` stays marked.
+    pub request_ttl: Duration,
 }
 
 /// Counters, read by tests and logged every `metrics_log` as one
@@ -354,6 +356,60 @@ impl Inner {
             }
         }
         self.forget(&id_hash, &shared);
+    }
+}
+
+/// Which `request_id`s an agency has used, so that a first request need
+/// not ask the audit trail whether it is a retry.
+pub trait RequestIndex: Send + Sync + 'static {
+    /// `false` only when the request id is certainly unused (a shared
+    /// cache that answers, and has no mark); `true` when it is used or
+    /// when that cannot be known.
+    fn maybe_used<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, bool>;
+    /// Marks the request id used (best effort).
+    fn mark_used<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, ()>;
+}
+
+impl RequestIndex for CachedMirror {
+    fn maybe_used<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            if !inner.backend.shared() || !inner.breaker.allow(Instant::now()) {
+                return true;
+            }
+            let key = inner.sealer.request_key(agency, request_id);
+            match inner.backend.get(&key).await {
+                Ok(mark) => {
+                    inner.breaker.success();
+                    mark.is_some()
+                }
+                Err(e) => {
+                    inner.breaker.failure(Instant::now());
+                    bump(&inner.metrics.errors);
+                    tracing::debug!(error = %e, "request index read failed");
+                    true
+                }
+            }
+        })
+    }
+
+    fn mark_used<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            if !inner.backend.shared() || !inner.breaker.allow(Instant::now()) {
+                return;
+            }
+            let key = inner.sealer.request_key(agency, request_id);
+            let ttl = inner.params.request_ttl;
+            match inner.backend.set(&key, b"1".to_vec(), ttl).await {
+                Ok(()) => inner.breaker.success(),
+                Err(e) => {
+                    inner.breaker.failure(Instant::now());
+                    bump(&inner.metrics.errors);
+                    tracing::debug!(error = %e, "request index write failed");
+                }
+            }
+        })
     }
 }
 

@@ -79,6 +79,19 @@ impl Sealer {
         Base64UrlUnpadded::encode_string(&mac.finalize().into_bytes()[..16])
     }
 
+    /// The key that marks an agency's `request_id` as used:
+    /// `vnid:r:v1:<16-byte keyed hash, base64url>`.
+    pub fn request_key(&self, agency: &str, request_id: &str) -> String {
+        let mut mac = self.index.clone();
+        // A leading NUL: no ID number (12 digits) hashes the same way.
+        mac.update(b"\0request\0");
+        mac.update(agency.as_bytes());
+        mac.update(b"\0");
+        mac.update(request_id.as_bytes());
+        let hash = Base64UrlUnpadded::encode_string(&mac.finalize().into_bytes()[..16]);
+        format!("vnid:r:v1:{hash}")
+    }
+
     /// The cache key of an ID number (by its [`Sealer::id_hash`]) in a
     /// mirror generation.
     pub fn key_of(generation: i64, id_hash: &str) -> String {

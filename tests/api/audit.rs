@@ -782,3 +782,37 @@ async fn a_retried_request_gets_its_first_answer_and_a_reused_id_is_refused() {
         pb::Verdict::Verified
     );
 }
+
+#[tokio::test]
+async fn with_redis_a_new_request_skips_the_trail_and_a_retry_still_finds_it() {
+    let redis = crate::redis_server::RedisServer::start();
+    let url = PgServer::shared().fresh_database().await;
+    let settings = || {
+        let mut s = test_settings(&url);
+        s.redis_url = Some(vnid::config::Secret::new(redis.url()));
+        s
+    };
+    let a = spawn_app_with(settings()).await;
+    let mut shared = settings();
+    shared.data_dir = a.data_dir.clone();
+    let b = spawn_bare(shared).await;
+
+    let first_request = request(DAM.id, DAM.name);
+    let first = a.verify(first_request.clone()).await.unwrap();
+    let mut conn = redis.client().await;
+    let marks: Vec<String> = redis::cmd("KEYS")
+        .arg("vnid:r:v1:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(marks.len(), 1, "the used id is marked, by a keyed hash");
+    assert!(!marks[0].contains(first_request.request_id.as_str()));
+    assert_eq!(b.verify(first_request.clone()).await.unwrap(), first);
+    let mut other = first_request.clone();
+    other.purpose = pb::Purpose::Examination.into();
+    assert_eq!(
+        b.verify(other).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    assert_eq!(attestation_ids(audit_store(&url).pool()).await.len(), 1);
+}

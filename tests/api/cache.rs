@@ -46,10 +46,15 @@ async fn settle(app: &TestApp) {
     }
 }
 
+/// The cached lookups (not the marks of used request ids, `vnid:r:v1:…`).
 async fn all_keys(redis: &RedisServer) -> Vec<String> {
+    keys_like(redis, "vnid:v1:*").await
+}
+
+async fn keys_like(redis: &RedisServer, pattern: &str) -> Vec<String> {
     let mut conn = redis.client().await;
     let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
+        .arg(pattern)
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -99,6 +104,13 @@ async fn redis_holds_nothing_readable() {
 
     let keys = all_keys(&redis).await;
     assert_eq!(keys.len(), 5);
+    let marks = keys_like(&redis, "vnid:r:v1:*").await;
+    assert_eq!(marks.len(), 5, "one mark per used request id");
+    assert_eq!(
+        keys_like(&redis, "*").await.len(),
+        10,
+        "nothing else is in Redis"
+    );
     let mut conn = redis.client().await;
     let mut secrets: Vec<String> = vec![UNKNOWN_ID.into()];
     for p in [&DAM, &THUY, &HOA_DECEASED, &LAN_CANCELLED] {
@@ -112,12 +124,17 @@ async fn redis_holds_nothing_readable() {
         }
         secrets.push(p.status.as_str().into());
     }
-    for key in keys {
-        // vnid:v1:<generation>:<22 characters of base64url>
+    for key in keys.into_iter().chain(marks) {
+        // vnid:v1:<generation>:<22 characters of base64url>, or
+        // vnid:r:v1:<22 characters of base64url> (a used request id).
         let parts: Vec<&str> = key.split(':').collect();
         assert_eq!(parts.len(), 4, "{key}");
-        assert_eq!((parts[0], parts[1]), ("vnid", "v1"), "{key}");
-        assert!(parts[2].bytes().all(|b| b.is_ascii_digit()), "{key}");
+        if parts[1] == "r" {
+            assert_eq!((parts[0], parts[2]), ("vnid", "v1"), "{key}");
+        } else {
+            assert_eq!((parts[0], parts[1]), ("vnid", "v1"), "{key}");
+            assert!(parts[2].bytes().all(|b| b.is_ascii_digit()), "{key}");
+        }
         assert!(
             parts[3].len() == 22
                 && parts[3]

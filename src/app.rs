@@ -127,6 +127,8 @@ impl Application {
         let quotas = Quotas::new(
             settings.redis_url.as_ref().map(Secret::expose),
             Duration::from_millis(settings.cache.timeout_ms),
+            settings.cache.breaker_failures,
+            Duration::from_millis(settings.cache.breaker_cooldown_ms),
         )
         .map_err(|e| StartupError::Refused(format!("redis_url: {e}")))?;
         let verifier = Arc::new(Verifier::new(

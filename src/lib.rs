@@ -24,7 +24,8 @@
 //!
 //! Beside them, each a room of its own: [`audit`] (the hash-chained trail,
 //! its group-commit writer, checkpoints, the access history),
-//! [`attest`] (JWS, keys, JWKS, pairwise subjects), [`policy`] (agencies and what they may ask),
+//! [`attest`] (JWS, keys, JWKS, pairwise subjects), [`quota`] (rates and
+//! daily quotas), [`policy`] (agencies and what they may ask),
 //! [`config`] (typed settings), [`telemetry`] (logs), [`clock`] (the one
 //! reader of the wall clock), [`devcerts`] (a development CA for trying
 //! mutual TLS).

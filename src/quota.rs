@@ -9,9 +9,11 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
+
+use crate::lookup::Breaker;
 
 /// An agency's limits; `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,11 +122,21 @@ return {0, 0}
 pub struct Quotas {
     local: Mutex<HashMap<String, Counter>>,
     shared: Option<(ConnectionManager, Duration)>,
+    /// A slow or absent Redis costs each check at most one timeout, until
+    /// the breaker opens; then checks are counted per instance at once.
+    breaker: Breaker,
 }
 
 impl Quotas {
-    /// `redis_url`: share the counters there (absent: this process only).
-    pub fn new(redis_url: Option<&str>, timeout: Duration) -> Result<Self, redis::RedisError> {
+    /// `redis_url`: share the counters there (absent: this process only),
+    /// with `timeout` on each call and a breaker that opens after
+    /// `failures` failures in a row, for `cooldown`.
+    pub fn new(
+        redis_url: Option<&str>,
+        timeout: Duration,
+        failures: u32,
+        cooldown: Duration,
+    ) -> Result<Self, redis::RedisError> {
         let shared = match redis_url {
             Some(url) => {
                 let config = redis::aio::ConnectionManagerConfig::new()
@@ -143,6 +155,7 @@ impl Quotas {
         Ok(Self {
             local: Mutex::default(),
             shared,
+            breaker: Breaker::new(failures, cooldown),
         })
     }
 
@@ -151,13 +164,19 @@ impl Quotas {
         if limits.unlimited() {
             return Ok(());
         }
-        if let Some((connection, timeout)) = &self.shared {
+        if let Some((connection, timeout)) = &self.shared
+            && self.breaker.allow(Instant::now())
+        {
             match self
                 .admit_shared(connection, *timeout, agency, limits, now_us)
                 .await
             {
-                Ok(decision) => return decision,
+                Ok(decision) => {
+                    self.breaker.success();
+                    return decision;
+                }
                 Err(error) => {
+                    self.breaker.failure(Instant::now());
                     tracing::warn!(%error, agency, "shared quota unavailable; limiting per instance")
                 }
             }
@@ -265,7 +284,7 @@ mod tests {
     fn unlimited_agencies_are_never_counted() {
         let l = Limits::default();
         assert!(l.unlimited());
-        let q = Quotas::new(None, Duration::from_millis(10)).unwrap();
+        let q = Quotas::new(None, Duration::from_millis(10), 1, Duration::from_secs(1)).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

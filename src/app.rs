@@ -76,8 +76,8 @@ pub struct Application {
     cache: Option<Arc<CachedMirror>>,
     /// Who may call: replaced when the registry is reloaded (SIGHUP).
     callers: Arc<Callers>,
-    /// The audit trail's group-commit writer: it finishes (last rows, last
-    /// checkpoint) once the services holding it are gone.
+    /// The audit trail's group-commit writer, stopped (last rows, last
+    /// checkpoint) once no call is answered any more.
     audit_writer: Option<WriterHandle>,
 }
 
@@ -98,6 +98,9 @@ impl Application {
                 settings.listen
             )));
         }
+        // The registry first: a configuration mistake should not wait for
+        // the stores.
+        let identities = identities(settings)?;
         let mirror = open_mirror(settings, Seed::Demo).await?;
         let attester = Arc::new(load_attester(settings)?);
         tracing::info!(kid = %attester.keyring.signing_kid(), "attestation key loaded");
@@ -143,7 +146,7 @@ impl Application {
             clock.clone(),
         ));
         let history = Arc::new(AccessHistory::new(audit_store, audit, attester, clock));
-        let callers = Arc::new(Callers::new(identities(settings)?, settings.tls.is_some()));
+        let callers = Arc::new(Callers::new(identities, settings.tls.is_some()));
         let api = VerificationApi::new(verifier, callers.clone());
         let callers_handle = callers.clone();
         let audit_api = AuditApi::new(history, callers);

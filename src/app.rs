@@ -143,6 +143,7 @@ impl Application {
                 index: cache.clone().map(|c| -> Arc<dyn RequestIndex> { c }),
             }),
             Arc::new(quotas),
+            settings.defences.id_failures_per_day,
             clock.clone(),
         ));
         let history = Arc::new(AccessHistory::new(audit_store, audit, attester, clock));

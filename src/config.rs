@@ -40,6 +40,8 @@ pub struct Settings {
     #[serde(default)]
     pub audit: AuditSettings,
     #[serde(default)]
+    pub defences: DefenceSettings,
+    #[serde(default)]
     pub server: ServerSettings,
     /// Mutual TLS. Absent: plaintext, loopback only.
     #[serde(default)]
@@ -96,6 +98,26 @@ pub struct AuditSettings {
     pub checkpoint_interval_seconds: u64,
     /// `vnid audit prune` removes rows older than this.
     pub retention_days: u32,
+}
+
+/// Against harvesting: someone who knows a province, a gender and a birth
+/// year faces only a million candidate numbers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefenceSettings {
+    /// Failed checks (not found, or a claimed field wrong) of one ID number
+    /// in 24 hours, by any agencies, beyond which its checks are suspended
+    /// (`RESOURCE_EXHAUSTED`, `ID_NUMBER_SUSPENDED`) and an alert is
+    /// logged. 0: no limit.
+    pub id_failures_per_day: u64,
+}
+
+impl Default for DefenceSettings {
+    fn default() -> Self {
+        Self {
+            id_failures_per_day: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -1,4 +1,5 @@
-//! Per-agency rates and daily quotas.
+//! Per-agency rates and daily quotas; and per person, the count of failed
+//! checks that suspends further checks of a number being guessed at.
 //!
 //! A rate is a GCRA (generic cell rate algorithm: a token bucket kept as
 //! one timestamp): `rate_per_second` sustained, up to `burst` at once. A
@@ -48,7 +49,17 @@ pub enum Exhausted {
     Rate { retry_after: Duration },
     #[error("the agency's daily quota is used up")]
     Daily { retry_after: Duration },
+    /// Too many failed checks of this ID number, by any agency, lately.
+    #[error("checks of this ID number are suspended for a while")]
+    Suspended { retry_after: Duration },
 }
+
+/// How long failed checks of a person are remembered.
+const FAILURE_WINDOW_US: i64 = US_PER_DAY;
+
+/// Failure counters kept per instance at most (beyond them, only Redis
+/// counts).
+const LOCAL_FAILURE_ENTRIES: usize = 200_000;
 
 const US_PER_DAY: i64 = 86_400 * 1_000_000;
 
@@ -121,6 +132,8 @@ return {0, 0}
 
 pub struct Quotas {
     local: Mutex<HashMap<String, Counter>>,
+    /// Per person (by subject index): when the window began, failures.
+    failures: Mutex<HashMap<String, (i64, u64)>>,
     shared: Option<(ConnectionManager, Duration)>,
     /// A slow or absent Redis costs each check at most one timeout, until
     /// the breaker opens; then checks are counted per instance at once.
@@ -154,6 +167,7 @@ impl Quotas {
         };
         Ok(Self {
             local: Mutex::default(),
+            failures: Mutex::default(),
             shared,
             breaker: Breaker::new(failures, cooldown),
         })
@@ -186,6 +200,72 @@ impl Quotas {
             .entry(agency.to_owned())
             .or_default()
             .admit(limits, now_us)
+    }
+
+    /// `Some(retry_after)` when the person filed under `subject` has had
+    /// more than `limit` failed checks in the last 24 hours.
+    pub async fn suspended(&self, subject: &str, limit: u64, now_us: i64) -> Option<Duration> {
+        let key = format!("vnid:f:v1:{subject}");
+        if let Some((connection, timeout)) = &self.shared
+            && self.breaker.allow(Instant::now())
+        {
+            let mut command = redis::pipe();
+            command.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+            let mut connection = connection.clone();
+            match tokio::time::timeout(*timeout, command.query_async(&mut connection)).await {
+                Ok(Ok((count, ttl_ms))) => {
+                    self.breaker.success();
+                    let (count, ttl_ms): (Option<u64>, i64) = (count, ttl_ms);
+                    return (count.unwrap_or(0) > limit)
+                        .then(|| Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(1)));
+                }
+                _ => self.breaker.failure(Instant::now()),
+            }
+        }
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (since, count) = *failures.get(subject)?;
+        let left = since + FAILURE_WINDOW_US - now_us;
+        (left > 0 && count > limit).then(|| Duration::from_micros(u64::try_from(left).unwrap_or(1)))
+    }
+
+    /// Counts a failed check of the person filed under `subject`; returns
+    /// the failures in the current window.
+    pub async fn count_failure(&self, subject: &str, now_us: i64) -> u64 {
+        let key = format!("vnid:f:v1:{subject}");
+        if let Some((connection, timeout)) = &self.shared
+            && self.breaker.allow(Instant::now())
+        {
+            let mut command = redis::pipe();
+            command
+                .cmd("INCR")
+                .arg(&key)
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(FAILURE_WINDOW_US / 1_000)
+                .arg("NX")
+                .ignore();
+            let mut connection = connection.clone();
+            match tokio::time::timeout(*timeout, command.query_async(&mut connection)).await {
+                Ok(Ok((count,))) => {
+                    self.breaker.success();
+                    return count;
+                }
+                _ => self.breaker.failure(Instant::now()),
+            }
+        }
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= LOCAL_FAILURE_ENTRIES {
+            failures.retain(|_, (since, _)| *since + FAILURE_WINDOW_US > now_us);
+            if failures.len() >= LOCAL_FAILURE_ENTRIES && !failures.contains_key(subject) {
+                return 0;
+            }
+        }
+        let entry = failures.entry(subject.to_owned()).or_insert((now_us, 0));
+        if entry.0 + FAILURE_WINDOW_US <= now_us {
+            *entry = (now_us, 0);
+        }
+        entry.1 += 1;
+        entry.1
     }
 
     async fn admit_shared(

@@ -89,6 +89,9 @@ pub struct Verifier {
     /// nothing is kept, so nothing is replayed).
     replays: Option<Replays>,
     quotas: Arc<Quotas>,
+    /// Failed checks of one number in 24 h beyond which it is suspended
+    /// (0: no limit).
+    id_failure_limit: u64,
     clock: Arc<dyn Clock>,
 }
 
@@ -99,6 +102,7 @@ impl Verifier {
         audit: Arc<dyn AuditSink>,
         replays: Option<Replays>,
         quotas: Arc<Quotas>,
+        id_failure_limit: u64,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -107,6 +111,7 @@ impl Verifier {
             audit,
             replays,
             quotas,
+            id_failure_limit,
             clock,
         }
     }
@@ -151,6 +156,19 @@ impl Verifier {
         self.quotas
             .admit(&agency.id, &agency.limits, self.clock.now_micros())
             .await?;
+        let subject_index = subject_key.subject_index(&command.id_number);
+        if self.id_failure_limit > 0
+            && let Some(retry_after) = self
+                .quotas
+                .suspended(
+                    &subject_index,
+                    self.id_failure_limit,
+                    self.clock.now_micros(),
+                )
+                .await
+        {
+            return Err(Exhausted::Suspended { retry_after }.into());
+        }
         let lookup = self.mirror.lookup(&command.id_number).await?;
         let assessment = assess(
             &command.id_number,
@@ -158,6 +176,29 @@ impl Verifier {
             command.name_match,
             lookup.record.as_ref(),
         );
+        if self.id_failure_limit > 0
+            && matches!(
+                assessment.verdict,
+                Verdict::NotVerified(Reason::NotFound | Reason::FieldMismatch)
+            )
+        {
+            let failures = self
+                .quotas
+                .count_failure(&subject_index, self.clock.now_micros())
+                .await;
+            if failures == self.id_failure_limit + 1 {
+                // The subject index finds the person's rows in the audit
+                // trail; it is no ID number.
+                tracing::warn!(
+                    target: "vnid::alert",
+                    alert = "id_number_failures",
+                    agency = %agency.id,
+                    subject_index = %subject_index,
+                    failures,
+                    "an ID number failed too many checks in 24 h; its checks are suspended"
+                );
+            }
+        }
         let (reason, checks) = agency.disclose(&assessment);
         let attestation_id = new_attestation_id().map_err(VerifyError::Random)?;
         let at_us = self.clock.now_micros();
@@ -185,7 +226,7 @@ impl Verifier {
             .record(AuditEntry {
                 at_us,
                 kind,
-                subject_index: subject_key.subject_index(&command.id_number),
+                subject_index,
                 reason: reason_recorded.to_owned(),
                 attestation: attestation.clone(),
                 agency: claims.aud,

@@ -178,6 +178,7 @@ impl From<ApiError> for Status {
                 let (reason, retry_after) = match why {
                     Exhausted::Rate { retry_after } => ("RATE_LIMITED", retry_after),
                     Exhausted::Daily { retry_after } => ("DAILY_QUOTA_EXCEEDED", retry_after),
+                    Exhausted::Suspended { retry_after } => ("ID_NUMBER_SUSPENDED", retry_after),
                 };
                 let mut details = error_info(reason);
                 details.set_retry_info(Some(retry_after));

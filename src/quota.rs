@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
-use crate::lookup::Breaker;
+use crate::lookup::{BackendError, Breaker, managed_connection, timed};
 
 /// An agency's limits; `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -149,20 +149,9 @@ impl Quotas {
         timeout: Duration,
         failures: u32,
         cooldown: Duration,
-    ) -> Result<Self, redis::RedisError> {
+    ) -> Result<Self, BackendError> {
         let shared = match redis_url {
-            Some(url) => {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
-                    .set_response_timeout(Some(timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_secs(1));
-                let client = redis::Client::open(url)?;
-                Some((
-                    ConnectionManager::new_lazy_with_config(client, config)?,
-                    timeout,
-                ))
-            }
+            Some(url) => Some((managed_connection(url, timeout)?, timeout)),
             None => None,
         };
         Ok(Self {
@@ -178,22 +167,27 @@ impl Quotas {
         if limits.unlimited() {
             return Ok(());
         }
-        if let Some((connection, timeout)) = &self.shared
-            && self.breaker.allow(Instant::now())
-        {
-            match self
-                .admit_shared(connection, *timeout, agency, limits, now_us)
-                .await
-            {
-                Ok(decision) => {
-                    self.breaker.success();
-                    return decision;
-                }
-                Err(error) => {
-                    self.breaker.failure(Instant::now());
-                    tracing::warn!(%error, agency, "shared quota unavailable; limiting per instance")
-                }
-            }
+        let day = now_us.div_euclid(US_PER_DAY);
+        let mut script = redis::cmd("EVAL");
+        script
+            .arg(SCRIPT)
+            .arg(2)
+            .arg(format!("vnid:q:v1:{agency}:rate"))
+            .arg(format!("vnid:q:v1:{agency}:day:{day}"))
+            .arg(now_us)
+            .arg(limits.interval_us())
+            .arg(limits.tolerance_us())
+            .arg(limits.daily.map_or(0, |q| q.min(i64::MAX as u64)));
+        let mut pipe = redis::pipe();
+        pipe.add_command(script);
+        if let Some(((code, wait_us),)) = self.on_redis::<((i64, i64),)>("quota", &pipe).await {
+            return match code {
+                0 => Ok(()),
+                1 => Err(rate_refused(wait_us)),
+                _ => Err(Exhausted::Daily {
+                    retry_after: until_tomorrow(now_us),
+                }),
+            };
         }
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
         local
@@ -206,21 +200,12 @@ impl Quotas {
     /// more than `limit` failed checks in the last 24 hours.
     pub async fn suspended(&self, subject: &str, limit: u64, now_us: i64) -> Option<Duration> {
         let key = format!("vnid:f:v1:{subject}");
-        if let Some((connection, timeout)) = &self.shared
-            && self.breaker.allow(Instant::now())
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+        if let Some((count, ttl_ms)) = self.on_redis::<(Option<u64>, i64)>("failures", &pipe).await
         {
-            let mut command = redis::pipe();
-            command.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
-            let mut connection = connection.clone();
-            match tokio::time::timeout(*timeout, command.query_async(&mut connection)).await {
-                Ok(Ok((count, ttl_ms))) => {
-                    self.breaker.success();
-                    let (count, ttl_ms): (Option<u64>, i64) = (count, ttl_ms);
-                    return (count.unwrap_or(0) > limit)
-                        .then(|| Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(1)));
-                }
-                _ => self.breaker.failure(Instant::now()),
-            }
+            return (count.unwrap_or(0) > limit)
+                .then(|| Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(1)));
         }
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let (since, count) = *failures.get(subject)?;
@@ -232,26 +217,16 @@ impl Quotas {
     /// the failures in the current window.
     pub async fn count_failure(&self, subject: &str, now_us: i64) -> u64 {
         let key = format!("vnid:f:v1:{subject}");
-        if let Some((connection, timeout)) = &self.shared
-            && self.breaker.allow(Instant::now())
-        {
-            let mut command = redis::pipe();
-            command
-                .cmd("INCR")
-                .arg(&key)
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(FAILURE_WINDOW_US / 1_000)
-                .arg("NX")
-                .ignore();
-            let mut connection = connection.clone();
-            match tokio::time::timeout(*timeout, command.query_async(&mut connection)).await {
-                Ok(Ok((count,))) => {
-                    self.breaker.success();
-                    return count;
-                }
-                _ => self.breaker.failure(Instant::now()),
-            }
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCR")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(FAILURE_WINDOW_US / 1_000)
+            .arg("NX")
+            .ignore();
+        if let Some((count,)) = self.on_redis::<(u64,)>("failures", &pipe).await {
+            return count;
         }
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= LOCAL_FAILURE_ENTRIES {
@@ -268,38 +243,29 @@ impl Quotas {
         entry.1
     }
 
-    async fn admit_shared(
+    /// Runs `pipe` on the shared Redis; `None` (count per instance) when
+    /// there is none, its breaker is open, or it fails.
+    async fn on_redis<T: redis::FromRedisValue>(
         &self,
-        connection: &ConnectionManager,
-        timeout: Duration,
-        agency: &str,
-        limits: &Limits,
-        now_us: i64,
-    ) -> Result<Result<(), Exhausted>, String> {
-        let day = now_us.div_euclid(US_PER_DAY);
-        let mut command = redis::cmd("EVAL");
-        command
-            .arg(SCRIPT)
-            .arg(2)
-            .arg(format!("vnid:q:v1:{agency}:rate"))
-            .arg(format!("vnid:q:v1:{agency}:day:{day}"))
-            .arg(now_us)
-            .arg(limits.interval_us())
-            .arg(limits.tolerance_us())
-            .arg(limits.daily.map_or(0, |q| q.min(i64::MAX as u64)));
+        what: &str,
+        pipe: &redis::Pipeline,
+    ) -> Option<T> {
+        let (connection, timeout) = self.shared.as_ref()?;
+        if !self.breaker.allow(Instant::now()) {
+            return None;
+        }
         let mut connection = connection.clone();
-        let (code, wait_us): (i64, i64) =
-            match tokio::time::timeout(timeout, command.query_async(&mut connection)).await {
-                Ok(result) => result.map_err(|e| e.to_string())?,
-                Err(_) => return Err("the quota script timed out".into()),
-            };
-        Ok(match code {
-            0 => Ok(()),
-            1 => Err(rate_refused(wait_us)),
-            _ => Err(Exhausted::Daily {
-                retry_after: until_tomorrow(now_us),
-            }),
-        })
+        match timed(*timeout, what, pipe.query_async(&mut connection)).await {
+            Ok(value) => {
+                self.breaker.success();
+                Some(value)
+            }
+            Err(error) => {
+                self.breaker.failure(Instant::now());
+                tracing::warn!(%error, "shared counters unavailable; counting per instance");
+                None
+            }
+        }
     }
 }
 

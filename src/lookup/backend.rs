@@ -37,23 +37,27 @@ impl RedisBackend {
     /// Connects lazily: the server starts, and serves from the mirror,
     /// while Redis is down.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, BackendError> {
-        let client = redis::Client::open(url).map_err(|e| BackendError(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| BackendError(e.to_string()))?;
         Ok(Self {
-            connection,
+            connection: managed_connection(url, timeout)?,
             timeout,
         })
     }
 }
 
-/// Runs a Redis command with the backend's deadline.
-async fn timed<T>(
+/// One managed, multiplexed Redis connection that connects on first use
+/// and reconnects by itself, with `timeout` on connecting and answering.
+pub fn managed_connection(url: &str, timeout: Duration) -> Result<ConnectionManager, BackendError> {
+    let client = redis::Client::open(url).map_err(|e| BackendError(e.to_string()))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1));
+    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| BackendError(e.to_string()))
+}
+
+/// Runs a Redis command with a deadline.
+pub async fn timed<T>(
     timeout: Duration,
     what: &str,
     call: impl std::future::Future<Output = redis::RedisResult<T>>,

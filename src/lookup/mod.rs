@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OnceCell, Semaphore};
 
-pub use backend::{BackendError, CacheBackend, MemoryBackend, RedisBackend};
+pub use backend::{
+    BackendError, CacheBackend, MemoryBackend, RedisBackend, managed_connection, timed,
+};
 pub use breaker::{Breaker, BreakerState};
 pub use seal::{KEY_PREFIX, Sealer};
 

@@ -135,15 +135,6 @@ async fn no_attestation_leaves_without_its_row_when_the_audit_store_stops() {
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
-fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_server_killed_during_load_keeps_every_answered_checks_row() {
     let url = PgServer::shared().fresh_database().await;

@@ -21,14 +21,6 @@ fn violations(status: &tonic::Status) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn each_bad_field_is_named() {
     let app = spawn_app().await;

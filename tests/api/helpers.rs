@@ -368,3 +368,13 @@ impl Drop for Served {
         }
     }
 }
+
+/// The `google.rpc.ErrorInfo` reason of a refusal ("" if none).
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}

@@ -93,15 +93,6 @@ impl World {
     }
 }
 
-fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_handshake_without_a_good_client_certificate_fails() {
     let w = world().await;

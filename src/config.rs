@@ -82,6 +82,8 @@ pub struct AuditSettings {
     /// (`database_url`), or with the embedded mirror, `audit.sqlite3` under
     /// the data directory.
     pub database_url: Option<Secret>,
+    /// Connections for reads (retries' first answers, histories); appends
+    /// have two of their own.
     pub max_connections: u32,
     /// `store`; `none` keeps no trail and exists only to measure what the
     /// trail costs (it is logged loudly at start-up).
@@ -131,7 +133,7 @@ impl Default for AuditSettings {
     fn default() -> Self {
         Self {
             database_url: None,
-            max_connections: 4,
+            max_connections: 16,
             sink: AuditSinkKind::Store,
             queue: 8_192,
             max_batch: 512,

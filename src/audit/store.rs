@@ -47,6 +47,10 @@ const ROWS_PER_INSERT: usize = 128;
 const MOVE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
 const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
 
+/// Connections for appends and checkpoints: the writer's, and one for a
+/// checkpoint or a second instance's writer in the same process.
+const WRITE_CONNECTIONS: u32 = 2;
+
 /// Rows read per page while verifying.
 const SCAN_PAGE: i64 = 10_000;
 
@@ -190,7 +194,11 @@ impl Dialect for Sqlite {
 /// The audit trail in a SQL database.
 #[derive(Debug, Clone)]
 pub struct SqlAudit<DB: Database> {
+    /// Reads: retries' first answers, histories, verification.
     pool: Pool<DB>,
+    /// Appends and checkpoints, apart from the reads, so that a group
+    /// commit never queues behind them.
+    writes: Pool<DB>,
     /// The head after this store's last append (Postgres): the next append
     /// expects it, and so needs no lock and one round trip (see
     /// `append_expecting`).
@@ -205,13 +213,16 @@ impl SqlAudit<Postgres> {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Self, AuditError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
-            .connect_lazy(url)
-            .map_err(|e| AuditError::Query(Box::new(e)))?;
+        let pool = |max| {
+            PgPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(acquire_timeout)
+                .connect_lazy(url)
+                .map_err(|e| AuditError::Query(Box::new(e)))
+        };
         Ok(Self {
-            pool,
+            pool: pool(max_connections)?,
+            writes: pool(WRITE_CONNECTIONS)?,
             last_head: Arc::default(),
         })
     }
@@ -227,13 +238,15 @@ impl SqlAudit<Sqlite> {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| AuditError::Unavailable(Box::new(e)))?;
+        let pool = |max| {
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                .connect_with(options.clone())
+        };
+        let unavailable = |e| AuditError::Unavailable(Box::new(e));
         Ok(Self {
-            pool,
+            pool: pool(4).await.map_err(unavailable)?,
+            writes: pool(WRITE_CONNECTIONS).await.map_err(unavailable)?,
             last_head: Arc::default(),
         })
     }
@@ -277,7 +290,7 @@ impl SqlAudit<Postgres> {
                 Some(head) => head,
                 None => Self::head_of(
                     &sqlx::query(HEAD)
-                        .fetch_one(&self.pool)
+                        .fetch_one(&self.writes)
                         .await
                         .map_err(audit_error::<Postgres>)?,
                 )?,
@@ -320,7 +333,7 @@ impl SqlAudit<Postgres> {
                 .bind(text(|e| &e.request_digest))
                 .bind(prev)
                 .bind(this)
-                .execute(&self.pool)
+                .execute(&self.writes)
                 .await
                 .map_err(audit_error::<Postgres>)?
                 .rows_affected();
@@ -428,7 +441,7 @@ where
     }
 
     async fn append_rows(&self, entries: &[AuditEntry]) -> Result<Head, AuditError> {
-        let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
+        let mut tx = self.writes.begin().await.map_err(audit_error::<DB>)?;
         let row = sqlx::query(DB::LOCK_HEAD)
             .fetch_one(&mut *tx)
             .await
@@ -684,7 +697,7 @@ where
             .bind(at_us)
             .bind(false)
             .bind(token)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map(|_| ())
             .map_err(audit_error::<DB>)

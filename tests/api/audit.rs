@@ -41,9 +41,17 @@ fn mixed_request(n: usize) -> pb::VerifyRequest {
 #[tokio::test]
 async fn two_instances_under_concurrent_load_lose_and_double_nothing() {
     let url = PgServer::shared().fresh_database().await;
-    let a = spawn_app_with(test_settings(&url)).await;
+    // 200 calls at once per instance, each reading the trail (no Redis):
+    // on a busy test machine they may wait for a connection longer than
+    // the tests' usual 1 s (which is for the outage tests).
+    let settings = || {
+        let mut s = test_settings(&url);
+        s.database.acquire_timeout_ms = 30_000;
+        s
+    };
+    let a = spawn_app_with(settings()).await;
     // Instances of one deployment share their keys.
-    let mut shared = test_settings(&url);
+    let mut shared = settings();
     shared.data_dir = a.data_dir.clone();
     let b = spawn_bare(shared).await;
     let calls = (0..400).map(|n| {

@@ -33,6 +33,22 @@ impl Violations {
             .ok()
     }
 
+    /// The two fields every request about a person carries.
+    fn request_id_and_number(
+        &mut self,
+        request_id: &str,
+        id_number: &str,
+    ) -> (Option<RequestId>, Option<PersonalIdNumber>) {
+        (
+            self.check("request_id", RequestId::parse(request_id), |e| {
+                e.reason_code()
+            }),
+            self.check("id_number", PersonalIdNumber::parse(id_number), |e| {
+                e.reason_code()
+            }),
+        )
+    }
+
     fn push(&mut self, field: &'static str, reason: &'static str, description: &str) {
         self.0.push(FieldViolation::new(field, reason, description));
     }
@@ -43,14 +59,8 @@ impl TryFrom<pb::VerifyRequest> for VerifyCommand {
 
     fn try_from(request: pb::VerifyRequest) -> Result<Self, Self::Error> {
         let mut v = Violations::default();
-        let request_id = v.check("request_id", RequestId::parse(&request.request_id), |e| {
-            e.reason_code()
-        });
-        let id_number = v.check(
-            "id_number",
-            PersonalIdNumber::parse(&request.id_number),
-            |e| e.reason_code(),
-        );
+        let (request_id, id_number) =
+            v.request_id_and_number(&request.request_id, &request.id_number);
         let claims = parse_claims(request.claims.unwrap_or_default(), &mut v);
         let purpose = parse_purpose(request.purpose, &mut v);
         let name_match = parse_name_match(request.name_match, &mut v);
@@ -76,14 +86,8 @@ impl TryFrom<pb::ListAccessHistoryRequest> for HistoryQuery {
 
     fn try_from(request: pb::ListAccessHistoryRequest) -> Result<Self, Self::Error> {
         let mut v = Violations::default();
-        let request_id = v.check("request_id", RequestId::parse(&request.request_id), |e| {
-            e.reason_code()
-        });
-        let id_number = v.check(
-            "id_number",
-            PersonalIdNumber::parse(&request.id_number),
-            |e| e.reason_code(),
-        );
+        let (request_id, id_number) =
+            v.request_id_and_number(&request.request_id, &request.id_number);
         let page_size = match u32::try_from(request.page_size) {
             Ok(0) => Some(DEFAULT_PAGE_SIZE),
             Ok(n) => Some(n),

@@ -397,19 +397,20 @@ async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
     }
     app.begin_shutdown().await.unwrap().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let out = vnid(
-        Some(&url),
-        &[
-            "audit",
-            "prune",
-            "--older-than-days",
-            "365",
-            "--data-dir",
-            data_dir,
-        ],
-    )
-    .output()
-    .unwrap();
+    let prune = || {
+        vnid(
+            Some(&url),
+            &[
+                "audit",
+                "prune",
+                "--older-than-days",
+                "365",
+                "--data-dir",
+                data_dir,
+            ],
+        )
+    };
+    let out = prune().output().unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("removed 3 rows"), "{said}");
@@ -426,19 +427,7 @@ async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
     );
     assert!(said.contains("verified: 2 rows (rows 4 to 5)"), "{said}");
     // Pruning again removes nothing; dropping a kept row is still found.
-    let out = vnid(
-        Some(&url),
-        &[
-            "audit",
-            "prune",
-            "--older-than-days",
-            "365",
-            "--data-dir",
-            data_dir,
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = prune().output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no row is older"));
     sqlx::query("DELETE FROM audit_log WHERE seq = 4")
         .execute(store.pool())

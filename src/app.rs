@@ -22,6 +22,7 @@ use crate::audit::{
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditSinkKind, Secret, Settings, TlsSettings};
 use crate::grpc::caller::Identities;
+use crate::grpc::batch::BatchParams;
 use crate::grpc::{AuditApi, Callers, VerificationApi, call_span};
 use crate::lookup::RequestIndex;
 use crate::lookup::{CacheBackend, CacheParams, CachedMirror, MemoryBackend, RedisBackend, Sealer};
@@ -65,6 +66,10 @@ pub enum StartupError {
 
 /// A bound, ready server. `local_addr` is known before it runs, so tests
 /// bind port 0 and connect without sleeping.
+/// HTTP/2 flow-control window of one stream: HTTP/2's own default. At
+/// about 60 bytes a `VerifyRequest`, a thousand batch items.
+const STREAM_WINDOW_BYTES: u32 = 65_535;
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -148,7 +153,14 @@ impl Application {
         ));
         let history = Arc::new(AccessHistory::new(audit_store, audit, attester, clock));
         let callers = Arc::new(Callers::new(identities, settings.tls.is_some()));
-        let api = VerificationApi::new(verifier, callers.clone());
+        let api = VerificationApi::new(
+            verifier,
+            callers.clone(),
+            BatchParams {
+                window: settings.batch.window,
+                max_items: settings.batch.max_items,
+            },
+        );
         let callers_handle = callers.clone();
         let audit_api = AuditApi::new(history, callers);
 
@@ -174,6 +186,14 @@ impl Application {
             .trace_fn(call_span)
             .timeout(Duration::from_millis(server.request_timeout_ms))
             .max_concurrent_streams(server.max_concurrent_streams)
+            // What one stream may send unread is small, and the connection
+            // has room for every stream's: a batch caller that stops
+            // reading stalls its own stream, never the other calls on its
+            // connection, and a connection holds at most this much input.
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(
+                STREAM_WINDOW_BYTES.saturating_mul(server.max_concurrent_streams.max(1)),
+            )
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)

@@ -42,6 +42,8 @@ pub struct Settings {
     #[serde(default)]
     pub defences: DefenceSettings,
     #[serde(default)]
+    pub batch: BatchSettings,
+    #[serde(default)]
     pub server: ServerSettings,
     /// Mutual TLS. Absent: plaintext, loopback only.
     #[serde(default)]
@@ -118,6 +120,26 @@ impl Default for DefenceSettings {
     fn default() -> Self {
         Self {
             id_failures_per_day: 20,
+        }
+    }
+}
+
+/// `VerifyBatch` streams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    /// Items of one stream checked at once, and answers queued for a caller
+    /// that reads slowly: what one stream may hold in memory.
+    pub window: usize,
+    /// Items one stream may carry.
+    pub max_items: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            window: 128,
+            max_items: 1_000_000,
         }
     }
 }

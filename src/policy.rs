@@ -80,6 +80,12 @@ pub struct AgencyConfig {
     /// Checks per UTC day (absent: no limit).
     #[serde(default)]
     pub daily_quota: Option<u64>,
+    /// May it use `VerifyBatch`?
+    #[serde(default)]
+    pub allow_batch: bool,
+    /// May it use `VerifyCardQr`?
+    #[serde(default)]
+    pub allow_card_qr: bool,
 }
 
 fn default_detail() -> DetailLevel {
@@ -108,6 +114,8 @@ impl AgencyConfig {
             rate_per_second: None,
             burst: None,
             daily_quota: None,
+            allow_batch: true,
+            allow_card_qr: true,
         }
     }
 
@@ -125,8 +133,19 @@ impl AgencyConfig {
             rate_per_second: None,
             burst: None,
             daily_quota: None,
+            allow_batch: false,
+            allow_card_qr: false,
         }
     }
+}
+
+/// The call a check arrives by; each may be allowed or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckCall {
+    Verify,
+    /// One item of a `VerifyBatch` stream.
+    BatchItem,
+    CardQr,
 }
 
 /// An agency as a call sees it.
@@ -140,6 +159,8 @@ pub struct Agency {
     pub detail: DetailLevel,
     pub least_strict_name_match: NameMatchLevel,
     pub limits: Limits,
+    pub allow_batch: bool,
+    pub allow_card_qr: bool,
 }
 
 /// Why a call is refused. Each is a stable reason code on the wire.
@@ -155,6 +176,10 @@ pub enum Denial {
     PurposeNotAllowed,
     #[error("the agency may not ask for a name match this loose")]
     NameMatchNotAllowed,
+    #[error("the agency may not use batch verification")]
+    BatchNotAllowed,
+    #[error("the agency may not check card QR codes")]
+    CardQrNotAllowed,
 }
 
 impl Denial {
@@ -165,6 +190,8 @@ impl Denial {
             Self::NotAnOperator => "OPERATOR_ROLE_REQUIRED",
             Self::PurposeNotAllowed => "PURPOSE_NOT_ALLOWED",
             Self::NameMatchNotAllowed => "NAME_MATCH_NOT_ALLOWED",
+            Self::BatchNotAllowed => "BATCH_NOT_ALLOWED",
+            Self::CardQrNotAllowed => "CARD_QR_NOT_ALLOWED",
         }
     }
 }
@@ -192,6 +219,8 @@ impl Registry {
                         burst: c.burst.or(c.rate_per_second).unwrap_or(1).max(1),
                         daily: c.daily_quota,
                     },
+                    allow_batch: c.allow_batch,
+                    allow_card_qr: c.allow_card_qr,
                 };
                 (c.id.clone(), Arc::new(agency))
             })
@@ -208,12 +237,11 @@ impl Agency {
     /// The one check of a verification call against the agency's policy.
     pub fn authorize_check(
         &self,
+        call: CheckCall,
         purpose: Purpose,
         name_match: NameMatchLevel,
     ) -> Result<(), Denial> {
-        if self.role != Role::Agency {
-            return Err(Denial::NotAnAgency);
-        }
+        self.authorize_call(call)?;
         if !self.purposes.contains(&purpose) {
             return Err(Denial::PurposeNotAllowed);
         }
@@ -221,6 +249,19 @@ impl Agency {
             return Err(Denial::NameMatchNotAllowed);
         }
         Ok(())
+    }
+
+    /// Whether the agency may use `call` at all: asked when a batch stream
+    /// opens, before any item, and again for every check.
+    pub fn authorize_call(&self, call: CheckCall) -> Result<(), Denial> {
+        if self.role != Role::Agency {
+            return Err(Denial::NotAnAgency);
+        }
+        match call {
+            CheckCall::BatchItem if !self.allow_batch => Err(Denial::BatchNotAllowed),
+            CheckCall::CardQr if !self.allow_card_qr => Err(Denial::CardQrNotAllowed),
+            _ => Ok(()),
+        }
     }
 
     /// The one check of an audit-trail call.
@@ -265,19 +306,19 @@ mod tests {
     fn purposes_and_name_levels() {
         let a = agency(DetailLevel::None);
         assert_eq!(
-            a.authorize_check(Purpose::Healthcare, NameMatchLevel::Exact),
+            a.authorize_check(CheckCall::Verify, Purpose::Healthcare, NameMatchLevel::Exact),
             Ok(())
         );
         assert_eq!(
-            a.authorize_check(Purpose::Healthcare, NameMatchLevel::Folded),
+            a.authorize_check(CheckCall::Verify, Purpose::Healthcare, NameMatchLevel::Folded),
             Ok(())
         );
         assert_eq!(
-            a.authorize_check(Purpose::Healthcare, NameMatchLevel::Partial),
+            a.authorize_check(CheckCall::Verify, Purpose::Healthcare, NameMatchLevel::Partial),
             Err(Denial::NameMatchNotAllowed)
         );
         assert_eq!(
-            a.authorize_check(Purpose::Examination, NameMatchLevel::Exact),
+            a.authorize_check(CheckCall::Verify, Purpose::Examination, NameMatchLevel::Exact),
             Err(Denial::PurposeNotAllowed)
         );
     }
@@ -288,16 +329,47 @@ mod tests {
         let (agency, operator) = (registry.agency("a").unwrap(), registry.agency("o").unwrap());
         for purpose in Purpose::ALL {
             assert_eq!(
-                agency.authorize_check(purpose, NameMatchLevel::Exact),
+                agency.authorize_check(CheckCall::Verify, purpose, NameMatchLevel::Exact),
                 Ok(())
             );
             assert_eq!(
-                operator.authorize_check(purpose, NameMatchLevel::Exact),
+                operator.authorize_check(CheckCall::Verify, purpose, NameMatchLevel::Exact),
                 Err(Denial::NotAnAgency)
             );
         }
         assert_eq!(agency.authorize_history(), Err(Denial::NotAnOperator));
         assert_eq!(operator.authorize_history(), Ok(()));
+    }
+
+    #[test]
+    fn batch_and_card_qr_calls_need_their_own_grant() {
+        let mut config = AgencyConfig::demo("a");
+        let check = |config: &AgencyConfig, call| {
+            Registry::new(std::slice::from_ref(config))
+                .agency("a")
+                .unwrap()
+                .authorize_check(call, Purpose::Healthcare, NameMatchLevel::Exact)
+        };
+        for call in [CheckCall::Verify, CheckCall::BatchItem, CheckCall::CardQr] {
+            assert_eq!(check(&config, call), Ok(()));
+        }
+        config.allow_batch = false;
+        config.allow_card_qr = false;
+        assert_eq!(check(&config, CheckCall::Verify), Ok(()));
+        assert_eq!(
+            check(&config, CheckCall::BatchItem),
+            Err(Denial::BatchNotAllowed)
+        );
+        assert_eq!(
+            check(&config, CheckCall::CardQr),
+            Err(Denial::CardQrNotAllowed)
+        );
+        let operator = Registry::new(&[AgencyConfig::operator("o")]);
+        let operator = operator.agency("o").unwrap();
+        assert_eq!(
+            operator.authorize_call(CheckCall::BatchItem),
+            Err(Denial::NotAnAgency)
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::domain::{
 };
 use crate::lookup::RequestIndex;
 use crate::mirror::{MirrorStore, StoreError};
-use crate::policy::{Agency, Denial};
+use crate::policy::{Agency, CheckCall, Denial};
 use crate::quota::{Exhausted, Quotas};
 
 /// One check, parsed and valid.
@@ -120,22 +120,16 @@ impl Verifier {
         self.attester.keyring.jwks_json()
     }
 
-    pub async fn verify(
-        &self,
-        agency: &Agency,
-        command: VerifyCommand,
-    ) -> Result<VerifyOutcome, VerifyError> {
-        self.check(agency, command, AuditKind::Verify).await
-    }
-
-    /// One check, audited as `kind`.
+    /// One check, arrived by `call` (which the agency must be allowed,
+    /// and which its audit row names).
     pub async fn check(
         &self,
         agency: &Agency,
         command: VerifyCommand,
-        kind: AuditKind,
+        call: CheckCall,
     ) -> Result<VerifyOutcome, VerifyError> {
-        agency.authorize_check(command.purpose, command.name_match)?;
+        agency.authorize_check(call, command.purpose, command.name_match)?;
+        let kind = AuditKind::from(call);
         let subject_key = &self.attester.subject_key;
         let request_digest = subject_key.request_digest(&agency.id, &command.canonical(kind));
         // A retry gets the first answer; the same id for another request is

@@ -61,6 +61,17 @@ impl AuditKind {
     }
 }
 
+impl From<crate::policy::CheckCall> for AuditKind {
+    fn from(call: crate::policy::CheckCall) -> Self {
+        use crate::policy::CheckCall;
+        match call {
+            CheckCall::Verify => Self::Verify,
+            CheckCall::BatchItem => Self::VerifyBatch,
+            CheckCall::CardQr => Self::VerifyCardQr,
+        }
+    }
+}
+
 /// One row's content. Enumerated values are spelled as the proto (and the
 /// attestation) spells them; empty where they do not apply.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,7 @@ mod date;
 mod id_number;
 mod name;
 mod person;
+mod qr;
 mod request;
 
 pub use check::{
@@ -17,4 +18,5 @@ pub use id_number::{
 };
 pub use name::{NameError, NameMatchLevel, PersonName, normalize as normalize_name};
 pub use person::{CitizenRecord, CitizenStatus, Claims, Gender};
+pub use qr::{CardQr, MAX_QR_PAYLOAD_BYTES, QrError, QrField};
 pub use request::{MAX_REQUEST_ID_LEN, Purpose, RequestId, RequestIdError};

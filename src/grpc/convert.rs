@@ -7,7 +7,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use crate::audit::history::{DEFAULT_PAGE_SIZE, HistoryPage, HistoryQuery};
 use crate::audit::{AuditKind, AuditRecord};
 use crate::domain::{
-    Claims, DatePrecision, FieldChecks, FieldOutcome, Gender, NameMatchLevel, OldIdNumber,
+    CardQr, Claims, DatePrecision, FieldChecks, FieldOutcome, Gender, NameMatchLevel, OldIdNumber,
     PartialDate, PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Verdict,
 };
 use crate::grpc::error::FieldViolation;
@@ -72,6 +72,45 @@ impl TryFrom<pb::VerifyRequest> for VerifyCommand {
                     request_id,
                     id_number,
                     claims,
+                    purpose,
+                    name_match,
+                })
+            }
+            _ => Err(v.0),
+        }
+    }
+}
+
+impl TryFrom<pb::VerifyCardQrRequest> for VerifyCommand {
+    type Error = Vec<FieldViolation>;
+
+    /// The card's fields become the claims: ID number, name, birth date,
+    /// gender and, when printed, the old CMND number.
+    fn try_from(request: pb::VerifyCardQrRequest) -> Result<Self, Self::Error> {
+        let mut v = Violations::default();
+        let request_id = v.check("request_id", RequestId::parse(&request.request_id), |e| {
+            e.reason_code()
+        });
+        let card = CardQr::parse(&request.qr_payload)
+            .map_err(|errors| {
+                for e in errors {
+                    v.push(e.field.path(), e.reason, &e.description);
+                }
+            })
+            .ok();
+        let purpose = parse_purpose(request.purpose, &mut v);
+        let name_match = parse_name_match(request.name_match, &mut v);
+        match (request_id, card, purpose, name_match) {
+            (Some(request_id), Some(card), Some(purpose), Some(name_match)) if v.0.is_empty() => {
+                Ok(VerifyCommand {
+                    request_id,
+                    id_number: card.id_number,
+                    claims: Claims {
+                        full_name: Some(card.full_name),
+                        date_of_birth: Some(card.date_of_birth),
+                        gender: Some(card.gender),
+                        old_id_number: card.old_id_number,
+                    },
                     purpose,
                     name_match,
                 })

@@ -51,6 +51,8 @@ pub enum ApiError {
     ResourceExhausted(Exhausted),
     /// The caller's `request_id` names another request.
     AlreadyExists,
+    /// A batch stream carried more than this many items.
+    BatchTooLong(u64),
 }
 
 /// Which store an UNAVAILABLE answer is about.
@@ -173,6 +175,11 @@ impl From<ApiError> for Status {
                 Code::AlreadyExists,
                 "this request_id was already used for a different request",
                 error_info("REQUEST_ID_REUSED"),
+            ),
+            ApiError::BatchTooLong(max) => Status::with_error_details(
+                Code::ResourceExhausted,
+                format!("a stream carries at most {max} items; send the rest on a new stream"),
+                error_info("BATCH_TOO_LONG"),
             ),
             ApiError::ResourceExhausted(why) => {
                 let (reason, retry_after) = match why {

@@ -2,6 +2,7 @@
 //! mapping of errors to `tonic::Status`.
 
 mod audit;
+pub mod batch;
 pub mod caller;
 pub mod convert;
 pub mod error;

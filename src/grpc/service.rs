@@ -2,33 +2,57 @@
 //! request, run the use case, answer. One span per call (opened by the
 //! server's `trace_fn`) gets the call's non-personal fields recorded.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Span;
 
+use crate::grpc::batch::{self, BatchParams, BatchStream};
 use crate::grpc::caller::Callers;
 use crate::grpc::error::ApiError;
 use crate::grpc::respond;
 use crate::pb;
+use crate::policy::{Agency, CheckCall};
 use crate::pb::verification_service_server::VerificationService;
 use crate::verify::{Verifier, VerifyCommand, purpose_name, reason_name, verdict_name};
 
 pub struct VerificationApi {
     verifier: Arc<Verifier>,
     callers: Arc<Callers>,
+    batch: BatchParams,
 }
 
 impl VerificationApi {
-    pub fn new(verifier: Arc<Verifier>, callers: Arc<Callers>) -> Self {
-        Self { verifier, callers }
+    pub fn new(verifier: Arc<Verifier>, callers: Arc<Callers>, batch: BatchParams) -> Self {
+        Self {
+            verifier,
+            callers,
+            batch,
+        }
     }
 }
 
-type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::VerifyBatchResponse, Status>> + Send>>;
+impl VerificationApi {
+    /// One check of a unary call, its non-personal fields recorded on the
+    /// call's span.
+    async fn check(
+        &self,
+        agency: &Agency,
+        command: VerifyCommand,
+        call: CheckCall,
+    ) -> Result<pb::VerifyResponse, ApiError> {
+        let span = Span::current();
+        span.record("purpose", purpose_name(command.purpose));
+        let outcome = self.verifier.check(agency, command, call).await?;
+        span.record("verdict", verdict_name(outcome.verdict));
+        if let crate::domain::Verdict::NotVerified(reason) = outcome.verdict {
+            span.record("reason", reason_name(reason));
+        }
+        span.record("attestation_id", outcome.attestation_id.as_str());
+        Ok(pb::VerifyResponse::from(outcome))
+    }
+}
 
 #[tonic::async_trait]
 impl VerificationService for VerificationApi {
@@ -40,15 +64,7 @@ impl VerificationService for VerificationApi {
         let result = async {
             let agency = self.callers.agency(&request)?;
             let command = VerifyCommand::try_from(request.into_inner())?;
-            let span = Span::current();
-            span.record("purpose", purpose_name(command.purpose));
-            let outcome = self.verifier.verify(&agency, command).await?;
-            span.record("verdict", verdict_name(outcome.verdict));
-            if let crate::domain::Verdict::NotVerified(reason) = outcome.verdict {
-                span.record("reason", reason_name(reason));
-            }
-            span.record("attestation_id", outcome.attestation_id.as_str());
-            Ok(pb::VerifyResponse::from(outcome))
+            self.check(&agency, command, CheckCall::Verify).await
         }
         .await;
         respond(result, started)
@@ -58,22 +74,39 @@ impl VerificationService for VerificationApi {
 
     async fn verify_batch(
         &self,
-        _request: Request<Streaming<pb::VerifyRequest>>,
+        request: Request<Streaming<pb::VerifyRequest>>,
     ) -> Result<Response<Self::VerifyBatchStream>, Status> {
-        respond(
-            Err(ApiError::Unimplemented("VerifyBatch is not available yet")),
-            Instant::now(),
-        )
+        let started = Instant::now();
+        let result = (|| {
+            let agency = self.callers.agency(&request)?;
+            agency
+                .authorize_call(CheckCall::BatchItem)
+                .map_err(ApiError::PermissionDenied)?;
+            Ok(batch::run(
+                self.verifier.clone(),
+                agency,
+                request.into_inner(),
+                self.batch,
+            ))
+        })();
+        respond(result, started)
     }
 
     async fn verify_card_qr(
         &self,
-        _request: Request<pb::VerifyCardQrRequest>,
+        request: Request<pb::VerifyCardQrRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
-        respond(
-            Err(ApiError::Unimplemented("VerifyCardQr is not available yet")),
-            Instant::now(),
-        )
+        let started = Instant::now();
+        let result = async {
+            let agency = self.callers.agency(&request)?;
+            agency
+                .authorize_call(CheckCall::CardQr)
+                .map_err(ApiError::PermissionDenied)?;
+            let command = VerifyCommand::try_from(request.into_inner())?;
+            self.check(&agency, command, CheckCall::CardQr).await
+        }
+        .await;
+        respond(result, started)
     }
 
     async fn get_signing_keys(

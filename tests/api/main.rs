@@ -4,6 +4,7 @@
 
 mod attestation;
 mod audit;
+mod batch;
 mod cache;
 mod cli;
 mod errors;

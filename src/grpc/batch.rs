@@ -1,0 +1,216 @@
+//! `VerifyBatch`: many checks on one stream, answered in any order.
+//!
+//! Items are checked concurrently, at most `window` at a time, and their
+//! answers wait in a queue of `window` places for the caller to read them.
+//! When the caller reads slowly the queue fills, no further item is read,
+//! and HTTP/2 flow control stops the caller's sending: the server holds at
+//! most about `2 × window` items whatever the stream's length.
+//!
+//! Each item is one check as `Verify` makes it (policy, quotas, audit row,
+//! attestation), audited as `verify_batch`. A bad item is answered with an
+//! error item and the stream goes on. Over its rate, an item waits for the
+//! rate to allow it rather than failing: a batch is paced, not refused. The
+//! stream ends with an error status only when the caller sends more than
+//! `max_items` items (`BATCH_TOO_LONG`, after every accepted item is
+//! answered) or a message that is not a `VerifyRequest`.
+//!
+//! The agency's policy is the one in force when the stream opened. If the
+//! caller goes away, items already being checked finish (so each has its
+//! audit row, and a retry of its `request_id` gets its answer); no new item
+//! is read.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+use tracing::Instrument;
+
+use crate::grpc::error::ApiError;
+use crate::pb;
+use crate::policy::{Agency, CheckCall};
+use crate::quota::Exhausted;
+use crate::verify::{Verifier, VerifyCommand, VerifyError};
+
+/// How a batch stream is run.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchParams {
+    /// Items checked at once, and answers queued for the caller.
+    pub window: usize,
+    /// Items one stream may carry.
+    pub max_items: u64,
+}
+
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::VerifyBatchResponse, Status>> + Send>>;
+
+/// Starts checking `input`'s items; their answers are the returned stream.
+pub fn run(
+    verifier: Arc<Verifier>,
+    agency: Arc<Agency>,
+    input: Streaming<pb::VerifyRequest>,
+    params: BatchParams,
+) -> BatchStream {
+    let window = params.window.max(1);
+    let (answers, rx) = mpsc::channel(window);
+    let batch = Batch {
+        verifier,
+        agency,
+        window,
+        max_items: params.max_items,
+        answers,
+    };
+    tokio::spawn(batch.run(input).in_current_span());
+    Box::pin(ReceiverStream::new(rx))
+}
+
+struct Batch {
+    verifier: Arc<Verifier>,
+    agency: Arc<Agency>,
+    window: usize,
+    max_items: u64,
+    answers: mpsc::Sender<Result<pb::VerifyBatchResponse, Status>>,
+}
+
+/// What a stream did, for its log line.
+#[derive(Debug, Default)]
+struct Tally {
+    items: u64,
+    answered: u64,
+    errors: u64,
+}
+
+impl Batch {
+    async fn run(self, mut input: Streaming<pb::VerifyRequest>) {
+        let mut in_flight = JoinSet::new();
+        // The request id of each item being checked, should its task fail.
+        let mut ids = HashMap::new();
+        let mut tally = Tally::default();
+        let mut reading = true;
+        let mut end: Option<Status> = None;
+        let mut caller_gone = false;
+        loop {
+            tokio::select! {
+                biased;
+                done = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    let answer = match done {
+                        Some(Ok((id, answer))) => {
+                            ids.remove(&id);
+                            answer
+                        }
+                        Some(Err(failed)) => {
+                            tracing::error!(error = %failed, "a batch item's task failed");
+                            let request_id = ids.remove(&failed.id()).unwrap_or_default();
+                            error_item(request_id, ApiError::Internal)
+                        }
+                        None => continue,
+                    };
+                    if matches!(answer.result, Some(pb::verify_batch_response::Result::Error(_))) {
+                        tally.errors += 1;
+                    }
+                    if self.answers.send(Ok(answer)).await.is_err() {
+                        caller_gone = true;
+                        break;
+                    }
+                    tally.answered += 1;
+                }
+                message = input.message(), if reading && in_flight.len() < self.window => {
+                    match message {
+                        Ok(Some(request)) if tally.items < self.max_items => {
+                            tally.items += 1;
+                            let request_id = request.request_id.clone();
+                            let item = check_item(
+                                self.verifier.clone(),
+                                self.agency.clone(),
+                                request,
+                            );
+                            let task = in_flight.spawn(item.in_current_span());
+                            ids.insert(task.id(), request_id);
+                        }
+                        Ok(Some(_)) => {
+                            reading = false;
+                            end = Some(ApiError::BatchTooLong(self.max_items).into());
+                        }
+                        Ok(None) => reading = false,
+                        Err(status) => {
+                            reading = false;
+                            end = Some(status);
+                        }
+                    }
+                }
+                else => break,
+            }
+        }
+        if caller_gone {
+            // Let the checks under way finish: each gets its audit row, and
+            // the caller's retry its answer.
+            in_flight.detach_all();
+        } else if let Some(end) = end {
+            let _ = self.answers.send(Err(end)).await;
+        }
+        tracing::info!(
+            items = tally.items,
+            answered = tally.answered,
+            errors = tally.errors,
+            caller_gone,
+            "batch finished"
+        );
+    }
+}
+
+/// One item: parsed, then checked like `Verify`, waiting out the rate.
+async fn check_item(
+    verifier: Arc<Verifier>,
+    agency: Arc<Agency>,
+    request: pb::VerifyRequest,
+) -> pb::VerifyBatchResponse {
+    let request_id = request.request_id.clone();
+    let result = async {
+        let command = VerifyCommand::try_from(request)?;
+        loop {
+            match verifier
+                .check(&agency, command.clone(), CheckCall::BatchItem)
+                .await
+            {
+                Err(VerifyError::Exhausted(Exhausted::Rate { retry_after })) => {
+                    tokio::time::sleep(retry_after).await;
+                }
+                other => return other.map_err(ApiError::from),
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(outcome) => pb::VerifyBatchResponse {
+            request_id,
+            result: Some(pb::verify_batch_response::Result::Response(outcome.into())),
+        },
+        Err(error) => error_item(request_id, error),
+    }
+}
+
+fn error_item(request_id: String, error: ApiError) -> pb::VerifyBatchResponse {
+    pb::VerifyBatchResponse {
+        request_id,
+        result: Some(pb::verify_batch_response::Result::Error(rpc_status(
+            Status::from(error),
+        ))),
+    }
+}
+
+/// A status as a `google.rpc.Status` message, with its details: the one
+/// mapping of errors to statuses stays the only one.
+pub fn rpc_status(status: Status) -> tonic_types::pb::Status {
+    tonic_types::pb::Status::decode(status.details())
+        .ok()
+        .filter(|s| s.code == status.code() as i32)
+        .unwrap_or_else(|| tonic_types::pb::Status {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            details: Vec::new(),
+        })
+}

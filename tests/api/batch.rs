@@ -1,0 +1,507 @@
+//! `VerifyBatch` and `VerifyCardQr` against real servers: every item
+//! answered once with its id, error items that leave the stream going,
+//! bounded memory for a caller that stops reading, cancellation, policy
+//! and quotas per item, and card QR codes read as claims.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic_types::StatusExt;
+use vnid::config::Secret;
+use vnid::domain::Purpose;
+use vnid::pb;
+use vnid::pb::verify_batch_response::Result as Item;
+use vnid::policy::AgencyConfig;
+
+use crate::helpers::*;
+use crate::pg::PgServer;
+
+async fn audit_rows(url: &str) -> i64 {
+    count_rows(
+        url,
+        "SELECT count(*) FROM audit_log WHERE kind = 'verify_batch'",
+    )
+    .await
+}
+
+/// What an item of the mixed batch should get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Verified,
+    Mismatch,
+    NotFound,
+    Malformed,
+}
+
+/// Item `n` of a mixed batch: good, mismatching, unknown and malformed.
+fn mixed_item(n: u64) -> (pb::VerifyRequest, Expect) {
+    let mut request = match n % 4 {
+        0 => request(DAM.id, DAM.name),
+        1 => request(DAM.id, "Nguyễn Văn Nam"),
+        2 => request(UNKNOWN_ID, DAM.name),
+        _ => request("08209001234", DAM.name),
+    };
+    request.request_id = format!("b-{n}");
+    let expect = [
+        Expect::Verified,
+        Expect::Mismatch,
+        Expect::NotFound,
+        Expect::Malformed,
+    ][(n % 4) as usize];
+    (request, expect)
+}
+
+fn outcome(item: &pb::VerifyBatchResponse) -> Expect {
+    match item.result.as_ref().unwrap() {
+        Item::Response(r) if r.verdict == pb::Verdict::Verified as i32 => Expect::Verified,
+        Item::Response(r) if r.reason == pb::Reason::FieldMismatch as i32 => Expect::Mismatch,
+        Item::Response(r) if r.reason == pb::Reason::NotFound as i32 => Expect::NotFound,
+        Item::Error(status) if status.code == Code::InvalidArgument as i32 => Expect::Malformed,
+        other => panic!("unexpected item {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stream_of_100_000_mixed_items_is_answered_once_each() {
+    const ITEMS: u64 = 100_000;
+    let url = PgServer::shared().fresh_database().await;
+    let app = spawn_app_with(test_settings(&url)).await;
+    let input = tokio_stream::iter(0..ITEMS).map(|n| mixed_item(n).0);
+    let mut answers = app
+        .client
+        .clone()
+        .verify_batch(input)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen: HashMap<String, Expect> = HashMap::new();
+    let mut attestations = 0;
+    while let Some(item) = answers.next().await {
+        let item = item.unwrap();
+        if let Some(Item::Response(r)) = &item.result {
+            assert_eq!(r.request_id, item.request_id);
+            assert!(!r.attestation.is_empty());
+            attestations += 1;
+        }
+        let got = outcome(&item);
+        assert!(
+            seen.insert(item.request_id.clone(), got).is_none(),
+            "{} answered twice",
+            item.request_id
+        );
+    }
+    assert_eq!(seen.len() as u64, ITEMS, "every item answered");
+    for n in 0..ITEMS {
+        let (_, expect) = mixed_item(n);
+        assert_eq!(seen[&format!("b-{n}")], expect, "item {n}");
+    }
+    assert_eq!(
+        audit_rows(&url).await,
+        attestations,
+        "every checked item has its audit row, and no malformed one"
+    );
+}
+
+#[tokio::test]
+async fn a_caller_that_stops_reading_holds_the_server_to_its_window() {
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.batch.window = 16;
+    let app = spawn_app_with(settings).await;
+    let pulled = Arc::new(AtomicU64::new(0));
+    let counter = pulled.clone();
+    let input = tokio_stream::iter(0..1_000_000u64).map(move |n| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut r = request(DAM.id, DAM.name);
+        r.request_id = format!("s-{n}");
+        r
+    });
+    // A caller whose streams take 64 KiB of answers unread (hyper's
+    // default is 2 MiB: the caller's own memory, not the server's).
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::verification_service_client::VerificationServiceClient::new(channel);
+    let mut answers = client
+        .clone()
+        .verify_batch(input)
+        .await
+        .unwrap()
+        .into_inner();
+    // Read one answer, then nothing for a while.
+    answers.next().await.unwrap().unwrap();
+    let mut before = (0, 0);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = (pulled.load(Ordering::Relaxed), audit_rows(&url).await);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    let (sent, checked) = before;
+    assert_eq!(
+        (pulled.load(Ordering::Relaxed), audit_rows(&url).await),
+        (sent, checked),
+        "the stream stalls"
+    );
+    // What the server checked is its window (16), its queue (16) and the
+    // answers the caller's 64 KiB window takes (about 60): about 100. What
+    // the caller could send is what flow control let through: about 1,500
+    // (on this machine: 98 and 1,440). A server that read on regardless
+    // would have checked everything sent.
+    assert!(checked < 400, "{checked} items checked without a reader");
+    assert!(sent < 5_000, "{sent} items sent without a reader");
+    // The stalled stream holds up no other call on its connection.
+    let single = client.verify(request(DAM.id, DAM.name)).await.unwrap();
+    assert_eq!(single.into_inner().verdict, pb::Verdict::Verified as i32);
+    // Reading again, the stream goes on.
+    for _ in 0..5_000 {
+        answers.next().await.unwrap().unwrap();
+    }
+    assert!(pulled.load(Ordering::Relaxed) > sent);
+}
+
+/// A client on one TCP connection that the test can cut, as the death of
+/// the client's process does.
+async fn cuttable_client(
+    addr: std::net::SocketAddr,
+) -> (
+    pb::verification_service_client::VerificationServiceClient<tonic::transport::Channel>,
+    std::net::TcpStream,
+) {
+    let socket = std::net::TcpStream::connect(addr).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let cut = socket.try_clone().unwrap();
+    let socket = std::sync::Mutex::new(Some(socket));
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let socket = socket.lock().unwrap().take();
+        async move {
+            let socket = socket.ok_or_else(|| std::io::Error::other("one connection only"))?;
+            let socket = tokio::net::TcpStream::from_std(socket)?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(socket))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+        .unwrap();
+    (
+        pb::verification_service_client::VerificationServiceClient::new(channel),
+        cut,
+    )
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_stream_stops_the_batch_and_every_answer_has_its_row() {
+    let url = PgServer::shared().fresh_database().await;
+    let app = spawn_app_with(test_settings(&url)).await;
+    let (mut client, connection) = cuttable_client(app.addr).await;
+    let input = tokio_stream::iter(0..1_000_000u64).map(|n| mixed_item(n).0);
+    let mut answers = client.verify_batch(input).await.unwrap().into_inner();
+    let mut answered = Vec::new();
+    while answered.len() < 500 {
+        if let Some(Item::Response(r)) = answers.next().await.unwrap().unwrap().result {
+            answered.push(r.attestation_id);
+        }
+    }
+    connection.shutdown(std::net::Shutdown::Both).unwrap();
+    let mut rows = audit_rows(&url).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = audit_rows(&url).await;
+        if now == rows {
+            break;
+        }
+        rows = now;
+    }
+    assert!(rows < 5_000, "checking stopped ({rows} rows)");
+    let pool = PgPool::connect(&url).await.unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT attestation_id FROM audit_log")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for id in &answered {
+        assert!(stored.contains(id), "answered {id} has no row");
+    }
+    // The server goes on serving.
+    let single = app.verify(request(DAM.id, DAM.name)).await.unwrap();
+    assert_eq!(single.verdict, pb::Verdict::Verified as i32);
+}
+
+fn agency(id: &str) -> AgencyConfig {
+    AgencyConfig {
+        purposes: vec![Purpose::Examination],
+        ..AgencyConfig::demo(id)
+    }
+}
+
+async fn batch_of(
+    app: &TestApp,
+    items: Vec<pb::VerifyRequest>,
+) -> Result<Vec<Result<pb::VerifyBatchResponse, tonic::Status>>, tonic::Status> {
+    let answers = app
+        .client
+        .clone()
+        .verify_batch(tokio_stream::iter(items))
+        .await?
+        .into_inner();
+    Ok(answers.collect().await)
+}
+
+fn exam(n: u64) -> pb::VerifyRequest {
+    let mut r = request(DAM.id, DAM.name);
+    r.request_id = format!("exam-{n}");
+    r.purpose = pb::Purpose::Examination.into();
+    r
+}
+
+#[tokio::test]
+async fn policy_and_quotas_apply_to_every_item() {
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.plaintext_agency = "board".into();
+    settings.plaintext_operator = String::new();
+    settings.agencies = vec![AgencyConfig {
+        daily_quota: Some(5),
+        ..agency("board")
+    }];
+    let app = spawn_app_with(settings.clone()).await;
+
+    // A purpose the board does not have: that item alone is refused.
+    let mut items: Vec<_> = (0..8).map(exam).collect();
+    items[1].purpose = pb::Purpose::Healthcare.into();
+    let answers = batch_of(&app, items).await.unwrap();
+    assert_eq!(answers.len(), 8);
+    let mut codes: Vec<String> = answers
+        .into_iter()
+        .map(|a| match a.unwrap().result.unwrap() {
+            Item::Response(_) => "ok".to_owned(),
+            Item::Error(status) => {
+                let status = tonic::Status::from(status_of(status));
+                format!("{:?} {}", status.code(), reason(&status))
+            }
+        })
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [
+            "PermissionDenied PURPOSE_NOT_ALLOWED",
+            "ResourceExhausted DAILY_QUOTA_EXCEEDED",
+            "ResourceExhausted DAILY_QUOTA_EXCEEDED",
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+        ],
+        "five a day, each item counted"
+    );
+
+    // An agency without the batch grant is refused when the stream opens.
+    settings.agencies = vec![AgencyConfig {
+        allow_batch: false,
+        ..agency("board")
+    }];
+    let url = PgServer::shared().fresh_database().await;
+    settings.database_url = Some(Secret::new(&url));
+    let app = spawn_app_with(settings).await;
+    let refused = batch_of(&app, vec![exam(1)]).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::PermissionDenied, "BATCH_NOT_ALLOWED")
+    );
+    assert_eq!(audit_rows(&url).await, 0);
+}
+
+/// A `google.rpc.Status` as the `tonic::Status` it came from.
+fn status_of(status: tonic_types::pb::Status) -> tonic::Status {
+    use prost::Message;
+    tonic::Status::with_details(
+        Code::from(status.code),
+        status.message.clone(),
+        status.encode_to_vec().into(),
+    )
+}
+
+#[tokio::test]
+async fn a_batch_over_its_rate_is_paced_not_refused() {
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.plaintext_agency = "board".into();
+    settings.plaintext_operator = String::new();
+    settings.agencies = vec![AgencyConfig {
+        rate_per_second: Some(4),
+        burst: Some(4),
+        ..agency("board")
+    }];
+    let app = spawn_app_with(settings).await;
+    // The tests' clock moves a second every 20 ms while the batch runs.
+    let clock = app.clock.clone();
+    let ticker = tokio::spawn(async move {
+        for t in 1.. {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            clock.set(NOW + t);
+        }
+    });
+    let answers = batch_of(&app, (0..40).map(exam).collect()).await.unwrap();
+    ticker.abort();
+    assert_eq!(answers.len(), 40);
+    for answer in answers {
+        assert!(
+            matches!(answer.unwrap().result, Some(Item::Response(_))),
+            "every item waited for the rate and was checked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_ends_after_its_maximum_items_are_answered() {
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.batch.max_items = 10;
+    let app = spawn_app_with(settings).await;
+    let answers = batch_of(&app, (0..12).map(exam_as_healthcare).collect())
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 11);
+    assert!(answers[..10].iter().all(Result::is_ok));
+    let end = answers[10].as_ref().unwrap_err();
+    assert_eq!(
+        (end.code(), reason(end).as_str()),
+        (Code::ResourceExhausted, "BATCH_TOO_LONG")
+    );
+    assert_eq!(audit_rows(&url).await, 10);
+}
+
+fn exam_as_healthcare(n: u64) -> pb::VerifyRequest {
+    let mut r = exam(n);
+    r.purpose = pb::Purpose::Healthcare.into();
+    r
+}
+
+/// The QR code of DAM's card.
+fn dam_card() -> String {
+    format!(
+        "{}|312000111|{}|17051990|Nam|12 Ấp Bắc, Phường 10, Mỹ Tho, Tiền Giang|01072021",
+        DAM.id, DAM.name
+    )
+}
+
+fn qr(payload: &str) -> pb::VerifyCardQrRequest {
+    let n = request(DAM.id, DAM.name).request_id;
+    pb::VerifyCardQrRequest {
+        request_id: format!("qr-{n}"),
+        qr_payload: payload.to_owned(),
+        purpose: pb::Purpose::Healthcare.into(),
+        name_match: pb::NameMatch::Unspecified.into(),
+    }
+}
+
+async fn card(app: &TestApp, payload: &str) -> Result<pb::VerifyResponse, tonic::Status> {
+    let response = app.client.clone().verify_card_qr(qr(payload)).await?;
+    Ok(response.into_inner())
+}
+
+async fn count_rows(url: &str, sql: &'static str) -> i64 {
+    let pool = PgPool::connect(url).await.unwrap();
+    let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    n
+}
+
+#[tokio::test]
+async fn a_card_qr_code_is_checked_as_claims() {
+    let url = PgServer::shared().fresh_database().await;
+    let app = spawn_app_with(test_settings(&url)).await;
+
+    // As scanned at the desk: BOM, CRLF, trailing separator.
+    let request = qr(&format!("\u{feff}{}|\r\n", dam_card()));
+    let request_id = request.request_id.clone();
+    let verified = app
+        .client
+        .clone()
+        .verify_card_qr(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verified.verdict, pb::Verdict::Verified as i32);
+    let checks = verified.checks.unwrap();
+    assert_eq!(
+        checks.old_id_number.unwrap().outcome,
+        pb::FieldOutcome::Match as i32,
+        "the second recorded old CMND"
+    );
+    assert_eq!(
+        checks.gender.unwrap().outcome,
+        pb::FieldOutcome::Match as i32
+    );
+    let claims = app.jwks().await.verify(&verified.attestation, NOW).unwrap();
+    assert_eq!(claims.nonce, request_id);
+
+    // The code is a claim: a forged one with another birth date fails.
+    let forged = card(&app, &dam_card().replace("17051990", "18051990"))
+        .await
+        .unwrap();
+    assert_eq!(forged.reason, pb::Reason::FieldMismatch as i32);
+    assert_eq!(
+        forged.checks.unwrap().date_of_birth.unwrap().outcome,
+        pb::FieldOutcome::Mismatch as i32
+    );
+    let wrong_old = card(&app, &dam_card().replace("312000111", "312999999"))
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong_old.checks.unwrap().old_id_number.unwrap().outcome,
+        pb::FieldOutcome::Mismatch as i32
+    );
+
+    // A malformed code names its field; nothing is checked or recorded.
+    let bad = card(&app, &dam_card().replace("|Nam|", "|Male|"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let text = format!("{:?}", bad.get_error_details_vec());
+    assert!(text.contains("qr_payload.gender") && text.contains("GENDER_UNKNOWN"));
+    assert!(!text.contains("Male"), "the value is not repeated");
+    let short = card(&app, "082090012345|Nguyễn Văn Đàm").await.unwrap_err();
+    assert_eq!(reason(&short), "QR_FIELD_COUNT");
+    assert_eq!(
+        count_rows(&url, "SELECT count(*) FROM audit_log WHERE kind = 'verify_card_qr'").await,
+        3
+    );
+    assert_eq!(count_rows(&url, "SELECT count(*) FROM audit_log").await, 3);
+}
+
+#[tokio::test]
+async fn card_qr_checks_need_their_grant() {
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.plaintext_agency = "clinic".into();
+    settings.plaintext_operator = String::new();
+    settings.agencies = vec![AgencyConfig {
+        allow_card_qr: false,
+        ..AgencyConfig::demo("clinic")
+    }];
+    let app = spawn_app_with(settings).await;
+    let refused = app
+        .client
+        .clone()
+        .verify_card_qr(qr(&dam_card()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::PermissionDenied, "CARD_QR_NOT_ALLOWED")
+    );
+}

@@ -21,8 +21,8 @@ use crate::audit::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditSinkKind, Secret, Settings, TlsSettings};
-use crate::grpc::caller::Identities;
 use crate::grpc::batch::BatchParams;
+use crate::grpc::caller::Identities;
 use crate::grpc::{AuditApi, Callers, VerificationApi, call_span};
 use crate::lookup::RequestIndex;
 use crate::lookup::{CacheBackend, CacheParams, CachedMirror, MemoryBackend, RedisBackend, Sealer};

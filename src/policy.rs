@@ -306,19 +306,35 @@ mod tests {
     fn purposes_and_name_levels() {
         let a = agency(DetailLevel::None);
         assert_eq!(
-            a.authorize_check(CheckCall::Verify, Purpose::Healthcare, NameMatchLevel::Exact),
+            a.authorize_check(
+                CheckCall::Verify,
+                Purpose::Healthcare,
+                NameMatchLevel::Exact
+            ),
             Ok(())
         );
         assert_eq!(
-            a.authorize_check(CheckCall::Verify, Purpose::Healthcare, NameMatchLevel::Folded),
+            a.authorize_check(
+                CheckCall::Verify,
+                Purpose::Healthcare,
+                NameMatchLevel::Folded
+            ),
             Ok(())
         );
         assert_eq!(
-            a.authorize_check(CheckCall::Verify, Purpose::Healthcare, NameMatchLevel::Partial),
+            a.authorize_check(
+                CheckCall::Verify,
+                Purpose::Healthcare,
+                NameMatchLevel::Partial
+            ),
             Err(Denial::NameMatchNotAllowed)
         );
         assert_eq!(
-            a.authorize_check(CheckCall::Verify, Purpose::Examination, NameMatchLevel::Exact),
+            a.authorize_check(
+                CheckCall::Verify,
+                Purpose::Examination,
+                NameMatchLevel::Exact
+            ),
             Err(Denial::PurposeNotAllowed)
         );
     }

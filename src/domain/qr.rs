@@ -189,9 +189,7 @@ fn card_date(text: &str, whole: bool) -> Result<PartialDate, (&'static str, Stri
                 .zip(digits(&all[2..4], 2..=2))
                 .zip(digits(&all[4..], 4..=4))
         }
-        [d, m, y] => digits(d, 1..=2)
-            .zip(digits(m, 1..=2))
-            .zip(digits(y, 4..=4)),
+        [d, m, y] => digits(d, 1..=2).zip(digits(m, 1..=2)).zip(digits(y, 4..=4)),
         _ => None,
     };
     let ((day, month), year) = parts.ok_or(("DATE_FORMAT", FORMAT.to_owned()))?;

@@ -13,8 +13,8 @@ use crate::grpc::caller::Callers;
 use crate::grpc::error::ApiError;
 use crate::grpc::respond;
 use crate::pb;
-use crate::policy::{Agency, CheckCall};
 use crate::pb::verification_service_server::VerificationService;
+use crate::policy::{Agency, CheckCall};
 use crate::verify::{Verifier, VerifyCommand, purpose_name, reason_name, verdict_name};
 
 pub struct VerificationApi {

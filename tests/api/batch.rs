@@ -287,7 +287,7 @@ async fn policy_and_quotas_apply_to_every_item() {
         .map(|a| match a.unwrap().result.unwrap() {
             Item::Response(_) => "ok".to_owned(),
             Item::Error(status) => {
-                let status = tonic::Status::from(status_of(status));
+                let status = status_of(status);
                 format!("{:?} {}", status.code(), reason(&status))
             }
         })
@@ -477,7 +477,11 @@ async fn a_card_qr_code_is_checked_as_claims() {
     let short = card(&app, "082090012345|Nguyễn Văn Đàm").await.unwrap_err();
     assert_eq!(reason(&short), "QR_FIELD_COUNT");
     assert_eq!(
-        count_rows(&url, "SELECT count(*) FROM audit_log WHERE kind = 'verify_card_qr'").await,
+        count_rows(
+            &url,
+            "SELECT count(*) FROM audit_log WHERE kind = 'verify_card_qr'"
+        )
+        .await,
         3
     );
     assert_eq!(count_rows(&url, "SELECT count(*) FROM audit_log").await, 3);

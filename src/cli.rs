@@ -10,6 +10,7 @@ use crate::attest::{Jwks, generate_key_pem};
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::client::{BatchJob, Connection};
 use crate::clock::{Clock, SystemClock, parse_rfc3339};
 use crate::config::Settings;
 use crate::mirror::LoadMode;
@@ -101,6 +102,42 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Checks a CSV file of candidates through VerifyBatch and writes one
+    /// results row per candidate; run it again to resume after an
+    /// interruption.
+    VerifyBatch {
+        /// Candidates: a header with request_id and id_number, and any of
+        /// full_name, date_of_birth (YYYY[-MM[-DD]]), gender, old_id_number.
+        #[arg(long)]
+        input: PathBuf,
+        /// Results: request_id,verdict,reason,attestation_id,error_code,error_reason,error_detail.
+        #[arg(long)]
+        output: PathBuf,
+        /// The server: http://… for the embedded default, https://… for mutual TLS.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// healthcare, examination, social_insurance or public_service.
+        #[arg(long, default_value = "examination", value_parser = parse_purpose)]
+        purpose: crate::pb::Purpose,
+        /// exact, folded or partial: the least strict name level that counts.
+        #[arg(long, default_value = "exact", value_parser = parse_name_match)]
+        name_match: crate::pb::NameMatch,
+        /// With https: the CA of the server's certificate (PEM).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// With https: the agency's client certificate (PEM).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// With https: the agency's key (PEM).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The name the server's certificate must carry (default: the host of --server).
+        #[arg(long)]
+        tls_name: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Verifies an attestation against a JWKS file and prints its claims.
     VerifyAttestation {
         /// The JWKS document (as GetSigningKeys returns it).
@@ -173,6 +210,33 @@ impl Cli {
             } => gen_population(count, &province, seed, &out, as_of.as_deref()),
             Command::Keygen { out } => keygen(&out),
             Command::VerifyAttestation { jwks, token } => verify_attestation(&jwks, &token),
+            Command::VerifyBatch {
+                input,
+                output,
+                server,
+                purpose,
+                name_match,
+                ca,
+                cert,
+                key,
+                tls_name,
+                quiet,
+            } => verify_batch(
+                Connection {
+                    server,
+                    ca,
+                    cert,
+                    key,
+                    tls_name,
+                },
+                BatchJob {
+                    input,
+                    output,
+                    purpose,
+                    name_match,
+                    progress: !quiet,
+                },
+            ),
             Command::DevCerts {
                 out,
                 agencies,
@@ -440,6 +504,44 @@ fn verify_attestation(jwks: &std::path::Path, token: &str) -> ExitCode {
             Err(e) => fail(e),
         },
         Err(e) => fail(format!("attestation rejected: {e}")),
+    }
+}
+
+fn parse_purpose(s: &str) -> Result<crate::pb::Purpose, String> {
+    crate::pb::Purpose::from_str_name(&format!("PURPOSE_{}", s.to_uppercase()))
+        .filter(|p| *p != crate::pb::Purpose::Unspecified)
+        .ok_or_else(|| "healthcare, examination, social_insurance or public_service".into())
+}
+
+fn parse_name_match(s: &str) -> Result<crate::pb::NameMatch, String> {
+    crate::pb::NameMatch::from_str_name(&format!("NAME_MATCH_{}", s.to_uppercase()))
+        .filter(|p| *p != crate::pb::NameMatch::Unspecified)
+        .ok_or_else(|| "exact, folded or partial".into())
+}
+
+fn verify_batch(connection: Connection, job: BatchJob) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let channel = crate::client::connect(&connection).await?;
+        crate::client::verify_batch(channel, &job).await
+    });
+    match result {
+        Ok(s) => {
+            eprintln!(
+                "{} verified, {} not verified, {} errors ({} to retry: run again); {} done before; results in {}",
+                s.verified,
+                s.not_verified,
+                s.errors,
+                s.to_retry,
+                s.skipped,
+                job.output.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }
 

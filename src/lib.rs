@@ -39,6 +39,7 @@ pub mod app;
 pub mod attest;
 pub mod audit;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod devcerts;

@@ -509,3 +509,112 @@ async fn card_qr_checks_need_their_grant() {
         (Code::PermissionDenied, "CARD_QR_NOT_ALLOWED")
     );
 }
+
+/// A candidates file: verified, mismatching, unknown, malformed at the
+/// server (the ID number) and refused by the client (the date).
+fn write_candidates(path: &std::path::Path, n: u64) {
+    let mut w = csv::Writer::from_path(path).unwrap();
+    w.write_record([
+        "request_id",
+        "id_number",
+        "full_name",
+        "date_of_birth",
+        "gender",
+        "old_id_number",
+    ])
+    .unwrap();
+    for i in 0..n {
+        let id = format!("cand-{i}");
+        let row: [&str; 6] = match i % 5 {
+            0 => [&id, DAM.id, DAM.name, DAM.dob, "male", "312345678"],
+            1 => [&id, DAM.id, "Nguyễn Văn Nam", "", "", ""],
+            2 => [&id, UNKNOWN_ID, DAM.name, "", "", ""],
+            3 => [&id, "0820900", DAM.name, "", "", ""],
+            _ => [&id, DAM.id, DAM.name, "1990-13-01", "", ""],
+        };
+        w.write_record(row).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// The results file's rows by request id, each id once.
+fn results(path: &std::path::Path) -> HashMap<String, (String, String, String)> {
+    let mut rows = HashMap::new();
+    for record in csv::Reader::from_path(path).unwrap().records() {
+        let r = record.unwrap();
+        let row = (r[1].to_owned(), r[4].to_owned(), r[5].to_owned());
+        assert!(
+            rows.insert(r[0].to_owned(), row).is_none(),
+            "{} written twice",
+            &r[0]
+        );
+    }
+    rows
+}
+
+fn lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+#[tokio::test]
+async fn the_batch_cli_writes_one_row_per_candidate_and_resumes_after_being_killed() {
+    const CANDIDATES: u64 = 40_000;
+    let url = PgServer::shared().fresh_database().await;
+    let app = spawn_app_with(test_settings(&url)).await;
+    let dir = crate::store::tempdir::Dir::new("verify-batch");
+    let (input, output) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
+    write_candidates(&input, CANDIDATES);
+    let server = format!("http://{}", app.addr);
+    let run = || {
+        let mut cmd = vnid(
+            None,
+            &["verify-batch", "--purpose", "healthcare", "--quiet"],
+        );
+        cmd.arg("--input").arg(&input).arg("--output").arg(&output);
+        cmd.args(["--server", &server]);
+        cmd
+    };
+
+    let mut child = run().spawn().unwrap();
+    while lines(&output) < 1_000 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let interrupted = lines(&output) - 1;
+    assert!((interrupted as u64) < CANDIDATES, "killed mid-run");
+
+    // Off the runtime's thread: the server runs on it.
+    let mut again = run();
+    let resumed = tokio::task::spawn_blocking(move || again.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(resumed.status.success(), "{resumed:?}");
+    let summary = String::from_utf8_lossy(&resumed.stderr);
+    assert!(summary.contains("done before"), "{summary}");
+
+    let rows = results(&output);
+    assert_eq!(rows.len() as u64, CANDIDATES, "every candidate once");
+    for i in 0..CANDIDATES {
+        let (verdict, code, reason) = &rows[&format!("cand-{i}")];
+        let want = match i % 5 {
+            0 => ("VERDICT_VERIFIED", "", ""),
+            1 | 2 => ("VERDICT_NOT_VERIFIED", "", ""),
+            3 => ("", "InvalidArgument", "ID_NUMBER_FORMAT"),
+            _ => ("", "InvalidArgument", "DATE_IMPOSSIBLE"),
+        };
+        assert_eq!(
+            (verdict.as_str(), code.as_str(), reason.as_str()),
+            want,
+            "cand-{i}"
+        );
+    }
+    // Candidates answered but not written before the kill were sent again
+    // and got their first answer back: nothing was checked twice.
+    assert_eq!(audit_rows(&url).await as u64, CANDIDATES / 5 * 3);
+}

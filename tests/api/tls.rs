@@ -26,6 +26,8 @@ fn valid() -> Validity {
 struct World {
     app: TestApp,
     ca: DevCa,
+    /// The database of the mirror and the audit trail.
+    url: String,
     _dir: Dir,
 }
 
@@ -54,15 +56,24 @@ async fn world() -> World {
     };
     let mut closed = agency("closed-clinic", Purpose::ALL.to_vec());
     closed.enabled = false;
+    // A hospital scans cards but sends no batches; an exam board the
+    // reverse.
     settings.agencies = vec![
-        agency("bv-tien-giang", vec![Purpose::Healthcare]),
-        agency("exam-board", vec![Purpose::Examination]),
+        AgencyConfig {
+            allow_batch: false,
+            ..agency("bv-tien-giang", vec![Purpose::Healthcare])
+        },
+        AgencyConfig {
+            allow_card_qr: false,
+            ..agency("exam-board", vec![Purpose::Examination])
+        },
         closed,
         AgencyConfig::operator("ombudsman"),
     ];
     World {
         app: spawn_app_with(settings).await,
         ca,
+        url,
         _dir: dir,
     }
 }
@@ -143,6 +154,8 @@ async fn a_handshake_without_a_good_client_certificate_fails() {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Rpc {
     Verify(Purpose),
+    Batch(Purpose),
+    CardQr(Purpose),
     AccessHistory,
     SigningKeys,
 }
@@ -162,6 +175,42 @@ async fn call(channel: Channel, rpc: Rpc) -> Result<(), tonic::Status> {
             let mut r = request(DAM.id, DAM.name);
             r.purpose = purpose(p).into();
             let answer = VerificationServiceClient::new(channel).verify(r).await?;
+            assert_eq!(answer.into_inner().verdict(), pb::Verdict::Verified);
+        }
+        Rpc::Batch(p) => {
+            let mut r = request(DAM.id, DAM.name);
+            r.purpose = purpose(p).into();
+            let mut answers = VerificationServiceClient::new(channel)
+                .verify_batch(tokio_stream::iter([r]))
+                .await?
+                .into_inner();
+            let item = answers.message().await?.expect("one answer");
+            match item.result.expect("a result") {
+                pb::verify_batch_response::Result::Response(answer) => {
+                    assert_eq!(answer.verdict(), pb::Verdict::Verified);
+                }
+                pb::verify_batch_response::Result::Error(status) => {
+                    use prost::Message;
+                    return Err(tonic::Status::with_details(
+                        Code::from(status.code),
+                        status.message.clone(),
+                        status.encode_to_vec().into(),
+                    ));
+                }
+            }
+        }
+        Rpc::CardQr(p) => {
+            let answer = VerificationServiceClient::new(channel)
+                .verify_card_qr(pb::VerifyCardQrRequest {
+                    request_id: request(DAM.id, DAM.name).request_id,
+                    qr_payload: format!(
+                        "{}||{}|17051990|Nam|12 Ấp Bắc, Mỹ Tho|01072021",
+                        DAM.id, DAM.name
+                    ),
+                    purpose: purpose(p).into(),
+                    name_match: pb::NameMatch::Unspecified.into(),
+                })
+                .await?;
             assert_eq!(answer.into_inner().verdict(), pb::Verdict::Verified);
         }
         Rpc::AccessHistory => {
@@ -185,30 +234,37 @@ async fn call(channel: Channel, rpc: Rpc) -> Result<(), tonic::Status> {
 #[tokio::test]
 async fn every_rpc_role_and_purpose_is_allowed_only_by_policy() {
     let w = world().await;
-    // (certificate's agency, SAN URI or only the CN, role, purposes), as
-    // the registry says; unknown and disabled agencies have no rights.
-    let callers: [(&str, bool, Option<Role>, &[Purpose]); 5] = [
+    // (certificate's agency, SAN URI or only the CN, role, purposes,
+    // (batch, card QR) grants), as the registry says; unknown and disabled
+    // agencies have no rights.
+    type Caller<'a> = (&'a str, bool, Option<Role>, &'a [Purpose], (bool, bool));
+    let callers: [Caller; 5] = [
         (
             "bv-tien-giang",
             true,
             Some(Role::Agency),
             &[Purpose::Healthcare],
+            (false, true),
         ),
         (
             "exam-board",
             false,
             Some(Role::Agency),
             &[Purpose::Examination],
+            (true, false),
         ),
-        ("ombudsman", true, Some(Role::Operator), &[]),
-        ("closed-clinic", true, None, &[]),
-        ("nobody-registered", true, None, &[]),
+        ("ombudsman", true, Some(Role::Operator), &[], (false, false)),
+        ("closed-clinic", true, None, &[], (false, false)),
+        ("nobody-registered", true, None, &[], (false, false)),
     ];
-    let mut rpcs: Vec<Rpc> = Purpose::ALL.into_iter().map(Rpc::Verify).collect();
+    let mut rpcs: Vec<Rpc> = Vec::new();
+    for p in Purpose::ALL {
+        rpcs.extend([Rpc::Verify(p), Rpc::Batch(p), Rpc::CardQr(p)]);
+    }
     rpcs.extend([Rpc::AccessHistory, Rpc::SigningKeys]);
     let mut unexpected = Vec::new();
     let mut cells = 0;
-    for (id, with_uri, role, purposes) in callers {
+    for (id, with_uri, role, purposes, (batch, card_qr)) in callers {
         let cert = w.ca.client(id, valid(), with_uri).unwrap();
         let channel = w.as_client(&cert).await;
         for rpc in &rpcs {
@@ -216,6 +272,8 @@ async fn every_rpc_role_and_purpose_is_allowed_only_by_policy() {
             let allowed = match (rpc, role) {
                 (Rpc::SigningKeys, _) => true,
                 (Rpc::Verify(p), Some(Role::Agency)) => purposes.contains(p),
+                (Rpc::Batch(p), Some(Role::Agency)) => batch && purposes.contains(p),
+                (Rpc::CardQr(p), Some(Role::Agency)) => card_qr && purposes.contains(p),
                 (Rpc::AccessHistory, Some(Role::Operator)) => true,
                 _ => false,
             };
@@ -225,8 +283,14 @@ async fn every_rpc_role_and_purpose_is_allowed_only_by_policy() {
                 (Err(status), false) if status.code() == Code::PermissionDenied => {
                     let expected = match (rpc, role) {
                         (_, None) => "AGENCY_UNKNOWN",
-                        (Rpc::Verify(_), Some(Role::Operator)) => "AGENCY_ROLE_REQUIRED",
-                        (Rpc::Verify(_), _) => "PURPOSE_NOT_ALLOWED",
+                        (Rpc::Verify(_) | Rpc::Batch(_) | Rpc::CardQr(_), Some(Role::Operator)) => {
+                            "AGENCY_ROLE_REQUIRED"
+                        }
+                        (Rpc::Batch(_), _) if !batch => "BATCH_NOT_ALLOWED",
+                        (Rpc::CardQr(_), _) if !card_qr => "CARD_QR_NOT_ALLOWED",
+                        (Rpc::Verify(_) | Rpc::Batch(_) | Rpc::CardQr(_), _) => {
+                            "PURPOSE_NOT_ALLOWED"
+                        }
                         _ => "OPERATOR_ROLE_REQUIRED",
                     };
                     assert_eq!(reason(status), expected, "{id} {rpc:?}");
@@ -235,7 +299,7 @@ async fn every_rpc_role_and_purpose_is_allowed_only_by_policy() {
             }
         }
     }
-    assert_eq!(cells, 30);
+    assert_eq!(cells, 70);
     assert!(unexpected.is_empty(), "{unexpected:#?}");
 }
 
@@ -259,4 +323,63 @@ async fn the_certificate_is_the_attestations_audience() {
         .into_inner();
     let claims = jwks.verify(&answer.attestation, NOW).unwrap();
     assert_eq!(claims.aud, "exam-board");
+}
+
+#[tokio::test]
+async fn the_batch_cli_speaks_mutual_tls_as_its_agency() {
+    let w = world().await;
+    let dir = Dir::new("tls-cli");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let board = w.ca.client("exam-board", valid(), false).unwrap();
+    let (ca, cert, key) = (
+        write("ca.pem", &w.ca.pem().cert),
+        write("board.pem", &board.cert),
+        write("board.key", &board.key),
+    );
+    let input = write(
+        "in.csv",
+        &format!(
+            "request_id,id_number,full_name\nk-1,{},{}\nk-2,{},Nguyễn Văn Nam\n",
+            DAM.id, DAM.name, DAM.id
+        ),
+    );
+    let output = dir.path().join("out.csv");
+    let server = format!("https://127.0.0.1:{}", w.app.addr.port());
+    let mut cmd = vnid(
+        None,
+        &["verify-batch", "--quiet", "--tls-name", "localhost"],
+    );
+    cmd.args(["--server", &server]);
+    for (flag, path) in [
+        ("--ca", &ca),
+        ("--cert", &cert),
+        ("--key", &key),
+        ("--input", &input),
+        ("--output", &output),
+    ] {
+        cmd.arg(flag).arg(path);
+    }
+    let done = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(done.status.success(), "{done:?}");
+    let text = std::fs::read_to_string(&output).unwrap();
+    let verdicts: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(verdicts.len(), 2);
+    assert!(verdicts.contains(&"VERDICT_VERIFIED") && verdicts.contains(&"VERDICT_NOT_VERIFIED"));
+    let audited: Vec<String> =
+        sqlx::query_scalar("SELECT agency FROM audit_log WHERE kind = 'verify_batch'")
+            .fetch_all(&sqlx::PgPool::connect(&w.url).await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(audited, ["exam-board", "exam-board"]);
 }

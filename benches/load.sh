@@ -19,46 +19,8 @@ requests="${1:-200000}"
 people="${2:-100000}"
 command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
 
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-work=$(mktemp -d /tmp/vnid-bench-load.XXXXXX)
-chmod 755 "$work"
-as_pg=()
-if [ "$(id -u)" -eq 0 ]; then
-  chown postgres:postgres "$work"
-  as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups)
-fi
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-
-echo "== building (release)"
-cargo build --release --quiet
-cargo build --release --benches --quiet
-vnid="$PWD/target/release/vnid"
-tools=$(ls -t target/release/deps/load_tools-* | grep -v '\.d$' | head -1)
-
-pg_port=$(free_port)
-"${as_pg[@]}" "$pg_bin/initdb" -D "$work/data" --auth=trust --username=postgres --no-sync -E UTF8 --locale=C >/dev/null
-"${as_pg[@]}" "$pg_bin/postgres" -D "$work/data" -k "$work" -p "$pg_port" -c listen_addresses=127.0.0.1 >"$work/pg.log" 2>&1 &
-pids+=($!)
-pg_pid=$!
-until grep -q "ready to accept connections" "$work/pg.log"; do sleep 0.1; done
-redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
-pids+=($!)
-wait_port "$redis_port"
-export VNID__DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
-# One deployment: every instance signs with the same keys.
-"$vnid" keygen --out "$work/signing.pem" >/dev/null
-head -c 32 /dev/urandom >"$work/subject.key"
-export VNID__ATTESTATION__SIGNING_KEY_FILE="$work/signing.pem"
-export VNID__ATTESTATION__SUBJECT_KEY_FILE="$work/subject.key"
+source benches/common.sh
+setup load
 
 echo "== $people people into Postgres"
 "$vnid" gen-population --count "$people" --province 082 --seed 7 --out "$work/people.csv"
@@ -74,13 +36,6 @@ name=${person#*$'\t'}
 "$tools" frame verify "$id" "$name" "$work/verify.bin"
 "$tools" frame hello "$work/hello.bin"
 
-start_vnid() { # name, port, extra env...
-  local name=$1 port=$2; shift 2
-  env "$@" VNID__LOG__FILTER=warn "$vnid" serve --listen "127.0.0.1:$port" --data-dir "$work/$name" >"$work/$name.log" 2>&1 &
-  pids+=($!)
-  wait_port "$port"
-  echo $! >"$work/$name.pid"
-}
 hit_port=$(free_port); miss_port=$(free_port); hello_port=$(free_port); noaudit_port=$(free_port)
 start_vnid hit "$hit_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"
 start_vnid noaudit "$noaudit_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" VNID__AUDIT__SINK=none
@@ -90,9 +45,6 @@ pids+=($!)
 echo $! >"$work/hello.pid"
 wait_port "$hello_port"
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# Postgres' CPU: the postmaster and its backends (those still running).
-pg_ticks() { for p in $pg_pid $(pgrep -P "$pg_pid"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s}'; }
 # run NAME PORT PATH FRAME N [h2load options...]: prints one result line.
 run() {
   local name=$1 port=$2 path=$3 frame=$4 n=$5; shift 5
@@ -114,8 +66,8 @@ run() {
     check="FAILED: $ok of $n HTTP-succeeded, $data data bytes, expected $((one * n))"
   fi
   local pcts; pcts=$(cut -f3 "$work/$name.tsv" | sort -n | awk '{a[NR]=$1} END {printf "p50 %.2f ms, p99 %.2f ms", a[int(NR*0.50)]/1000, a[int(NR*0.99)]/1000}')
-  local cpu_us; cpu_us=$(echo "scale=1; ($after - $before) * 1000000 / $(getconf CLK_TCK) / $n" | bc)
-  local pg_us; pg_us=$(echo "scale=1; ($pg_after - $pg_before) * 1000000 / $(getconf CLK_TCK) / $n" | bc)
+  local cpu_us; cpu_us=$(us_per "$before" "$after" "$n")
+  local pg_us; pg_us=$(us_per "$pg_before" "$pg_after" "$n")
   printf '%-22s %10s req/s  %s  server CPU %6s us/req, Postgres %6s us/req  [%s]\n' "$name" "$rate" "$pcts" "$cpu_us" "$pg_us" "$check"
   echo "$rate" >"$work/$name.rate"
 }
@@ -150,8 +102,8 @@ drive() {
   read -r rate p50 p99 ok <<<"$out"
   local check="all $n answers successful"
   [ "$ok" = "$n" ] || check="FAILED: $ok of $n succeeded"
-  local cpu_us; cpu_us=$(echo "scale=1; ($after - $before) * 1000000 / $(getconf CLK_TCK) / $n" | bc)
-  local pg_us; pg_us=$(echo "scale=1; ($pg_after - $pg_before) * 1000000 / $(getconf CLK_TCK) / $n" | bc)
+  local cpu_us; cpu_us=$(us_per "$before" "$after" "$n")
+  local pg_us; pg_us=$(us_per "$pg_before" "$pg_after" "$n")
   printf '%-22s %10s req/s  p50 %s ms, p99 %s ms  server CPU %6s us/req, Postgres %6s us/req  [%s]\n' \
     "$name" "$rate" "$p50" "$p99" "$cpu_us" "$pg_us" "$check"
   echo "$rate" >"$work/$name.rate"

@@ -11,6 +11,11 @@
 //!                                         as a retry), on CONNS connections
 //!                                         x STREAMS concurrent calls; prints
 //!                                         "rate p50_ms p99_ms ok"
+//!   load_tools drive-file ADDR CSV N CONNS STREAMS
+//!                                         the same, over the candidates of
+//!                                         a `vnid verify-batch` input file
+//!                                         (id_number, full_name): call i
+//!                                         checks candidate i (cycling)
 //!
 //! A gRPC frame is a 0 byte (not compressed), the length as a big-endian
 //! u32, and the protobuf message: what h2load sends as the request body.
@@ -98,17 +103,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
-            runtime.block_on(drive(addr, id, name, n, conns, streams))?;
+            let people = vec![((*id).to_owned(), (*name).to_owned())];
+            runtime.block_on(drive(addr, people, n, conns, streams))?;
+        }
+        ["drive-file", addr, csv, n, conns, streams] => {
+            let (n, conns, streams): (usize, usize, usize) =
+                (n.parse()?, conns.parse()?, streams.parse()?);
+            let mut reader = csv::Reader::from_path(csv)?;
+            let headers = reader.headers()?.clone();
+            let column = |name: &str| headers.iter().position(|h| h == name);
+            let (id, name) = (column("id_number"), column("full_name"));
+            let (Some(id), Some(name)) = (id, name) else {
+                return Err("the file needs id_number and full_name columns".into());
+            };
+            let mut people = Vec::new();
+            for record in reader.records().take(n) {
+                let record = record?;
+                people.push((record[id].to_owned(), record[name].to_owned()));
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            runtime.block_on(drive(addr, people, n, conns, streams))?;
         }
         _ => eprintln!("usage: see the comment at the top of benches/load_tools.rs"),
     }
     Ok(())
 }
 
+/// `n` calls, call i checking `people[i % len]`.
 async fn drive(
     addr: &str,
-    id: &str,
-    name: &str,
+    people: Vec<(String, String)>,
     n: usize,
     conns: usize,
     streams: usize,
@@ -120,6 +147,10 @@ async fn drive(
     // Ids unique across runs against one trail.
     let run = std::process::id();
     let next = Arc::new(AtomicUsize::new(0));
+    let people = Arc::new(people);
+    if people.is_empty() {
+        return Err("no one to check".into());
+    }
     let mut tasks = Vec::new();
     let started = std::time::Instant::now();
     for _ in 0..conns {
@@ -130,7 +161,7 @@ async fn drive(
         for _ in 0..streams {
             let mut client = VerificationServiceClient::new(channel.clone());
             let next = next.clone();
-            let (id, name) = (id.to_owned(), name.to_owned());
+            let people = people.clone();
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut ok = 0usize;
@@ -139,6 +170,7 @@ async fn drive(
                     if i >= n {
                         break;
                     }
+                    let (id, name) = &people[i % people.len()];
                     let request = pb::VerifyRequest {
                         request_id: format!("load-{run}-{i}"),
                         id_number: id.clone(),

@@ -21,6 +21,7 @@ use crate::audit::{
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditSinkKind, Secret, Settings, TlsSettings};
+use crate::defence::ShareWatch;
 use crate::grpc::batch::BatchParams;
 use crate::grpc::caller::Identities;
 use crate::grpc::{AuditApi, Callers, VerificationApi, call_span};
@@ -35,8 +36,8 @@ use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
 use crate::policy::{Registry, Role};
 use crate::quota::Quotas;
-use crate::verify::Replays;
 use crate::verify::{Attester, Verifier};
+use crate::verify::{Defences, Replays};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -148,7 +149,10 @@ impl Application {
                 index: cache.clone().map(|c| -> Arc<dyn RequestIndex> { c }),
             }),
             Arc::new(quotas),
-            settings.defences.id_failures_per_day,
+            Defences {
+                id_failure_limit: settings.defences.id_failures_per_day,
+                shares: ShareWatch::new(settings.defences.share_limits()),
+            },
             clock.clone(),
         ));
         let history = Arc::new(AccessHistory::new(audit_store, audit, attester, clock));

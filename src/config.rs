@@ -114,12 +114,39 @@ pub struct DefenceSettings {
     /// (`RESOURCE_EXHAUSTED`, `ID_NUMBER_SUSPENDED`) and an alert is
     /// logged. 0: no limit.
     pub id_failures_per_day: u64,
+    /// Share of an agency's recent answers that are NOT_VERIFIED (unknown
+    /// number or wrong claim) past which an alert is logged and the agency
+    /// throttled (`RESOURCE_EXHAUSTED`, `AGENCY_THROTTLED`) until the share
+    /// falls below half of it. 0: off.
+    pub not_verified_alert_share: f64,
+    /// Weight of each answer in the moving share: about the last
+    /// 1 / weight answers count.
+    pub not_verified_weight: f64,
+    /// Answers seen before an agency's share is judged.
+    pub not_verified_min_checks: u64,
+    /// Checks a second a throttled agency still gets.
+    pub throttle_per_second: u32,
 }
 
 impl Default for DefenceSettings {
     fn default() -> Self {
         Self {
             id_failures_per_day: 20,
+            not_verified_alert_share: 0.5,
+            not_verified_weight: 0.01,
+            not_verified_min_checks: 100,
+            throttle_per_second: 1,
+        }
+    }
+}
+
+impl DefenceSettings {
+    pub fn share_limits(&self) -> crate::defence::ShareLimits {
+        crate::defence::ShareLimits {
+            alert_share: self.not_verified_alert_share,
+            weight: self.not_verified_weight.clamp(0.0, 1.0),
+            min_checks: self.not_verified_min_checks,
+            throttle_per_second: self.throttle_per_second,
         }
     }
 }

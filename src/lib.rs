@@ -42,6 +42,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod defence;
 pub mod devcerts;
 pub mod domain;
 pub mod grpc;

@@ -52,6 +52,9 @@ pub enum Exhausted {
     /// Too many failed checks of this ID number, by any agency, lately.
     #[error("checks of this ID number are suspended for a while")]
     Suspended { retry_after: Duration },
+    /// Too many of the agency's answers were NOT_VERIFIED lately.
+    #[error("the agency's checks are slowed: too many of its checks fail")]
+    Throttled { retry_after: Duration },
 }
 
 /// How long failed checks of a person are remembered.

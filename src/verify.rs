@@ -8,6 +8,7 @@ pub use crate::attest::Attester;
 use crate::attest::{AttestationClaims, ChecksClaim, FieldClaim};
 use crate::audit::{AuditEntry, AuditError, AuditKind, AuditSink, AuditStore};
 use crate::clock::{Clock, UnixSeconds};
+use crate::defence::{ShareChange, ShareWatch};
 use crate::domain::{
     Claims, DatePrecision, FieldChecks, FieldOutcome, NameMatchLevel, PersonalIdNumber, Purpose,
     Reason, RequestId, Verdict, assess,
@@ -89,10 +90,17 @@ pub struct Verifier {
     /// nothing is kept, so nothing is replayed).
     replays: Option<Replays>,
     quotas: Arc<Quotas>,
+    defences: Defences,
+    clock: Arc<dyn Clock>,
+}
+
+/// Against harvesting.
+pub struct Defences {
     /// Failed checks of one number in 24 h beyond which it is suspended
     /// (0: no limit).
-    id_failure_limit: u64,
-    clock: Arc<dyn Clock>,
+    pub id_failure_limit: u64,
+    /// Each agency's share of NOT_VERIFIED answers.
+    pub shares: ShareWatch,
 }
 
 impl Verifier {
@@ -102,7 +110,7 @@ impl Verifier {
         audit: Arc<dyn AuditSink>,
         replays: Option<Replays>,
         quotas: Arc<Quotas>,
-        id_failure_limit: u64,
+        defences: Defences,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -111,7 +119,7 @@ impl Verifier {
             audit,
             replays,
             quotas,
-            id_failure_limit,
+            defences,
             clock,
         }
     }
@@ -150,15 +158,16 @@ impl Verifier {
         self.quotas
             .admit(&agency.id, &agency.limits, self.clock.now_micros())
             .await?;
+        self.defences
+            .shares
+            .admit(&agency.id, self.clock.now_micros())
+            .map_err(|retry_after| Exhausted::Throttled { retry_after })?;
         let subject_index = subject_key.subject_index(&command.id_number);
-        if self.id_failure_limit > 0
+        let id_failure_limit = self.defences.id_failure_limit;
+        if id_failure_limit > 0
             && let Some(retry_after) = self
                 .quotas
-                .suspended(
-                    &subject_index,
-                    self.id_failure_limit,
-                    self.clock.now_micros(),
-                )
+                .suspended(&subject_index, id_failure_limit, self.clock.now_micros())
                 .await
         {
             return Err(Exhausted::Suspended { retry_after }.into());
@@ -170,17 +179,34 @@ impl Verifier {
             command.name_match,
             lookup.record.as_ref(),
         );
-        if self.id_failure_limit > 0
-            && matches!(
-                assessment.verdict,
-                Verdict::NotVerified(Reason::NotFound | Reason::FieldMismatch)
-            )
-        {
+        let failed = matches!(
+            assessment.verdict,
+            Verdict::NotVerified(Reason::NotFound | Reason::FieldMismatch)
+        );
+        match self.defences.shares.record(&agency.id, failed) {
+            ShareChange::Raised { share, checks } => tracing::warn!(
+                target: "vnid::alert",
+                alert = "not_verified_share",
+                agency = %agency.id,
+                share,
+                checks,
+                "most of an agency's checks fail, as when numbers are enumerated; it is throttled"
+            ),
+            ShareChange::Cleared { share } => tracing::info!(
+                target: "vnid::alert",
+                alert = "not_verified_share_cleared",
+                agency = %agency.id,
+                share,
+                "the agency's share of failed checks fell back; its throttle is lifted"
+            ),
+            ShareChange::None => {}
+        }
+        if id_failure_limit > 0 && failed {
             let failures = self
                 .quotas
                 .count_failure(&subject_index, self.clock.now_micros())
                 .await;
-            if failures == self.id_failure_limit + 1 {
+            if failures == id_failure_limit + 1 {
                 // The subject index finds the person's rows in the audit
                 // trail; it is no ID number.
                 tracing::warn!(

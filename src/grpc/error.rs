@@ -186,6 +186,7 @@ impl From<ApiError> for Status {
                     Exhausted::Rate { retry_after } => ("RATE_LIMITED", retry_after),
                     Exhausted::Daily { retry_after } => ("DAILY_QUOTA_EXCEEDED", retry_after),
                     Exhausted::Suspended { retry_after } => ("ID_NUMBER_SUSPENDED", retry_after),
+                    Exhausted::Throttled { retry_after } => ("AGENCY_THROTTLED", retry_after),
                 };
                 let mut details = error_info(reason);
                 details.set_retry_info(Some(retry_after));

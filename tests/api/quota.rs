@@ -159,3 +159,79 @@ async fn a_number_failing_too_often_is_suspended_for_every_agency_with_an_alert(
     assert_eq!(reason_and_retry(&status).0, "ID_NUMBER_SUSPENDED");
     assert!(b.verify(request(UNKNOWN_ID, DAM.name)).await.is_ok());
 }
+
+#[tokio::test]
+async fn an_enumerating_agency_is_alerted_on_and_throttled_and_a_busy_desk_is_not() {
+    let url = PgServer::shared().fresh_database().await;
+    let settings = |agency: &str| {
+        let mut s = test_settings(&url);
+        s.defences.not_verified_alert_share = 0.5;
+        s.plaintext_agency = agency.into();
+        s.plaintext_operator = String::new();
+        s.agencies = vec![AgencyConfig {
+            detail: vnid::policy::DetailLevel::None,
+            ..AgencyConfig::demo(agency)
+        }];
+        s
+    };
+    let harvester = spawn_app_with(settings("harvester")).await;
+    let mut desk_settings = settings("busy-desk");
+    desk_settings.data_dir = harvester.data_dir.clone();
+    let desk = spawn_bare(desk_settings).await;
+
+    // Walking through the men born in 1990 and registered in Tiền Giang,
+    // with a common name.
+    let mut refused_at = None;
+    for k in 0..500 {
+        let id = format!("082090{k:06}");
+        match harvester.verify(request(&id, "Nguyễn Văn An")).await {
+            Ok(answer) => assert_eq!(answer.verdict(), pb::Verdict::NotVerified),
+            Err(status) => {
+                assert_eq!(reason_and_retry(&status).0, "AGENCY_THROTTLED");
+                refused_at = Some(k + 1);
+                break;
+            }
+        }
+    }
+    let refused_at = refused_at.expect("throttled within 500 checks");
+    assert!(refused_at <= 500, "throttled at check {refused_at}");
+    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+    let alerts: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("not_verified_share") && l.contains("harvester"))
+        .collect();
+    assert_eq!(alerts.len(), 1, "one alert");
+    assert!(!alerts[0].contains("082090") && !alerts[0].contains("An\""));
+    // Throttled: one check a second.
+    harvester.clock.set(NOW + 1);
+    assert!(
+        harvester
+            .verify(request(UNKNOWN_ID, DAM.name))
+            .await
+            .is_ok()
+    );
+    let status = harvester
+        .verify(request(UNKNOWN_ID, DAM.name))
+        .await
+        .unwrap_err();
+    assert_eq!(reason_and_retry(&status).0, "AGENCY_THROTTLED");
+
+    // A hospital desk: mostly right, a wrong name now and then, a mistyped
+    // number, and a bad quarter hour of five failures in a row.
+    for i in 0..1_000 {
+        let r = match i % 40 {
+            _ if (500..505).contains(&i) => request(UNKNOWN_ID, DAM.name),
+            7 => request(DAM.id, "Nguyễn Văn Đam"),
+            19 => request("082090012354", DAM.name),
+            n if n % 2 == 0 => request(DAM.id, DAM.name),
+            _ => request(THUY.id, THUY.name),
+        };
+        desk.verify(r).await.expect("the desk is never throttled");
+    }
+    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("not_verified_share") && l.contains("busy-desk"))
+    );
+}

@@ -10,8 +10,8 @@ use crate::audit::{AuditEntry, AuditError, AuditKind, AuditSink, AuditStore};
 use crate::clock::{Clock, UnixSeconds};
 use crate::defence::{ShareChange, ShareWatch};
 use crate::domain::{
-    Claims, DatePrecision, FieldChecks, FieldOutcome, NameMatchLevel, PersonalIdNumber, Purpose,
-    Reason, RequestId, Verdict, assess,
+    CitizenRecord, CitizenStatus, Claims, DatePrecision, FieldChecks, FieldOutcome, NameMatchLevel,
+    PartialDate, PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Verdict, assess,
 };
 use crate::lookup::RequestIndex;
 use crate::mirror::{MirrorStore, StoreError};
@@ -173,6 +173,9 @@ impl Verifier {
             return Err(Exhausted::Suspended { retry_after }.into());
         }
         let lookup = self.mirror.lookup(&command.id_number).await?;
+        if lookup.record.is_none() {
+            stand_in_for_a_record(&command);
+        }
         let assessment = assess(
             &command.id_number,
             &command.claims,
@@ -277,6 +280,43 @@ impl Verifier {
         })
     }
 }
+
+/// An unknown number costs what a known one does: a record's name read
+/// and the claims weighed against it. Without this, "not found" answers
+/// come back measurably sooner (15 µs of 1 ms at the median:
+/// `benches/timing.sh`), which tells an enumerator what the answer hides.
+fn stand_in_for_a_record(command: &VerifyCommand) {
+    let id = &command.id_number;
+    let year_only = || {
+        PartialDate::from_parts(id.birth_year().into(), 0, 0)
+            .ok()
+            .flatten()
+    };
+    let (Ok(full_name), Some(date_of_birth)) = (
+        PersonName::parse(STAND_IN_NAME),
+        command.claims.date_of_birth.or_else(year_only),
+    ) else {
+        return;
+    };
+    let record = CitizenRecord {
+        id_number: id.clone(),
+        full_name,
+        date_of_birth,
+        gender: command.id_number.gender(),
+        old_id_numbers: Vec::new(),
+        status: CitizenStatus::Active,
+        record_version: 0,
+    };
+    std::hint::black_box(assess(
+        &command.id_number,
+        &command.claims,
+        command.name_match,
+        Some(std::hint::black_box(&record)),
+    ));
+}
+
+/// A name of the usual length and diacritics.
+const STAND_IN_NAME: &str = "Nguyễn Thị Thanh Hương";
 
 /// Where retries find their first answer: the audit trail, which is the
 /// record; and a shared mark of used ids, which spares a new request the

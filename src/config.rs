@@ -527,6 +527,17 @@ mod tests {
         assert_eq!(s.agencies().len(), 3);
         assert_eq!(s.audit.retention_days, 1_826);
         assert_eq!(s.attestation.published_key_files.len(), 1);
+        assert_eq!(s.batch.window, BatchSettings::default().window);
+        assert_eq!(
+            s.defences.not_verified_alert_share,
+            DefenceSettings::default().not_verified_alert_share
+        );
+        let allowed: Vec<(bool, bool)> = s
+            .agencies()
+            .iter()
+            .map(|a| (a.allow_batch, a.allow_card_qr))
+            .collect();
+        assert_eq!(allowed, [(true, true), (false, true), (false, false)]);
     }
 
     #[test]

@@ -12,20 +12,22 @@
 //! - [`app`]: server assembly: configuration in, a bound server out
 //!   (health, reflection, limits, graceful shutdown).
 //! - [`grpc`]: the `vnid.v1` services, the `pb` ↔ domain seam
-//!   (`grpc::convert`) and the one mapping of errors to `tonic::Status`
-//!   (`grpc::error`).
+//!   (`grpc::convert`), the batch stream's bounded window (`grpc::batch`)
+//!   and the one mapping of errors to `tonic::Status` (`grpc::error`).
 //! - [`verify`]: the use case — policy, lookup, match, attest, audit.
 //! - [`lookup`]: cache-aside (Redis or in-process) in front of the mirror:
 //!   sealed values, coalesced misses, a circuit breaker.
 //! - [`mirror`]: the store traits, Postgres and the embedded SQLite, the
 //!   export format, `vnid import` and the population generator.
-//! - [`domain`]: pure types and rules: ID numbers, names, dates, verdicts.
-//!   No I/O, no clock.
+//! - [`domain`]: pure types and rules: ID numbers, names, dates, verdicts,
+//!   card QR codes. No I/O, no clock.
 //!
 //! Beside them, each a room of its own: [`audit`] (the hash-chained trail,
 //! its group-commit writer, checkpoints, the access history),
 //! [`attest`] (JWS, keys, JWKS, pairwise subjects), [`quota`] (rates and
-//! daily quotas), [`policy`] (agencies and what they may ask),
+//! daily quotas), [`defence`] (an agency's share of failed checks),
+//! [`policy`] (agencies and what they may ask), [`client`] (the
+//! `vnid verify-batch` client),
 //! [`config`] (typed settings), [`telemetry`] (logs), [`clock`] (the one
 //! reader of the wall clock), [`devcerts`] (a development CA for trying
 //! mutual TLS).

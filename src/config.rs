@@ -261,7 +261,7 @@ impl Default for CacheSettings {
             generation_poll_ms: 500,
             breaker_failures: 5,
             breaker_cooldown_ms: 2_000,
-            max_db_queries: 16,
+            max_db_queries: 64,
             memory_capacity: 100_000,
             metrics_log_seconds: 60,
             request_mark_seconds: 7 * 86_400,

@@ -141,16 +141,6 @@ impl Drop for CachedMirror {
     }
 }
 
-/// The same kind of error as a shared one (errors are not `Clone`).
-fn share_error(error: &StoreError) -> StoreError {
-    let message = error.to_string();
-    match error {
-        StoreError::Unavailable(_) => StoreError::Unavailable(message.into()),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-        StoreError::Query(_) => StoreError::Query(message.into()),
-    }
-}
-
 impl CachedMirror {
     /// Wraps `mirror`; starts the generation watcher and the metrics log.
     /// Needs a Tokio runtime.
@@ -469,7 +459,7 @@ impl MirrorStore for CachedMirror {
                 // A shared answer from before a generation this caller
                 // already knew of: never serve it, ask again.
                 Ok(lookup) if lookup.generation < known => inner.query_mirror(id).await,
-                other => other.map_err(|e| share_error(&e)),
+                other => other.map_err(|e| e.copied()),
             }
         })
     }

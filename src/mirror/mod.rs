@@ -52,6 +52,19 @@ pub enum StoreError {
     Query(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl StoreError {
+    /// The same kind of error, for one held by several waiters (errors are
+    /// not `Clone`).
+    pub fn copied(&self) -> Self {
+        let message = self.to_string();
+        match self {
+            Self::Unavailable(_) => Self::Unavailable(message.into()),
+            Self::Corrupt(m) => Self::Corrupt(m.clone()),
+            Self::Query(_) => Self::Query(message.into()),
+        }
+    }
+}
+
 /// Where a staged row came from: the input file's index and the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RowOrigin {

@@ -1,10 +1,12 @@
 //! The mirror in Postgres.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::load::{self, LoadSteps};
 use super::row::{StoredDetails, StoredPerson};
@@ -18,6 +20,11 @@ use crate::domain::{CitizenRecord, PersonalIdNumber};
 #[derive(Debug, Clone)]
 pub struct PgMirror {
     pool: PgPool,
+    /// Where lookups are gathered into shared queries: started by the first
+    /// lookup, on its runtime.
+    reads: Arc<OnceLock<mpsc::Sender<Read>>>,
+    /// Lookup queries sent (each for one number or several).
+    queries: Arc<AtomicU64>,
 }
 
 /// Whether an error means "the database is not there right now" (retry
@@ -51,6 +58,16 @@ SELECT c.full_name, c.birth_year, c.birth_month, c.birth_day, c.gender, c.old_id
        c.status, c.record_version, m.generation,
        extract(epoch FROM m.data_as_of)::bigint AS data_as_of
 FROM mirror_state m LEFT JOIN citizen c ON c.id_number = $1";
+
+/// `LOOKUP` for several numbers at once, one row each, in their order.
+const LOOKUP_MANY: &str = "\
+SELECT c.full_name, c.birth_year, c.birth_month, c.birth_day, c.gender, c.old_id_numbers,
+       c.status, c.record_version, m.generation,
+       extract(epoch FROM m.data_as_of)::bigint AS data_as_of
+FROM mirror_state m
+CROSS JOIN unnest($1::text[]) WITH ORDINALITY AS i(id, n)
+LEFT JOIN citizen c ON c.id_number = i.id COLLATE \"C\"
+ORDER BY i.n";
 
 /// The columns a load stages, in COPY order.
 const COLUMNS: &str = "id_number, full_name, birth_year, birth_month, birth_day, gender, \
@@ -152,11 +169,21 @@ impl PgMirror {
             .acquire_timeout(acquire_timeout)
             .connect_lazy(url)
             .map_err(|e| StoreError::Query(Box::new(e)))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            reads: Arc::default(),
+            queries: Arc::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Lookup queries sent so far: fewer than lookups when they are
+    /// gathered.
+    pub fn lookup_queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
     }
 }
 
@@ -506,19 +533,122 @@ fn decode(id: &PersonalIdNumber, row: &PgRow) -> Result<Option<CitizenRecord>, S
         .map(Some)
 }
 
+fn lookup_of(id: &PersonalIdNumber, row: &PgRow) -> Result<Lookup, StoreError> {
+    Ok(Lookup {
+        record: decode(id, row)?,
+        data_as_of: row.try_get("data_as_of").map_err(store_error)?,
+        generation: row.try_get("generation").map_err(store_error)?,
+    })
+}
+
+async fn lookup_one(pool: &PgPool, id: &PersonalIdNumber) -> Result<Lookup, StoreError> {
+    let row = sqlx::query(LOOKUP)
+        .bind(id.expose())
+        .fetch_one(pool)
+        .await
+        .map_err(store_error)?;
+    lookup_of(id, &row)
+}
+
+// Lookups gathered: each lookup is queued for a gatherer task, which sends
+// whatever has queued as one query as soon as one of its few query slots
+// is free. Alone, a lookup goes at once, as itself; under load, lookups
+// that arrive while the slots are busy share a query, and the mirror
+// parses, plans and answers one statement for many people.
+
+/// Lookups in one query at most.
+const MAX_GATHERED: usize = 64;
+/// Gathered queries at once.
+const GATHERED_QUERIES: usize = 4;
+
+#[derive(Debug)]
+struct Read {
+    id: PersonalIdNumber,
+    reply: oneshot::Sender<Result<Lookup, Arc<StoreError>>>,
+}
+
+async fn gather(pool: PgPool, queries: Arc<AtomicU64>, mut queue: mpsc::Receiver<Read>) {
+    let slots = Arc::new(Semaphore::new(GATHERED_QUERIES));
+    let mut reads = Vec::with_capacity(MAX_GATHERED);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if queue.recv_many(&mut reads, MAX_GATHERED).await == 0 {
+            return;
+        }
+        let reads = std::mem::replace(&mut reads, Vec::with_capacity(MAX_GATHERED));
+        let pool = pool.clone();
+        queries.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let answers = lookup_many(&pool, &reads).await;
+            match answers {
+                Ok(lookups) => {
+                    for (read, lookup) in reads.into_iter().zip(lookups) {
+                        let _ = read.reply.send(Ok(lookup));
+                    }
+                }
+                Err(error) => {
+                    let error = Arc::new(error);
+                    for read in reads {
+                        let _ = read.reply.send(Err(error.clone()));
+                    }
+                }
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn lookup_many(pool: &PgPool, reads: &[Read]) -> Result<Vec<Lookup>, StoreError> {
+    if let [one] = reads {
+        return Ok(vec![lookup_one(pool, &one.id).await?]);
+    }
+    let ids: Vec<&str> = reads.iter().map(|r| r.id.expose()).collect();
+    let rows = sqlx::query(LOOKUP_MANY)
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+        .map_err(store_error)?;
+    if rows.len() != reads.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{} rows for {} numbers",
+            rows.len(),
+            reads.len()
+        )));
+    }
+    reads
+        .iter()
+        .zip(&rows)
+        .map(|(read, row)| lookup_of(&read.id, row))
+        .collect()
+}
+
 impl MirrorStore for PgMirror {
     fn lookup<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Lookup, StoreError>> {
         Box::pin(async move {
-            let row = sqlx::query(LOOKUP)
-                .bind(id.expose())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(store_error)?;
-            Ok(Lookup {
-                record: decode(id, &row)?,
-                data_as_of: row.try_get("data_as_of").map_err(store_error)?,
-                generation: row.try_get("generation").map_err(store_error)?,
-            })
+            let queue = self.reads.get_or_init(|| {
+                let (queue, gathered) = mpsc::channel(4 * MAX_GATHERED * GATHERED_QUERIES);
+                tokio::spawn(gather(self.pool.clone(), self.queries.clone(), gathered));
+                queue
+            });
+            let (reply, answer) = oneshot::channel();
+            let read = Read {
+                id: id.clone(),
+                reply,
+            };
+            // A gatherer gone with its runtime: the lookup goes alone.
+            let alone = || {
+                self.queries.fetch_add(1, Ordering::Relaxed);
+                lookup_one(&self.pool, id)
+            };
+            if queue.send(read).await.is_err() {
+                return alone().await;
+            }
+            match answer.await {
+                Ok(answer) => answer.map_err(|e| e.copied()),
+                Err(_) => alone().await,
+            }
         })
     }
 

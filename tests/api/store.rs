@@ -4,8 +4,8 @@
 use tokio::sync::mpsc;
 use vnid::domain::{CitizenStatus, PersonalIdNumber};
 use vnid::mirror::{
-    ExportRecord, LoadError, LoadItem, LoadMode, MirrorAdmin, PgMirror, RowOrigin, SourcedRecord,
-    SqliteMirror, load_records,
+    ExportRecord, LoadError, LoadItem, LoadMode, MirrorAdmin, MirrorStore, PgMirror, RowOrigin,
+    SourcedRecord, SqliteMirror, load_records,
 };
 
 use crate::helpers::*;
@@ -264,7 +264,83 @@ macro_rules! both_stores {
     };
 }
 
+/// Many lookups at once, the same numbers more than once, known and
+/// unknown: each gets its own answer.
+async fn concurrent_lookups_each_get_their_own_answer(store: &dyn MirrorAdmin) {
+    load_records(store, LoadMode::Full, None, fixtures().into_iter())
+        .await
+        .unwrap();
+    let ids = [
+        DAM.id,
+        UNKNOWN_ID,
+        THUY.id,
+        HOA_DECEASED.id,
+        LAN_CANCELLED.id,
+    ];
+    let asks: Vec<&str> = (0..300).map(|i| ids[(i * 7) % ids.len()]).collect();
+    let parsed: Vec<PersonalIdNumber> = asks
+        .iter()
+        .map(|id| PersonalIdNumber::parse(id).unwrap())
+        .collect();
+    let answers = futures_util_join(parsed.iter().map(|id| store.lookup(id))).await;
+    for (id, answer) in asks.iter().zip(answers) {
+        let answer = answer.unwrap();
+        match answer.record {
+            Some(record) => assert_eq!(record.id_number.expose(), *id),
+            None => assert_eq!(*id, UNKNOWN_ID),
+        }
+        assert_eq!(answer.data_as_of, Some(DATA_AS_OF));
+    }
+}
+
+/// Polls every future on this task until all are done.
+async fn futures_util_join<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pending: Vec<_> = futures.map(|f| Some(Box::pin(f))).collect();
+    let mut out: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, result) in pending.iter_mut().zip(out.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *result = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+#[tokio::test]
+async fn postgres_gathers_concurrent_lookups_into_fewer_queries() {
+    let mirror = postgres().await;
+    load_records(&mirror, LoadMode::Full, None, fixtures().into_iter())
+        .await
+        .unwrap();
+    let id = PersonalIdNumber::parse(DAM.id).unwrap();
+    let before = mirror.lookup_queries();
+    assert!(mirror.lookup(&id).await.unwrap().record.is_some());
+    assert_eq!(mirror.lookup_queries() - before, 1, "alone, at once");
+    let before = mirror.lookup_queries();
+    let answers = futures_util_join((0..400).map(|_| mirror.lookup(&id))).await;
+    assert!(answers.iter().all(|a| a.as_ref().unwrap().record.is_some()));
+    let queries = mirror.lookup_queries() - before;
+    assert!(queries < 100, "400 lookups took {queries} queries");
+}
+
 both_stores!(
+    concurrent_lookups_each_get_their_own_answer,
     full_load_replaces_and_starts_a_generation,
     delta_adds_changes_and_bumps_versions,
     an_unfinished_load_changes_nothing,

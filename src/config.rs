@@ -165,7 +165,7 @@ pub struct BatchSettings {
 impl Default for BatchSettings {
     fn default() -> Self {
         Self {
-            window: 128,
+            window: 512,
             max_items: 1_000_000,
         }
     }

@@ -262,11 +262,20 @@ impl Output {
             source,
         };
         let mut kept = Vec::new();
-        if path.exists() {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             let mut reader = csv::ReaderBuilder::new()
                 .flexible(true)
                 .from_path(path)
                 .map_err(csv_error)?;
+            // Never rewrite a file that is not a results file: it may be
+            // the candidates themselves, given by mistake.
+            let header = reader.headers().map_err(csv_error)?;
+            if !header.iter().eq(OUTPUT_HEADER) {
+                return Err(ClientError::Usage(format!(
+                    "{} exists and is not a results file; give another --output",
+                    path.display()
+                )));
+            }
             for record in reader.records() {
                 let Ok(record) = record else { continue };
                 if record.len() != OUTPUT_HEADER.len() {

@@ -47,7 +47,6 @@ pub enum ApiError {
     /// A store cannot be reached: retry later.
     Unavailable(Unreachable),
     Internal,
-    Unimplemented(&'static str),
     ResourceExhausted(Exhausted),
     /// The caller's `request_id` names another request.
     AlreadyExists,
@@ -170,7 +169,6 @@ impl From<ApiError> for Status {
             ApiError::Internal => {
                 Status::with_error_details(Code::Internal, "internal error", error_info("INTERNAL"))
             }
-            ApiError::Unimplemented(what) => Status::unimplemented(what),
             ApiError::AlreadyExists => Status::with_error_details(
                 Code::AlreadyExists,
                 "this request_id was already used for a different request",
@@ -259,6 +257,35 @@ mod tests {
                 "RATE_LIMITED",
             ),
             (
+                ApiError::ResourceExhausted(Exhausted::Throttled {
+                    retry_after: Duration::from_secs(1),
+                }),
+                Code::ResourceExhausted,
+                "AGENCY_THROTTLED",
+            ),
+            (
+                ApiError::ResourceExhausted(Exhausted::Suspended {
+                    retry_after: Duration::from_secs(1),
+                }),
+                Code::ResourceExhausted,
+                "ID_NUMBER_SUSPENDED",
+            ),
+            (
+                ApiError::BatchTooLong(10),
+                Code::ResourceExhausted,
+                "BATCH_TOO_LONG",
+            ),
+            (
+                ApiError::PermissionDenied(Denial::BatchNotAllowed),
+                Code::PermissionDenied,
+                "BATCH_NOT_ALLOWED",
+            ),
+            (
+                ApiError::PermissionDenied(Denial::CardQrNotAllowed),
+                Code::PermissionDenied,
+                "CARD_QR_NOT_ALLOWED",
+            ),
+            (
                 ApiError::ResourceExhausted(Exhausted::Daily {
                     retry_after: Duration::from_secs(60),
                 }),
@@ -271,10 +298,6 @@ mod tests {
             assert_eq!(status.code(), code);
             assert_eq!(reason(&status), expected);
         }
-        assert_eq!(
-            Status::from(ApiError::Unimplemented("later")).code(),
-            Code::Unimplemented
-        );
     }
 
     #[test]

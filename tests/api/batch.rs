@@ -575,6 +575,23 @@ async fn the_batch_cli_writes_one_row_per_candidate_and_resumes_after_being_kill
         cmd
     };
 
+    // The candidates given as the output by mistake: refused, untouched.
+    let before = std::fs::read(&input).unwrap();
+    let mut mistake = vnid(None, &["verify-batch", "--quiet"]);
+    mistake
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&input);
+    mistake.args(["--server", &server]);
+    let refused = tokio::task::spawn_blocking(move || mistake.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a results file"));
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+
     let mut child = run().spawn().unwrap();
     while lines(&output) < 1_000 {
         assert!(

@@ -200,7 +200,7 @@ async fn postgres_down_is_unavailable_never_a_verdict() {
 }
 
 #[tokio::test]
-async fn batch_and_card_qr_are_not_implemented_yet() {
+async fn batch_items_and_card_qr_codes_check_their_input_like_verify() {
     let app = spawn_app().await;
     let status = app
         .client
@@ -208,10 +208,46 @@ async fn batch_and_card_qr_are_not_implemented_yet() {
         .verify_card_qr(pb::VerifyCardQrRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
-    let stream = tokio_stream::iter(vec![request(DAM.id, DAM.name)]);
-    let status = app.client.clone().verify_batch(stream).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        violations(&status),
+        [
+            ("request_id".to_owned(), "REQUEST_ID_EMPTY".to_owned()),
+            ("qr_payload".to_owned(), "QR_EMPTY".to_owned()),
+            ("purpose".to_owned(), "PURPOSE_UNSPECIFIED".to_owned()),
+        ]
+    );
+    // A bad item is answered with its error; the good one after it too.
+    let stream = tokio_stream::iter(vec![
+        pb::VerifyRequest {
+            request_id: "bad-1".into(),
+            ..Default::default()
+        },
+        request(DAM.id, DAM.name),
+    ]);
+    let mut answers = app
+        .client
+        .clone()
+        .verify_batch(stream)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(item) = answers.message().await.unwrap() {
+        match item.result.unwrap() {
+            pb::verify_batch_response::Result::Error(e) => {
+                assert_eq!(item.request_id, "bad-1");
+                assert_eq!(e.code, Code::InvalidArgument as i32);
+                seen.push("error");
+            }
+            pb::verify_batch_response::Result::Response(r) => {
+                assert_eq!(r.verdict(), pb::Verdict::Verified);
+                seen.push("verified");
+            }
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["error", "verified"]);
 }
 
 #[tokio::test]

@@ -194,6 +194,11 @@ impl Application {
             // has room for every stream's: a batch caller that stops
             // reading stalls its own stream, never the other calls on its
             // connection, and a connection holds at most this much input.
+            // A batch stream may be idle for a long time while its caller
+            // reads slowly; a peer that vanished without closing is found
+            // by its missing ping answer, and its stream let go.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(
                 STREAM_WINDOW_BYTES.saturating_mul(server.max_concurrent_streams.max(1)),

@@ -134,31 +134,17 @@ impl CardQr {
         let date_of_birth = keep(&mut errors, QrField::DateOfBirth, card_date(birth, false));
         let gender = keep(&mut errors, QrField::Gender, card_gender(gender));
         let issue_date = keep(&mut errors, QrField::IssueDate, card_date(issued, true));
-        match (
-            id_number,
-            old_id_number,
-            full_name,
-            date_of_birth,
-            gender,
-            issue_date,
-        ) {
-            (
-                Some(id_number),
-                Some(old_id_number),
-                Some(full_name),
-                Some(date_of_birth),
-                Some(gender),
-                Some(issue_date),
-            ) => Ok(Self {
-                id_number,
-                old_id_number,
-                full_name,
-                date_of_birth,
-                gender,
-                issue_date,
-            }),
-            _ => Err(errors),
-        }
+        let parsed = || {
+            Some(Self {
+                id_number: id_number?,
+                old_id_number: old_id_number?,
+                full_name: full_name?,
+                date_of_birth: date_of_birth?,
+                gender: gender?,
+                issue_date: issue_date?,
+            })
+        };
+        parsed().ok_or(errors)
     }
 }
 

@@ -65,12 +65,12 @@ pub enum StartupError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A bound, ready server. `local_addr` is known before it runs, so tests
-/// bind port 0 and connect without sleeping.
 /// HTTP/2 flow-control window of one stream: HTTP/2's own default. At
 /// about 60 bytes a `VerifyRequest`, a thousand batch items.
 const STREAM_WINDOW_BYTES: u32 = 65_535;
 
+/// A bound, ready server. `local_addr` is known before it runs, so tests
+/// bind port 0 and connect without sleeping.
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -190,15 +190,15 @@ impl Application {
             .trace_fn(call_span)
             .timeout(Duration::from_millis(server.request_timeout_ms))
             .max_concurrent_streams(server.max_concurrent_streams)
-            // What one stream may send unread is small, and the connection
-            // has room for every stream's: a batch caller that stops
-            // reading stalls its own stream, never the other calls on its
-            // connection, and a connection holds at most this much input.
             // A batch stream may be idle for a long time while its caller
             // reads slowly; a peer that vanished without closing is found
             // by its missing ping answer, and its stream let go.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // What one stream may send unread is small, and the connection
+            // has room for every stream's: a batch caller that stops
+            // reading stalls its own stream, never the other calls on its
+            // connection, and a connection holds at most this much input.
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(
                 STREAM_WINDOW_BYTES.saturating_mul(server.max_concurrent_streams.max(1)),

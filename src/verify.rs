@@ -155,23 +155,17 @@ impl Verifier {
                 Err(VerifyError::RequestIdReused)
             };
         }
-        self.quotas
-            .admit(&agency.id, &agency.limits, self.clock.now_micros())
-            .await?;
-        self.defences
-            .shares
-            .admit(&agency.id, self.clock.now_micros())
-            .map_err(|retry_after| Exhausted::Throttled { retry_after })?;
         let subject_index = subject_key.subject_index(&command.id_number);
-        let id_failure_limit = self.defences.id_failure_limit;
-        if id_failure_limit > 0
-            && let Some(retry_after) = self
-                .quotas
-                .suspended(&subject_index, id_failure_limit, self.clock.now_micros())
-                .await
-        {
-            return Err(Exhausted::Suspended { retry_after }.into());
+        if let Err(refused) = self.admit(agency, &subject_index).await {
+            if let Some(Replays {
+                index: Some(index), ..
+            }) = &self.replays
+            {
+                index.release(&agency.id, request_id).await;
+            }
+            return Err(refused.into());
         }
+        let id_failure_limit = self.defences.id_failure_limit;
         let lookup = self.mirror.lookup(&command.id_number).await?;
         if lookup.record.is_none() {
             stand_in_for_a_record(&command);
@@ -261,14 +255,6 @@ impl Verifier {
                 request_digest,
             })
             .await?;
-        if let Some(Replays {
-            index: Some(index), ..
-        }) = &self.replays
-        {
-            index
-                .mark_used(&agency.id, command.request_id.as_str())
-                .await;
-        }
         Ok(VerifyOutcome {
             request_id: command.request_id,
             verdict: assessment.verdict,
@@ -278,6 +264,27 @@ impl Verifier {
             attestation_id,
             data_as_of: lookup.data_as_of,
         })
+    }
+
+    /// The agency's quotas and throttle, and the number's suspension.
+    async fn admit(&self, agency: &Agency, subject_index: &str) -> Result<(), Exhausted> {
+        self.quotas
+            .admit(&agency.id, &agency.limits, self.clock.now_micros())
+            .await?;
+        self.defences
+            .shares
+            .admit(&agency.id, self.clock.now_micros())
+            .map_err(|retry_after| Exhausted::Throttled { retry_after })?;
+        let limit = self.defences.id_failure_limit;
+        if limit > 0
+            && let Some(retry_after) = self
+                .quotas
+                .suspended(subject_index, limit, self.clock.now_micros())
+                .await
+        {
+            return Err(Exhausted::Suspended { retry_after });
+        }
+        Ok(())
     }
 }
 
@@ -319,8 +326,8 @@ fn stand_in_for_a_record(command: &VerifyCommand) {
 const STAND_IN_NAME: &str = "Nguyễn Thị Thanh Hương";
 
 /// Where retries find their first answer: the audit trail, which is the
-/// record; and a shared mark of used ids, which spares a new request the
-/// trail's read.
+/// record; and a shared mark of used ids, set as a check begins, which
+/// spares a new request the trail's read.
 pub struct Replays {
     pub trail: Arc<dyn AuditStore>,
     pub index: Option<Arc<dyn RequestIndex>>,
@@ -333,7 +340,7 @@ impl Replays {
         request_id: &str,
     ) -> Result<Option<crate::audit::AuditRecord>, AuditError> {
         if let Some(index) = &self.index
-            && !index.maybe_used(agency, request_id).await
+            && !index.claim(agency, request_id).await
         {
             return Ok(None);
         }

@@ -24,6 +24,14 @@ pub trait CacheBackend: Send + Sync + 'static {
         value: Vec<u8>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Sets `key` unless it is there: `true` if this call set it.
+    fn set_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>>;
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
 }
 
 /// Redis through one managed, multiplexed connection that reconnects by
@@ -95,9 +103,8 @@ impl CacheBackend for RedisBackend {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
-            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             let mut command = redis::cmd("SET");
-            command.arg(key).arg(value).arg("PX").arg(millis);
+            command.arg(key).arg(value).arg("PX").arg(millis(ttl));
             timed(
                 self.timeout,
                 "SET",
@@ -106,6 +113,50 @@ impl CacheBackend for RedisBackend {
             .await
         })
     }
+
+    fn set_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let mut command = redis::cmd("SET");
+            command
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl));
+            // `OK` when set, nil when the key was there.
+            let set = timed(
+                self.timeout,
+                "SET NX",
+                command.query_async::<Option<String>>(&mut connection),
+            )
+            .await?;
+            Ok(set.is_some())
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let mut command = redis::cmd("DEL");
+            command.arg(key);
+            timed(
+                self.timeout,
+                "DEL",
+                command.query_async::<()>(&mut connection),
+            )
+            .await
+        })
+    }
+}
+
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// The in-process cache of the embedded default: bounded, with expiry.
@@ -148,16 +199,50 @@ impl CacheBackend for MemoryBackend {
         value: Vec<u8>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
+        let expires = Instant::now() + ttl;
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.insert(&mut entries, key, value, expires);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn set_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, BackendError>> {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let live = entries.get(key).is_some_and(|(expires, _)| *expires > now);
+        if !live {
+            self.insert(&mut entries, key, value, now + ttl);
+        }
+        Box::pin(std::future::ready(Ok(!live)))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(key);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl MemoryBackend {
+    fn insert(
+        &self,
+        entries: &mut HashMap<String, (Instant, Vec<u8>)>,
+        key: &str,
+        value: Vec<u8>,
+        expires: Instant,
+    ) {
         if entries.len() >= self.capacity {
+            let now = Instant::now();
             entries.retain(|_, (expires, _)| *expires > now);
             if entries.len() >= self.capacity {
                 // Still full of live entries: start over rather than grow.
                 entries.clear();
             }
         }
-        entries.insert(key.to_owned(), (now + ttl, value));
-        Box::pin(std::future::ready(Ok(())))
+        entries.insert(key.to_owned(), (expires, value));
     }
 }

@@ -354,51 +354,54 @@ impl Inner {
 /// Which `request_id`s an agency has used, so that a first request need
 /// not ask the audit trail whether it is a retry.
 pub trait RequestIndex: Send + Sync + 'static {
-    /// `false` only when the request id is certainly unused (a shared
-    /// cache that answers, and has no mark); `true` when it is used or
-    /// when that cannot be known.
-    fn maybe_used<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, bool>;
-    /// Marks the request id used (best effort).
-    fn mark_used<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, ()>;
+    /// Marks an agency's `request_id` as used, in one call: `false` when
+    /// it was unmarked, so the request is new and the trail need not be
+    /// read; `true` when it may have been used before (marked, or the
+    /// index cannot tell), so the trail is asked. A mark set for a check
+    /// that then failed only sends its retry to the trail.
+    fn claim<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, bool>;
+    /// Takes back the mark of a request refused before it was checked (a
+    /// quota), so that refused traffic leaves no marks behind.
+    fn release<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, ()>;
 }
 
 impl RequestIndex for CachedMirror {
-    fn maybe_used<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, bool> {
+    fn claim<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let inner = &self.inner;
             if !inner.backend.shared() || !inner.breaker.allow(Instant::now()) {
                 return true;
             }
             let key = inner.sealer.request_key(agency, request_id);
-            match inner.backend.get(&key).await {
-                Ok(mark) => {
+            let ttl = inner.params.request_ttl;
+            match inner.backend.set_if_absent(&key, b"1".to_vec(), ttl).await {
+                Ok(set) => {
                     inner.breaker.success();
-                    mark.is_some()
+                    !set
                 }
                 Err(e) => {
                     inner.breaker.failure(Instant::now());
                     bump(&inner.metrics.errors);
-                    tracing::debug!(error = %e, "request index read failed");
+                    tracing::debug!(error = %e, "request index call failed");
                     true
                 }
             }
         })
     }
 
-    fn mark_used<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, ()> {
+    fn release<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let inner = &self.inner;
             if !inner.backend.shared() || !inner.breaker.allow(Instant::now()) {
                 return;
             }
             let key = inner.sealer.request_key(agency, request_id);
-            let ttl = inner.params.request_ttl;
-            match inner.backend.set(&key, b"1".to_vec(), ttl).await {
+            match inner.backend.delete(&key).await {
                 Ok(()) => inner.breaker.success(),
                 Err(e) => {
                     inner.breaker.failure(Instant::now());
                     bump(&inner.metrics.errors);
-                    tracing::debug!(error = %e, "request index write failed");
+                    tracing::debug!(error = %e, "request index call failed");
                 }
             }
         })

@@ -808,4 +808,40 @@ async fn with_redis_a_new_request_skips_the_trail_and_a_retry_still_finds_it() {
         Code::AlreadyExists
     );
     assert_eq!(attestation_ids(audit_store(&url).pool()).await.len(), 1);
+
+    // A request refused by a quota leaves no mark: refused traffic does
+    // not fill Redis, and its retry, once admitted, is a new check.
+    let mut limited = settings();
+    limited.data_dir = a.data_dir.clone();
+    limited.plaintext_agency = "limited".into();
+    limited.plaintext_operator = String::new();
+    let mut agency = vnid::policy::AgencyConfig::demo("limited");
+    agency.rate_per_second = Some(1);
+    agency.burst = Some(1);
+    limited.agencies = vec![agency];
+    let c = spawn_bare(limited).await;
+    let marks = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("vnid:r:v1:*")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            keys.len()
+        }
+    };
+    let mut admitted = request(DAM.id, DAM.name);
+    admitted.request_id = "limited-1".into();
+    c.verify(admitted).await.unwrap();
+    assert_eq!(marks(&mut conn).await, 2);
+    let mut refused = request(DAM.id, DAM.name);
+    refused.request_id = "limited-2".into();
+    let status = c.verify(refused.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(marks(&mut conn).await, 2, "no mark for a refused request");
+    c.clock.set(NOW + 2);
+    let answered = c.verify(refused).await.unwrap();
+    assert_eq!(answered.verdict(), pb::Verdict::Verified);
+    assert_eq!(marks(&mut conn).await, 3);
 }

@@ -76,23 +76,32 @@ pub async fn timed<T>(
     }
 }
 
+impl RedisBackend {
+    /// One command on the shared connection, with the deadline.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        command: redis::Cmd,
+    ) -> Result<T, BackendError> {
+        let mut connection = self.connection.clone();
+        timed(
+            self.timeout,
+            what,
+            command.query_async::<T>(&mut connection),
+        )
+        .await
+    }
+}
+
 impl CacheBackend for RedisBackend {
     fn shared(&self) -> bool {
         true
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
-        Box::pin(async move {
-            let mut connection = self.connection.clone();
-            let mut command = redis::cmd("GET");
-            command.arg(key);
-            timed(
-                self.timeout,
-                "GET",
-                command.query_async::<Option<Vec<u8>>>(&mut connection),
-            )
-            .await
-        })
+        let mut command = redis::cmd("GET");
+        command.arg(key);
+        Box::pin(self.run("GET", command))
     }
 
     fn set<'a>(
@@ -101,17 +110,9 @@ impl CacheBackend for RedisBackend {
         value: Vec<u8>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(async move {
-            let mut connection = self.connection.clone();
-            let mut command = redis::cmd("SET");
-            command.arg(key).arg(value).arg("PX").arg(millis(ttl));
-            timed(
-                self.timeout,
-                "SET",
-                command.query_async::<()>(&mut connection),
-            )
-            .await
-        })
+        let mut command = redis::cmd("SET");
+        command.arg(key).arg(value).arg("PX").arg(millis(ttl));
+        Box::pin(self.run("SET", command))
     }
 
     fn set_if_absent<'a>(
@@ -120,38 +121,24 @@ impl CacheBackend for RedisBackend {
         value: Vec<u8>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
+        let mut command = redis::cmd("SET");
+        command
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl));
         Box::pin(async move {
-            let mut connection = self.connection.clone();
-            let mut command = redis::cmd("SET");
-            command
-                .arg(key)
-                .arg(value)
-                .arg("NX")
-                .arg("PX")
-                .arg(millis(ttl));
             // `OK` when set, nil when the key was there.
-            let set = timed(
-                self.timeout,
-                "SET NX",
-                command.query_async::<Option<String>>(&mut connection),
-            )
-            .await?;
+            let set: Option<String> = self.run("SET NX", command).await?;
             Ok(set.is_some())
         })
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(async move {
-            let mut connection = self.connection.clone();
-            let mut command = redis::cmd("DEL");
-            command.arg(key);
-            timed(
-                self.timeout,
-                "DEL",
-                command.query_async::<()>(&mut connection),
-            )
-            .await
-        })
+        let mut command = redis::cmd("DEL");
+        command.arg(key);
+        Box::pin(self.run("DEL", command))
     }
 }
 

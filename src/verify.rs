@@ -144,9 +144,9 @@ impl Verifier {
         // a conflict. (Two copies of one request racing each other may both
         // be answered; their retries get the first.)
         let request_id = command.request_id.as_str();
-        let first = match &self.replays {
+        let (first, marked) = match &self.replays {
             Some(replays) => replays.first(&agency.id, request_id).await?,
-            None => None,
+            None => (None, false),
         };
         if let Some(first) = first {
             return if first.entry.request_digest == request_digest {
@@ -157,9 +157,12 @@ impl Verifier {
         }
         let subject_index = subject_key.subject_index(&command.id_number);
         if let Err(refused) = self.admit(agency, &subject_index).await {
+            // Only a mark this check set: another copy of the request may
+            // be under way with its own.
             if let Some(Replays {
                 index: Some(index), ..
             }) = &self.replays
+                && marked
             {
                 index.release(&agency.id, request_id).await;
             }
@@ -334,17 +337,19 @@ pub struct Replays {
 }
 
 impl Replays {
+    /// The first answer to the request, if any, and whether this call
+    /// marked the request id (it was certainly new).
     async fn first(
         &self,
         agency: &str,
         request_id: &str,
-    ) -> Result<Option<crate::audit::AuditRecord>, AuditError> {
+    ) -> Result<(Option<crate::audit::AuditRecord>, bool), AuditError> {
         if let Some(index) = &self.index
             && !index.claim(agency, request_id).await
         {
-            return Ok(None);
+            return Ok((None, true));
         }
-        self.trail.first_request(agency, request_id).await
+        Ok((self.trail.first_request(agency, request_id).await?, false))
     }
 }
 

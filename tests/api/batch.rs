@@ -66,9 +66,7 @@ fn outcome(item: &pb::VerifyBatchResponse) -> Expect {
     }
 }
 
-// On two worker threads, as the server runs (and twice as fast as on the
-// test's one thread).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_stream_of_100_000_mixed_items_is_answered_once_each() {
     const ITEMS: u64 = 100_000;
     let url = PgServer::shared().fresh_database().await;
@@ -558,9 +556,7 @@ fn lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
-// On two worker threads, as the server runs: the resumed run may then race
-// the items the server still had in hand (see below).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn the_batch_cli_writes_one_row_per_candidate_and_resumes_after_being_killed() {
     const CANDIDATES: u64 = 40_000;
     let url = PgServer::shared().fresh_database().await;

@@ -29,6 +29,18 @@ async fn audit_rows(url: &str) -> i64 {
     .await
 }
 
+/// For the long streams: a debug build on the test's one thread checks a
+/// window of 512 items in seconds, and without Redis every item reads the
+/// audit trail for its `request_id` through a pool of 16 connections. The
+/// tests' 1 s wait for a pooled connection (there for the outage tests)
+/// then answers items `AUDIT_UNAVAILABLE` when the machine is busy; here
+/// the wait is the service's default (2 s) and more.
+fn long_stream_settings(url: &str) -> vnid::config::Settings {
+    let mut settings = test_settings(url);
+    settings.database.acquire_timeout_ms = 10_000;
+    settings
+}
+
 /// What an item of the mixed batch should get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
@@ -70,7 +82,7 @@ fn outcome(item: &pb::VerifyBatchResponse) -> Expect {
 async fn a_stream_of_100_000_mixed_items_is_answered_once_each() {
     const ITEMS: u64 = 100_000;
     let url = PgServer::shared().fresh_database().await;
-    let app = spawn_app_with(test_settings(&url)).await;
+    let app = spawn_app_with(long_stream_settings(&url)).await;
     let input = tokio_stream::iter(0..ITEMS).map(|n| mixed_item(n).0);
     let mut answers = app
         .client
@@ -560,7 +572,7 @@ fn lines(path: &std::path::Path) -> usize {
 async fn the_batch_cli_writes_one_row_per_candidate_and_resumes_after_being_killed() {
     const CANDIDATES: u64 = 40_000;
     let url = PgServer::shared().fresh_database().await;
-    let app = spawn_app_with(test_settings(&url)).await;
+    let app = spawn_app_with(long_stream_settings(&url)).await;
     let dir = crate::store::tempdir::Dir::new("verify-batch");
     let (input, output) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
     write_candidates(&input, CANDIDATES);

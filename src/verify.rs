@@ -169,7 +169,10 @@ impl Verifier {
             return Err(refused.into());
         }
         let id_failure_limit = self.defences.id_failure_limit;
-        let lookup = self.mirror.lookup(&command.id_number).await?;
+        let lookup = match call {
+            CheckCall::BatchItem => self.mirror.lookup_once(&command.id_number).await?,
+            CheckCall::Verify | CheckCall::CardQr => self.mirror.lookup(&command.id_number).await?,
+        };
         if lookup.record.is_none() {
             stand_in_for_a_record(&command);
         }

@@ -69,6 +69,8 @@ pub struct CacheMetrics {
     pub corrupt: AtomicU64,
     /// Lookups that skipped the cache because the breaker was open.
     pub bypassed: AtomicU64,
+    /// Lookups not expected to repeat (batch items), sent past the cache.
+    pub single_use: AtomicU64,
     pub mirror_queries: AtomicU64,
     /// Misses answered by another call's mirror query.
     pub coalesced: AtomicU64,
@@ -82,6 +84,7 @@ pub struct MetricsSnapshot {
     pub errors: u64,
     pub corrupt: u64,
     pub bypassed: u64,
+    pub single_use: u64,
     pub mirror_queries: u64,
     pub coalesced: u64,
 }
@@ -96,6 +99,7 @@ impl CacheMetrics {
             errors: get(&self.errors),
             corrupt: get(&self.corrupt),
             bypassed: get(&self.bypassed),
+            single_use: get(&self.single_use),
             mirror_queries: get(&self.mirror_queries),
             coalesced: get(&self.coalesced),
         }
@@ -224,6 +228,7 @@ async fn log_metrics(inner: Weak<Inner>) {
             errors = m.errors,
             corrupt = m.corrupt,
             bypassed = m.bypassed,
+            single_use = m.single_use,
             mirror_queries = m.mirror_queries,
             coalesced = m.coalesced,
             breaker = inner.breaker.state().as_str(),
@@ -464,6 +469,16 @@ impl MirrorStore for CachedMirror {
                 Ok(lookup) if lookup.generation < known => inner.query_mirror(id).await,
                 other => other.map_err(|e| e.copied()),
             }
+        })
+    }
+
+    fn lookup_once<'a>(
+        &'a self,
+        id: &'a PersonalIdNumber,
+    ) -> BoxFuture<'a, Result<Lookup, StoreError>> {
+        Box::pin(async move {
+            bump(&self.inner.metrics.single_use);
+            self.inner.query_mirror(id).await
         })
     }
 

@@ -217,6 +217,18 @@ pub trait MirrorAdmin: MirrorStore {
 pub trait MirrorStore: Send + Sync + 'static {
     fn lookup<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Lookup, StoreError>>;
 
+    /// A lookup that is not expected to repeat soon (a batch item: each
+    /// candidate of an exam list is checked once). A cache in front of the
+    /// mirror neither reads nor keeps it, so that a million single-use
+    /// lookups cost no cache round trips and do not push the desks' hot
+    /// entries out of the cache. By default, a plain lookup.
+    fn lookup_once<'a>(
+        &'a self,
+        id: &'a PersonalIdNumber,
+    ) -> BoxFuture<'a, Result<Lookup, StoreError>> {
+        self.lookup(id)
+    }
+
     /// The mirror's generation: bumped by every committed load, so that
     /// caches keyed on it never serve records from before a load.
     fn generation(&self) -> BoxFuture<'_, Result<i64, StoreError>>;

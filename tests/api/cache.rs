@@ -383,3 +383,67 @@ async fn a_stalled_redis_fails_no_verification() {
     );
     stall.await.unwrap();
 }
+
+#[tokio::test]
+async fn batch_items_neither_read_nor_fill_the_cache() {
+    let redis = RedisServer::start();
+    let app = spawn_with_redis(&redis).await;
+    // A desk's hot entry.
+    app.verify(request(DAM.id, DAM.name)).await.unwrap();
+    settle(&app).await;
+    let hot = all_keys(&redis).await;
+    assert_eq!(hot.len(), 1);
+    let before = metrics(&app);
+
+    // An exam board's list: each candidate once, the desk's patient too.
+    let items = [
+        (DAM.id, DAM.name),
+        (THUY.id, THUY.name),
+        (UNKNOWN_ID, DAM.name),
+    ];
+    let input: Vec<_> = (items.iter().enumerate())
+        .map(|(n, (id, name))| {
+            let mut r = request(id, name);
+            r.request_id = format!("list-{n}");
+            r
+        })
+        .collect();
+    let mut answers = app
+        .client
+        .clone()
+        .verify_batch(tokio_stream::iter(input))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut verdicts = Vec::new();
+    while let Some(item) = tokio_stream::StreamExt::next(&mut answers).await {
+        match item.unwrap().result.unwrap() {
+            pb::verify_batch_response::Result::Response(r) => {
+                verdicts.push((r.verdict(), r.reason()))
+            }
+            other => panic!("unexpected item {other:?}"),
+        }
+    }
+    verdicts.sort_by_key(|v| (v.0 as i32, v.1 as i32));
+    assert_eq!(
+        verdicts,
+        [
+            (pb::Verdict::Verified, pb::Reason::Unspecified),
+            (pb::Verdict::Verified, pb::Reason::Unspecified),
+            (pb::Verdict::NotVerified, pb::Reason::NotFound),
+        ]
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = metrics(&app);
+    assert_eq!(after.single_use - before.single_use, 3);
+    assert_eq!(
+        (after.hits, after.negative_hits, after.misses),
+        (before.hits, before.negative_hits, before.misses),
+        "batch items do not read the cache"
+    );
+    assert_eq!(after.mirror_queries - before.mirror_queries, 3);
+    assert_eq!(all_keys(&redis).await, hot, "nor fill it");
+    // The desk's entry still serves the desk.
+    app.verify(request(DAM.id, DAM.name)).await.unwrap();
+    assert_eq!(metrics(&app).hits, before.hits + 1);
+}

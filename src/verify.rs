@@ -159,16 +159,11 @@ impl Verifier {
         if let Err(refused) = self.admit(agency, &subject_index).await {
             // Only a mark this check set: another copy of the request may
             // be under way with its own.
-            if let Some(Replays {
-                index: Some(index), ..
-            }) = &self.replays
-                && marked
-            {
-                index.release(&agency.id, request_id).await;
+            if marked && let Some(replays) = &self.replays {
+                replays.release(&agency.id, request_id).await;
             }
             return Err(refused.into());
         }
-        let id_failure_limit = self.defences.id_failure_limit;
         let lookup = match call {
             CheckCall::BatchItem => self.mirror.lookup_once(&command.id_number).await?,
             CheckCall::Verify | CheckCall::CardQr => self.mirror.lookup(&command.id_number).await?,
@@ -204,6 +199,7 @@ impl Verifier {
             ),
             ShareChange::None => {}
         }
+        let id_failure_limit = self.defences.id_failure_limit;
         if id_failure_limit > 0 && failed {
             let failures = self
                 .quotas
@@ -353,6 +349,13 @@ impl Replays {
             return Ok((None, true));
         }
         Ok((self.trail.first_request(agency, request_id).await?, false))
+    }
+
+    /// Takes back a mark `first` set.
+    async fn release(&self, agency: &str, request_id: &str) {
+        if let Some(index) = &self.index {
+            index.release(agency, request_id).await;
+        }
     }
 }
 

@@ -252,38 +252,27 @@ impl Inner {
             }
             return None;
         }
-        match self.backend.get(key).await {
-            Ok(Some(value)) => {
-                self.breaker.success();
-                match self.sealer.open(key, id, &value) {
-                    Ok(lookup) => {
-                        bump(if lookup.record.is_some() {
-                            &self.metrics.hits
-                        } else {
-                            &self.metrics.negative_hits
-                        });
-                        Some(lookup)
-                    }
-                    Err(_) => {
-                        if !second_look {
-                            bump(&self.metrics.corrupt);
-                            tracing::warn!("a cached value did not open; it was ignored");
-                        }
-                        None
-                    }
-                }
+        let read = self.backend.get(key).await;
+        let Some(value) = self.settle("cache read", read)? else {
+            if !second_look {
+                bump(&self.metrics.misses);
             }
-            Ok(None) => {
-                self.breaker.success();
+            return None;
+        };
+        match self.sealer.open(key, id, &value) {
+            Ok(lookup) => {
+                bump(if lookup.record.is_some() {
+                    &self.metrics.hits
+                } else {
+                    &self.metrics.negative_hits
+                });
+                Some(lookup)
+            }
+            Err(_) => {
                 if !second_look {
-                    bump(&self.metrics.misses);
+                    bump(&self.metrics.corrupt);
+                    tracing::warn!("a cached value did not open; it was ignored");
                 }
-                None
-            }
-            Err(e) => {
-                self.breaker.failure(Instant::now());
-                bump(&self.metrics.errors);
-                tracing::debug!(error = %e, "cache read failed");
                 None
             }
         }
@@ -316,6 +305,29 @@ impl Inner {
         base.mul_f64(1.0 - shave)
     }
 
+    /// A cache call's outcome, told to the breaker and counted: the value,
+    /// or `None` when the call failed.
+    fn settle<T>(&self, what: &str, result: Result<T, BackendError>) -> Option<T> {
+        match result {
+            Ok(value) => {
+                self.breaker.success();
+                Some(value)
+            }
+            Err(e) => {
+                self.breaker.failure(Instant::now());
+                bump(&self.metrics.errors);
+                tracing::debug!(error = %e, "{what} failed");
+                None
+            }
+        }
+    }
+
+    /// Whether the request index can be asked: a shared cache whose breaker
+    /// lets calls through.
+    fn index_usable(&self) -> bool {
+        self.backend.shared() && self.breaker.allow(Instant::now())
+    }
+
     /// Ends coalescing on `shared`: later misses query again.
     fn forget(&self, id_hash: &str, shared: &Shared) {
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -341,14 +353,10 @@ impl Inner {
             // Stored under the generation the mirror answered from.
             let key = Sealer::key_of(lookup.generation, &id_hash);
             match self.sealer.seal(&key, &lookup) {
-                Ok(value) => match self.backend.set(&key, value, self.ttl(&lookup)).await {
-                    Ok(()) => self.breaker.success(),
-                    Err(e) => {
-                        self.breaker.failure(Instant::now());
-                        bump(&self.metrics.errors);
-                        tracing::debug!(error = %e, "cache write failed");
-                    }
-                },
+                Ok(value) => {
+                    let written = self.backend.set(&key, value, self.ttl(&lookup)).await;
+                    self.settle("cache write", written);
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot seal a cache value"),
             }
         }
@@ -374,40 +382,25 @@ impl RequestIndex for CachedMirror {
     fn claim<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let inner = &self.inner;
-            if !inner.backend.shared() || !inner.breaker.allow(Instant::now()) {
+            if !inner.index_usable() {
                 return true;
             }
             let key = inner.sealer.request_key(agency, request_id);
             let ttl = inner.params.request_ttl;
-            match inner.backend.set_if_absent(&key, b"1".to_vec(), ttl).await {
-                Ok(set) => {
-                    inner.breaker.success();
-                    !set
-                }
-                Err(e) => {
-                    inner.breaker.failure(Instant::now());
-                    bump(&inner.metrics.errors);
-                    tracing::debug!(error = %e, "request index call failed");
-                    true
-                }
-            }
+            let set = inner.backend.set_if_absent(&key, b"1".to_vec(), ttl).await;
+            inner
+                .settle("request index call", set)
+                .is_none_or(|set| !set)
         })
     }
 
     fn release<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let inner = &self.inner;
-            if !inner.backend.shared() || !inner.breaker.allow(Instant::now()) {
-                return;
-            }
-            let key = inner.sealer.request_key(agency, request_id);
-            match inner.backend.delete(&key).await {
-                Ok(()) => inner.breaker.success(),
-                Err(e) => {
-                    inner.breaker.failure(Instant::now());
-                    bump(&inner.metrics.errors);
-                    tracing::debug!(error = %e, "request index call failed");
-                }
+            if inner.index_usable() {
+                let key = inner.sealer.request_key(agency, request_id);
+                let deleted = inner.backend.delete(&key).await;
+                inner.settle("request index call", deleted);
             }
         })
     }

@@ -32,6 +32,11 @@ use tonic::{Request, Response, Status};
 use vnid::pb;
 use vnid::pb::bench::hello_service_server::{HelloService, HelloServiceServer};
 
+/// The service's allocator, so that the baseline differs from it only in
+/// what a call does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn frame(message: &impl Message) -> Vec<u8> {
     let body = message.encode_to_vec();
     let mut out = vec![0u8];

@@ -8,8 +8,17 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 # CPU ticks (user + system) of a process.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# Postgres' CPU: the postmaster and its backends (those still running).
-pg_ticks() { for p in $pg_pid $(pgrep -P "$pg_pid"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s}'; }
+# Postgres' CPU: the postmaster, its backends still running, and those that
+# have ended (which the postmaster has reaped: its children's time).
+pg_ticks() {
+  { awk '{print $14 + $15 + $16 + $17}' "/proc/$pg_pid/stat"
+    for p in $(pgrep -P "$pg_pid"); do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done
+  } | awk '{s += $1} END {print s}'
+}
+# The machine's idle and total ticks ("idle total"), all cores.
+machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t}' /proc/stat; }
+# Percent of the machine busy between two machine_ticks readings.
+busy_pct() { echo "$1 $2" | awk '{printf "%.0f", 100 * (1 - ($3 - $1) / ($4 - $2))}'; }
 # Microseconds of CPU per item: us_per TICKS_BEFORE TICKS_AFTER ITEMS
 us_per() { echo "scale=1; ($2 - $1) * 1000000 / $(getconf CLK_TCK) / $3" | bc; }
 
@@ -42,10 +51,11 @@ setup() { # NAME
   "${as_pg[@]}" "$pg_bin/postgres" -D "$work/data" -k "$work" -p "$pg_port" -c listen_addresses=127.0.0.1 >"$work/pg.log" 2>&1 &
   pids+=($!)
   pg_pid=$!
-  until grep -q "ready to accept connections" "$work/pg.log"; do sleep 0.1; done
+  until grep -qs "ready to accept connections" "$work/pg.log"; do sleep 0.1; done
   redis_port=$(free_port)
   redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
   pids+=($!)
+  redis_pid=$!
   wait_port "$redis_port"
   export VNID__DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
   # One deployment: every instance signs with the same keys.
@@ -61,4 +71,73 @@ start_vnid() { # NAME PORT [ENV=VALUE...]: a release server, its pid in $work/NA
   pids+=($!)
   wait_port "$port"
   echo $! >"$work/$name.pid"
+}
+
+# populate COUNT SEED: a generated population imported into Postgres;
+# $person_id and $person_name: one active person with a full birth date.
+populate() {
+  echo "== $1 people into Postgres"
+  "$vnid" gen-population --count "$1" --province 082 --seed "$2" --out "$work/people.csv"
+  "$vnid" import "$work/people.csv" 2>&1 | tail -1
+  local person; person=$(python3 -c '
+import csv, sys
+for row in csv.DictReader(open(sys.argv[1], encoding="utf-8")):
+    if row["status"] == "active" and len(row["date_of_birth"]) == 10:
+        print(row["id_number"] + "\t" + row["full_name"]); break' "$work/people.csv")
+  person_id=${person%%$'\t'*}
+  person_name=${person#*$'\t'}
+}
+
+# run NAME PORT PATH FRAME N [h2load options...]: prints one result line.
+run() {
+  local name=$1 port=$2 path=$3 frame=$4 n=$5; shift 5
+  local pid; pid=$(cat "$work/$name.pid")
+  local args=(-n "$n" -t 1 --header 'content-type: application/grpc' --header 'te: trailers' -d "$frame")
+  # The size of one good answer, from one call.
+  h2load -n 1 -c 1 "${args[@]:2}" "http://127.0.0.1:$port$path" >"$work/one.out"
+  local one; one=$(awk '/^traffic:/ {gsub(/[()]/,""); for (i=1;i<=NF;i++) if ($i=="data") print $(i-1)}' "$work/one.out" | tail -1)
+  local before; before=$(ticks "$pid")
+  local pg_before; pg_before=$(pg_ticks)
+  local machine_before; machine_before=$(machine_ticks)
+  h2load "${args[@]}" "$@" --log-file="$work/$name.tsv" "http://127.0.0.1:$port$path" >"$work/$name.out"
+  local after; after=$(ticks "$pid")
+  local pg_after; pg_after=$(pg_ticks)
+  local busy; busy=$(busy_pct "$machine_before" "$(machine_ticks)")
+  local rate; rate=$(awk '/^finished in/ {print $4}' "$work/$name.out")
+  local ok; ok=$(awk '/^requests:/ {print $8}' "$work/$name.out")
+  local data; data=$(awk '/^traffic:/ {gsub(/[()]/,""); for (i=1;i<=NF;i++) if ($i=="data") print $(i-1)}' "$work/$name.out" | tail -1)
+  local check="all $n answers whole and successful"
+  if [ "$ok" != "$n" ] || [ "$data" != "$((one * n))" ]; then
+    check="FAILED: $ok of $n HTTP-succeeded, $data data bytes, expected $((one * n))"
+  fi
+  local pcts; pcts=$(cut -f3 "$work/$name.tsv" | sort -n | awk '{a[NR]=$1} END {printf "p50 %.2f ms, p99 %.2f ms", a[int(NR*0.50)]/1000, a[int(NR*0.99)]/1000}')
+  local cpu_us; cpu_us=$(us_per "$before" "$after" "$n")
+  local pg_us; pg_us=$(us_per "$pg_before" "$pg_after" "$n")
+  printf '%-22s %10s req/s  %s  server CPU %6s us/req, Postgres %6s us/req, machine %s%% busy  [%s]\n' \
+    "$name" "$rate" "$pcts" "$cpu_us" "$pg_us" "$busy" "$check"
+  echo "$rate" >"$work/$name.rate"
+}
+
+# pin CPUS PID...: moves these processes, every thread, onto CPUS.
+pin() { local cpus=$1; shift; for p in "$@"; do taskset -apc "$cpus" "$p" >/dev/null; done; }
+
+# drive NAME PORT N: like run, with load_tools' driver: every call its own
+# request_id, so each is a check (h2load's one frame is a retry after the
+# first call, answered from the audit trail). DRIVE_CPUS: the driver's CPUs.
+drive() {
+  local name=$1 port=$2 n=$3
+  local pid; pid=$(cat "$work/$name.pid")
+  local before; before=$(ticks "$pid"); local pg_before; pg_before=$(pg_ticks)
+  local machine_before; machine_before=$(machine_ticks)
+  local out; out=$(${DRIVE_CPUS:+taskset -c "$DRIVE_CPUS"} "$tools" drive "127.0.0.1:$port" "$person_id" "$person_name" "$n" 8 16)
+  local after; after=$(ticks "$pid"); local pg_after; pg_after=$(pg_ticks)
+  local busy; busy=$(busy_pct "$machine_before" "$(machine_ticks)")
+  read -r rate p50 p99 ok <<<"$out"
+  local check="all $n answers successful"
+  [ "$ok" = "$n" ] || check="FAILED: $ok of $n succeeded"
+  local cpu_us; cpu_us=$(us_per "$before" "$after" "$n")
+  local pg_us; pg_us=$(us_per "$pg_before" "$pg_after" "$n")
+  printf '%-22s %10s req/s  p50 %s ms, p99 %s ms  server CPU %6s us/req, Postgres %6s us/req, machine %s%% busy  [%s]\n' \
+    "$name" "$rate" "$p50" "$p99" "$cpu_us" "$pg_us" "$busy" "$check"
+  echo "$rate" >"$work/$name.rate"
 }

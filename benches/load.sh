@@ -27,18 +27,8 @@ command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-
 source benches/common.sh
 setup load
 
-echo "== $people people into Postgres"
-"$vnid" gen-population --count "$people" --province 082 --seed 7 --out "$work/people.csv"
-"$vnid" import "$work/people.csv" 2>&1 | tail -1
-# One active person with a full birth date: the request of every call.
-person=$(python3 -c '
-import csv, sys
-for row in csv.DictReader(open(sys.argv[1], encoding="utf-8")):
-    if row["status"] == "active" and len(row["date_of_birth"]) == 10:
-        print(row["id_number"] + "\t" + row["full_name"]); break' "$work/people.csv")
-id=${person%%$'\t'*}
-name=${person#*$'\t'}
-"$tools" frame verify "$id" "$name" "$work/verify.bin"
+populate "$people" 7
+"$tools" frame verify "$person_id" "$person_name" "$work/verify.bin"
 "$tools" frame hello "$work/hello.bin"
 
 hit_port=$(free_port); miss_port=$(free_port); hello_port=$(free_port); noaudit_port=$(free_port)
@@ -52,33 +42,6 @@ cp "$work/noaudit.pid" "$work/hit-cache.pid"
 pids+=($!)
 echo $! >"$work/hello.pid"
 wait_port "$hello_port"
-
-# run NAME PORT PATH FRAME N [h2load options...]: prints one result line.
-run() {
-  local name=$1 port=$2 path=$3 frame=$4 n=$5; shift 5
-  local pid; pid=$(cat "$work/$name.pid")
-  local args=(-n "$n" -t 1 --header 'content-type: application/grpc' --header 'te: trailers' -d "$frame")
-  # The size of one good answer, from one call.
-  h2load -n 1 -c 1 "${args[@]:2}" "http://127.0.0.1:$port$path" >"$work/one.out"
-  local one; one=$(awk '/^traffic:/ {gsub(/[()]/,""); for (i=1;i<=NF;i++) if ($i=="data") print $(i-1)}' "$work/one.out" | tail -1)
-  local before; before=$(ticks "$pid")
-  local pg_before; pg_before=$(pg_ticks)
-  h2load "${args[@]}" "$@" --log-file="$work/$name.tsv" "http://127.0.0.1:$port$path" >"$work/$name.out"
-  local after; after=$(ticks "$pid")
-  local pg_after; pg_after=$(pg_ticks)
-  local rate; rate=$(awk '/^finished in/ {print $4}' "$work/$name.out")
-  local ok; ok=$(awk '/^requests:/ {print $8}' "$work/$name.out")
-  local data; data=$(awk '/^traffic:/ {gsub(/[()]/,""); for (i=1;i<=NF;i++) if ($i=="data") print $(i-1)}' "$work/$name.out" | tail -1)
-  local check="all $n answers whole and successful"
-  if [ "$ok" != "$n" ] || [ "$data" != "$((one * n))" ]; then
-    check="FAILED: $ok of $n HTTP-succeeded, $data data bytes, expected $((one * n))"
-  fi
-  local pcts; pcts=$(cut -f3 "$work/$name.tsv" | sort -n | awk '{a[NR]=$1} END {printf "p50 %.2f ms, p99 %.2f ms", a[int(NR*0.50)]/1000, a[int(NR*0.99)]/1000}')
-  local cpu_us; cpu_us=$(us_per "$before" "$after" "$n")
-  local pg_us; pg_us=$(us_per "$pg_before" "$pg_after" "$n")
-  printf '%-22s %10s req/s  %s  server CPU %6s us/req, Postgres %6s us/req  [%s]\n' "$name" "$rate" "$pcts" "$cpu_us" "$pg_us" "$check"
-  echo "$rate" >"$work/$name.rate"
-}
 
 echo "== warming the cache"
 for port in "$hit_port" "$noaudit_port"; do
@@ -100,25 +63,6 @@ fi
 
 commits() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"; }
 audit_rows() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT count(*) FROM audit_log"; }
-# drive NAME PORT N: like run, with load_tools' driver: every call its own
-# request_id, so each is a check (h2load's one frame is a retry after the
-# first call, answered from the audit trail).
-drive() {
-  local name=$1 port=$2 n=$3
-  local pid; pid=$(cat "$work/$name.pid")
-  local before; before=$(ticks "$pid"); local pg_before; pg_before=$(pg_ticks)
-  local out; out=$("$tools" drive "127.0.0.1:$port" "$id" "$name_claimed" "$n" 8 16)
-  local after; after=$(ticks "$pid"); local pg_after; pg_after=$(pg_ticks)
-  read -r rate p50 p99 ok <<<"$out"
-  local check="all $n answers successful"
-  [ "$ok" = "$n" ] || check="FAILED: $ok of $n succeeded"
-  local cpu_us; cpu_us=$(us_per "$before" "$after" "$n")
-  local pg_us; pg_us=$(us_per "$pg_before" "$pg_after" "$n")
-  printf '%-22s %10s req/s  p50 %s ms, p99 %s ms  server CPU %6s us/req, Postgres %6s us/req  [%s]\n' \
-    "$name" "$rate" "$p50" "$p99" "$cpu_us" "$pg_us" "$check"
-  echo "$rate" >"$work/$name.rate"
-}
-name_claimed=$name
 
 echo "== the audit trail's cost: cache hits with it (audit) and without (noaudit), A B A B, each call a new request_id"
 commits_before=$(commits); rows_before=$(audit_rows)
@@ -132,8 +76,55 @@ printf 'ratio audit/no audit   %.2f, %.2f\n' \
   "$(echo "scale=4; $(cat "$work/audit.rate") / $(cat "$work/noaudit.rate")" | bc)" \
   "$(echo "scale=4; $(cat "$work/audit-2.rate") / $(cat "$work/noaudit-2.rate")" | bc)"
 commits_after=$(commits); rows_after=$(audit_rows)
+if [ "$(nproc)" -ge 2 ]; then
+  # Again with the database on a core of its own, as it is on servers of
+  # its own in a deployment: vnid and the driver on core 0, Postgres and
+  # Redis on core 1. What the trail then costs is what it costs the service.
+  echo "== the same, with Postgres and Redis on core 1, vnid and the driver on core 0"
+  pin 1 "$pg_pid" $(pgrep -P "$pg_pid") "$redis_pid"
+  pin 0 "$(cat "$work/hit.pid")" "$(cat "$work/noaudit.pid")"
+  for r in audit-pinned noaudit-pinned audit-pinned-2 noaudit-pinned-2; do
+    cp "$work/${r%%-pinned*}.pid" "$work/$r.pid"
+  done
+  DRIVE_CPUS=0 drive audit-pinned "$hit_port" "$requests"
+  DRIVE_CPUS=0 drive noaudit-pinned "$noaudit_port" "$requests"
+  DRIVE_CPUS=0 drive audit-pinned-2 "$hit_port" "$requests"
+  DRIVE_CPUS=0 drive noaudit-pinned-2 "$noaudit_port" "$requests"
+  printf 'ratio audit/no audit, database on its own core   %.2f, %.2f\n' \
+    "$(echo "scale=4; $(cat "$work/audit-pinned.rate") / $(cat "$work/noaudit-pinned.rate")" | bc)" \
+    "$(echo "scale=4; $(cat "$work/audit-pinned-2.rate") / $(cat "$work/noaudit-pinned-2.rate")" | bc)"
+  pin "0-$(( $(nproc) - 1 ))" "$pg_pid" $(pgrep -P "$pg_pid") "$redis_pid" "$(cat "$work/hit.pid")" "$(cat "$work/noaudit.pid")"
+  commits_after=$(commits); rows_after=$(audit_rows)
+fi
 echo "audit rows written: $((rows_after - rows_before)) in $((commits_after - commits_before)) Postgres transactions (all of them, group commits and polls)"
 "$vnid" audit verify | cut -c1-60
+
+# What the trail costs the database alone: the same rows appended again,
+# through the service's own append, to a fresh trail (a database of its
+# own on the same Postgres), one transaction after another, with nothing
+# else running. Once with the group size the load above gave, once with
+# the writer's largest group.
+psql_() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres "$@"; }
+psql_ -c "\\copy (SELECT at_us, kind, agency, purpose, request_id, subject, subject_index, verdict, reason, attestation_id, attestation, request_digest FROM audit_log ORDER BY seq) TO '$work/rows.csv' CSV"
+group=$(( (rows_after - rows_before) / (commits_after - commits_before) ))
+for g in $(( group > 0 ? group : 1 )) 512; do
+  psql_ -c "DROP DATABASE IF EXISTS floor" -c "CREATE DATABASE floor"
+  backends=$(pgrep -c -P "$pg_pid")
+  pg_before=$(pg_ticks)
+  read -r rows rate <<<"$("$tools" append "postgres://postgres@127.0.0.1:$pg_port/floor" "$work/rows.csv" "$g")"
+  # The tool's backends count once they have ended and been reaped.
+  for _ in $(seq 50); do [ "$(pgrep -c -P "$pg_pid")" -le "$backends" ] && break; sleep 0.1; done
+  pg_after=$(pg_ticks)
+  printf 'the trail alone: %s rows, %s per transaction: %s rows/s, Postgres CPU %s us/row\n' \
+    "$rows" "$g" "$rate" "$(us_per "$pg_before" "$pg_after" "$rows")"
+done
+# On a machine the load keeps busy, throughput is its CPU over the CPU a
+# check costs everything on it: the audit may add at most 0.15 / 0.85 of
+# a check without it (2 cores / its rate) for the goal of 15 %.
+for r in noaudit noaudit-2; do
+  printf 'a 15%% cost allows the audit at most %s us of CPU per check (%s: %s req/s on %s cores)\n' \
+    "$(echo "scale=1; 0.15 / 0.85 * $(nproc) * 1000000 / $(cat "$work/$r.rate")" | bc)" "$r" "$(cat "$work/$r.rate")" "$(nproc)"
+done
 
 [ -n "${AUDIT_ONLY:-}" ] && exit 0
 echo "== fixed rate: 5000 req/s (10 connections x 500 req/s) for 10 s"

@@ -23,6 +23,14 @@
 //!                                         export CSV not asked before, one
 //!                                         call at a time; prints each
 //!                                         kind's median and p90 latency
+//!   load_tools append URL CSV GROUP       appends the rows of CSV (the
+//!                                         entry columns of audit_log, as
+//!                                         `\copy` writes them) to a fresh
+//!                                         trail at URL through the
+//!                                         service's own append, GROUP rows
+//!                                         per transaction, one after
+//!                                         another as the writer does;
+//!                                         prints "rows rows_per_s"
 //!
 //! A gRPC frame is a 0 byte (not compressed), the length as a big-endian
 //! u32, and the protobuf message: what h2load sends as the request body.
@@ -144,6 +152,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .enable_all()
                 .build()?;
             runtime.block_on(timing(addr, csv, n.parse()?))?;
+        }
+        ["append", url, csv, group] => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(append(url, csv, group.parse()?))?;
         }
         _ => eprintln!("usage: see the comment at the top of benches/load_tools.rs"),
     }
@@ -329,5 +343,42 @@ async fn timing(addr: &str, csv: &str, n: usize) -> Result<(), Box<dyn std::erro
             l.len()
         );
     }
+    Ok(())
+}
+
+/// The trail's own cost in the database, without the service around it.
+async fn append(url: &str, csv: &str, group: usize) -> Result<(), Box<dyn std::error::Error>> {
+    use vnid::audit::{AuditEntry, AuditKind, AuditStore, SqlAudit};
+
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(csv)?;
+    let mut entries = Vec::new();
+    for record in reader.records() {
+        let r = record?;
+        let text = |i: usize| r.get(i).unwrap_or_default().to_owned();
+        entries.push(AuditEntry {
+            at_us: text(0).parse()?,
+            kind: AuditKind::parse(&text(1)).ok_or("unknown kind")?,
+            agency: text(2),
+            purpose: text(3),
+            request_id: text(4),
+            subject: text(5),
+            subject_index: text(6),
+            verdict: text(7),
+            reason: text(8),
+            attestation_id: text(9),
+            attestation: text(10),
+            request_digest: text(11),
+        });
+    }
+    let store = SqlAudit::connect_lazy(url, 2, std::time::Duration::from_secs(10))?;
+    store.migrate().await?;
+    let started = std::time::Instant::now();
+    for chunk in entries.chunks(group.max(1)) {
+        store.append(chunk).await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("{} {:.0}", entries.len(), entries.len() as f64 / elapsed);
     Ok(())
 }

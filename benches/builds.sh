@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Compares builds of the service in one run (run by hand, not by the tests):
+#   bash benches/builds.sh ROUNDS REQUESTS DIR...
+# Each DIR holds a release `vnid` and its `load_tools` (from
+# target/release/deps/load_tools-*), built as one variant: another commit,
+# allocator or target CPU. On one throwaway Postgres and Redis with 100,000
+# generated people, each round runs every variant in turn: its hello
+# baseline (h2load), cache-hit checks without a trail (h2load, as load.sh's
+# hit-cache), and checks with the trail and without (load_tools drive, each
+# call its own request_id, as load.sh's audit rows). Machines this size are
+# noisy: compare variants within a run, round by round.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:?rounds}; requests=${2:?requests}; shift 2
+[ $# -gt 0 ] || { echo "usage: benches/builds.sh ROUNDS REQUESTS DIR..." >&2; exit 2; }
+command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
+for dir in "$@"; do
+  [ -x "$dir/vnid" ] && [ -x "$dir/load_tools" ] || { echo "$dir: needs vnid and load_tools" >&2; exit 2; }
+done
+
+source benches/common.sh
+setup builds
+populate 100000 7
+"$tools" frame verify "$person_id" "$person_name" "$work/verify.bin"
+"$tools" frame hello "$work/hello.bin"
+verify_path=/vnid.v1.VerificationService/Verify
+
+# stop NAME: stops the server started as NAME.
+stop() { kill "$(cat "$work/$1.pid")"; wait "$(cat "$work/$1.pid")" 2>/dev/null || true; }
+
+for round in $(seq "$rounds"); do
+  for dir in "$@"; do
+    v=$(basename "$dir")
+    echo "== round $round: $v"
+    vnid="$dir/vnid" tools="$dir/load_tools"
+    port=$(free_port)
+    "$tools" hello "127.0.0.1:$port" &
+    pids+=($!); echo $! >"$work/hello-$v.pid"
+    wait_port "$port"
+    run "hello-$v" "$port" /vnid.bench.v1.HelloService/SayHello "$work/hello.bin" "$requests" -c 8 -m 16
+    stop "hello-$v"
+
+    port=$(free_port)
+    start_vnid "checks-$v" "$port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" VNID__AUDIT__SINK=none
+    h2load -n 2000 -c 4 -m 8 --header 'content-type: application/grpc' --header 'te: trailers' \
+      -d "$work/verify.bin" "http://127.0.0.1:$port$verify_path" >/dev/null
+    run "checks-$v" "$port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+    cp "$work/checks-$v.pid" "$work/noaudit-$v.pid"
+    drive "noaudit-$v" "$port" "$requests"
+    stop "checks-$v"
+
+    port=$(free_port)
+    start_vnid "audit-$v" "$port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"
+    drive "audit-$v" "$port" "$requests"
+    stop "audit-$v"
+
+    ratio() { echo "scale=4; $(cat "$work/$1.rate") / $(cat "$work/$2.rate")" | bc; }
+    printf '%s: ratio cache-hit checks/hello %.2f, audit/no audit %.2f\n' "$v" \
+      "$(ratio "checks-$v" "hello-$v")" "$(ratio "audit-$v" "noaudit-$v")"
+  done
+done

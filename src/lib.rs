@@ -30,7 +30,7 @@
 //! `vnid verify-batch` client),
 //! [`config`] (typed settings), [`telemetry`] (logs), [`clock`] (the one
 //! reader of the wall clock), [`devcerts`] (a development CA for trying
-//! mutual TLS).
+//! mutual TLS), [`gather`] (reads from many calls sent as one query).
 //!
 //! Personal data — ID numbers, names, birth dates, and the caller's
 //! `request_id` — never reaches a log line or an error message: the domain
@@ -47,6 +47,7 @@ pub mod config;
 pub mod defence;
 pub mod devcerts;
 pub mod domain;
+pub mod gather;
 pub mod grpc;
 pub mod lookup;
 pub mod mirror;

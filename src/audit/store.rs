@@ -8,7 +8,7 @@
 //! neither rows nor a moved head.
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -22,6 +22,7 @@ use sqlx::{
 use super::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint, Summary, row_hash};
 use super::{AuditEntry, AuditError, AuditKind, AuditRecord};
 use crate::attest::Jwks;
+use crate::gather::{self, Gatherer, ReadMany};
 use crate::mirror::BoxFuture;
 use crate::mirror::migrate::{Embedded, Migrations};
 
@@ -203,6 +204,8 @@ pub struct SqlAudit<DB: Database> {
     /// expects it, and so needs no lock and one round trip (see
     /// `append_expecting`).
     last_head: Arc<std::sync::Mutex<Option<Head>>>,
+    /// Retries' first answers, gathered into shared queries (Postgres).
+    first_requests: Option<Arc<Gatherer<FirstRequests>>>,
 }
 
 impl SqlAudit<Postgres> {
@@ -220,8 +223,16 @@ impl SqlAudit<Postgres> {
                 .connect_lazy(url)
                 .map_err(|e| AuditError::Query(Box::new(e)))
         };
+        let reads = pool(max_connections)?;
         Ok(Self {
-            pool: pool(max_connections)?,
+            first_requests: Some(Arc::new(Gatherer::new(
+                FirstRequests {
+                    pool: reads.clone(),
+                },
+                gather::MAX_KEYS,
+                gather::SLOTS,
+            ))),
+            pool: reads,
             writes: pool(WRITE_CONNECTIONS)?,
             last_head: Arc::default(),
         })
@@ -248,6 +259,7 @@ impl SqlAudit<Sqlite> {
             pool: pool(4).await.map_err(unavailable)?,
             writes: pool(WRITE_CONNECTIONS).await.map_err(unavailable)?,
             last_head: Arc::default(),
+            first_requests: None,
         })
     }
 }
@@ -255,6 +267,84 @@ impl SqlAudit<Sqlite> {
 impl<DB: Database> SqlAudit<DB> {
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool
+    }
+
+    /// Queries sent for retries' first answers (Postgres): fewer than
+    /// retries when they were gathered.
+    pub fn first_request_queries(&self) -> u64 {
+        self.first_requests.as_ref().map_or(0, |g| g.queries())
+    }
+}
+
+/// The first check an agency made under a `request_id`.
+static FIRST_REQUEST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE agency = $1 AND request_id = $2 \
+         AND kind <> 'access_history' ORDER BY seq LIMIT 1"
+    )
+});
+
+/// `FIRST_REQUEST` for several (agency, request_id) pairs at once: a row
+/// for each pair that has one, with the pair's place (from 1) last.
+static FIRST_REQUESTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT a.*, q.n FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(agency, request_id, n) \
+         CROSS JOIN LATERAL (SELECT {COLUMNS} FROM audit_log WHERE agency = q.agency \
+         AND request_id = q.request_id AND kind <> 'access_history' ORDER BY seq LIMIT 1) a"
+    )
+});
+
+/// Retries' first answers in Postgres, one or several in one query.
+struct FirstRequests {
+    pool: Pool<Postgres>,
+}
+
+impl ReadMany for FirstRequests {
+    /// The agency and the `request_id`.
+    type Key = (String, String);
+    type Value = Option<AuditRecord>;
+    type Error = AuditError;
+
+    fn read_many<'a>(
+        &'a self,
+        keys: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Vec<Option<AuditRecord>>, AuditError>> {
+        Box::pin(async move {
+            if let [(agency, request_id)] = keys {
+                return Ok(vec![
+                    SqlAudit::<Postgres>::first_request_alone(&self.pool, agency, request_id)
+                        .await?,
+                ]);
+            }
+            let (agencies, request_ids): (Vec<&str>, Vec<&str>) =
+                keys.iter().map(|(a, r)| (a.as_str(), r.as_str())).unzip();
+            let rows = sqlx::query(AssertSqlSafe(FIRST_REQUESTS.as_str()))
+                .bind(agencies)
+                .bind(request_ids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(audit_error::<Postgres>)?;
+            let mut firsts: Vec<Option<AuditRecord>> = keys.iter().map(|_| None).collect();
+            for row in &rows {
+                let n: i64 = row
+                    .try_get(COLUMN_COUNT)
+                    .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+                let first = usize::try_from(n - 1)
+                    .ok()
+                    .and_then(|i| firsts.get_mut(i))
+                    .ok_or_else(|| AuditError::Corrupt(format!("an answer for request {n}")))?;
+                *first = Some(SqlAudit::<Postgres>::record(row)?);
+            }
+            Ok(firsts)
+        })
+    }
+
+    fn for_each_read(error: &AuditError) -> AuditError {
+        error.for_each_waiter()
+    }
+
+    fn miscounted(keys: usize, values: usize) -> AuditError {
+        AuditError::Corrupt(format!("{values} answers for {keys} requests"))
     }
 }
 
@@ -404,6 +494,22 @@ where
     for<'r> Option<i64>: Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
 {
+    async fn first_request_alone(
+        pool: &Pool<DB>,
+        agency: &str,
+        request_id: &str,
+    ) -> Result<Option<AuditRecord>, AuditError> {
+        sqlx::query(AssertSqlSafe(FIRST_REQUEST.as_str()))
+            .bind(agency)
+            .bind(request_id)
+            .fetch_optional(pool)
+            .await
+            .map_err(audit_error::<DB>)?
+            .as_ref()
+            .map(Self::record)
+            .transpose()
+    }
+
     fn record(row: &DB::Row) -> Result<AuditRecord, AuditError> {
         let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
         let text = |i: usize| row.try_get::<String, _>(i).map_err(corrupt);
@@ -733,18 +839,14 @@ where
         request_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<AuditRecord>, AuditError>> {
         Box::pin(async move {
-            sqlx::query(AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM audit_log WHERE agency = $1 AND request_id = $2 \
-                 AND kind <> 'access_history' ORDER BY seq LIMIT 1"
-            )))
-            .bind(agency)
-            .bind(request_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(audit_error::<DB>)?
-            .as_ref()
-            .map(Self::record)
-            .transpose()
+            match &self.first_requests {
+                Some(gathered) => {
+                    gathered
+                        .read((agency.to_owned(), request_id.to_owned()))
+                        .await
+                }
+                None => Self::first_request_alone(&self.pool, agency, request_id).await,
+            }
         })
     }
 

@@ -1,12 +1,11 @@
 //! The mirror in Postgres.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::load::{self, LoadSteps};
 use super::row::{StoredDetails, StoredPerson};
@@ -16,15 +15,13 @@ use super::{
 };
 use crate::clock::UnixSeconds;
 use crate::domain::{CitizenRecord, PersonalIdNumber};
+use crate::gather::{self, Gatherer, ReadMany};
 
 #[derive(Debug, Clone)]
 pub struct PgMirror {
     pool: PgPool,
-    /// Where lookups are gathered into shared queries: started by the first
-    /// lookup, on its runtime.
-    reads: Arc<OnceLock<mpsc::Sender<Read>>>,
-    /// Lookup queries sent (each for one number or several).
-    queries: Arc<AtomicU64>,
+    /// Lookups, gathered into shared queries.
+    reads: Arc<Gatherer<Lookups>>,
 }
 
 /// Whether an error means "the database is not there right now" (retry
@@ -170,9 +167,12 @@ impl PgMirror {
             .connect_lazy(url)
             .map_err(|e| StoreError::Query(Box::new(e)))?;
         Ok(Self {
+            reads: Arc::new(Gatherer::new(
+                Lookups { pool: pool.clone() },
+                gather::MAX_KEYS,
+                gather::SLOTS,
+            )),
             pool,
-            reads: Arc::default(),
-            queries: Arc::default(),
         })
     }
 
@@ -183,7 +183,7 @@ impl PgMirror {
     /// Lookup queries sent so far: fewer than lookups when they are
     /// gathered.
     pub fn lookup_queries(&self) -> u64 {
-        self.queries.load(Ordering::Relaxed)
+        self.reads.queries()
     }
 }
 
@@ -550,106 +550,49 @@ async fn lookup_one(pool: &PgPool, id: &PersonalIdNumber) -> Result<Lookup, Stor
     lookup_of(id, &row)
 }
 
-// Lookups gathered: each lookup is queued for a gatherer task, which sends
-// whatever has queued as one query as soon as one of its few query slots
-// is free. Alone, a lookup goes at once, as itself; under load, lookups
-// that arrive while the slots are busy share a query, and the mirror
-// parses, plans and answers one statement for many people.
-
-/// Lookups in one query at most.
-const MAX_GATHERED: usize = 64;
-/// Gathered queries at once.
-const GATHERED_QUERIES: usize = 4;
-
-#[derive(Debug)]
-struct Read {
-    id: PersonalIdNumber,
-    reply: oneshot::Sender<Result<Lookup, Arc<StoreError>>>,
+/// The mirror's lookups, one number or several in one query.
+struct Lookups {
+    pool: PgPool,
 }
 
-async fn gather(pool: PgPool, queries: Arc<AtomicU64>, mut queue: mpsc::Receiver<Read>) {
-    let slots = Arc::new(Semaphore::new(GATHERED_QUERIES));
-    let mut reads = Vec::with_capacity(MAX_GATHERED);
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        if queue.recv_many(&mut reads, MAX_GATHERED).await == 0 {
-            return;
-        }
-        let reads = std::mem::replace(&mut reads, Vec::with_capacity(MAX_GATHERED));
-        let pool = pool.clone();
-        queries.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let answers = lookup_many(&pool, &reads).await;
-            match answers {
-                Ok(lookups) => {
-                    for (read, lookup) in reads.into_iter().zip(lookups) {
-                        let _ = read.reply.send(Ok(lookup));
-                    }
-                }
-                Err(error) => {
-                    let error = Arc::new(error);
-                    for read in reads {
-                        let _ = read.reply.send(Err(error.clone()));
-                    }
-                }
+impl ReadMany for Lookups {
+    type Key = PersonalIdNumber;
+    type Value = Lookup;
+    type Error = StoreError;
+
+    fn read_many<'a>(
+        &'a self,
+        ids: &'a [PersonalIdNumber],
+    ) -> BoxFuture<'a, Result<Vec<Lookup>, StoreError>> {
+        Box::pin(async move {
+            if let [one] = ids {
+                return Ok(vec![lookup_one(&self.pool, one).await?]);
             }
-            drop(slot);
-        });
+            let numbers: Vec<&str> = ids.iter().map(PersonalIdNumber::expose).collect();
+            let rows = sqlx::query(LOOKUP_MANY)
+                .bind(numbers)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+            ids.iter()
+                .zip(&rows)
+                .map(|(id, row)| lookup_of(id, row))
+                .collect()
+        })
     }
-}
 
-async fn lookup_many(pool: &PgPool, reads: &[Read]) -> Result<Vec<Lookup>, StoreError> {
-    if let [one] = reads {
-        return Ok(vec![lookup_one(pool, &one.id).await?]);
+    fn for_each_read(error: &StoreError) -> StoreError {
+        error.copied()
     }
-    let ids: Vec<&str> = reads.iter().map(|r| r.id.expose()).collect();
-    let rows = sqlx::query(LOOKUP_MANY)
-        .bind(ids)
-        .fetch_all(pool)
-        .await
-        .map_err(store_error)?;
-    if rows.len() != reads.len() {
-        return Err(StoreError::Corrupt(format!(
-            "{} rows for {} numbers",
-            rows.len(),
-            reads.len()
-        )));
+
+    fn miscounted(keys: usize, values: usize) -> StoreError {
+        StoreError::Corrupt(format!("{values} rows for {keys} numbers"))
     }
-    reads
-        .iter()
-        .zip(&rows)
-        .map(|(read, row)| lookup_of(&read.id, row))
-        .collect()
 }
 
 impl MirrorStore for PgMirror {
     fn lookup<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Lookup, StoreError>> {
-        Box::pin(async move {
-            let queue = self.reads.get_or_init(|| {
-                let (queue, gathered) = mpsc::channel(4 * MAX_GATHERED * GATHERED_QUERIES);
-                tokio::spawn(gather(self.pool.clone(), self.queries.clone(), gathered));
-                queue
-            });
-            let (reply, answer) = oneshot::channel();
-            let read = Read {
-                id: id.clone(),
-                reply,
-            };
-            // A gatherer gone with its runtime: the lookup goes alone.
-            let alone = || {
-                self.queries.fetch_add(1, Ordering::Relaxed);
-                lookup_one(&self.pool, id)
-            };
-            if queue.send(read).await.is_err() {
-                return alone().await;
-            }
-            match answer.await {
-                Ok(answer) => answer.map_err(|e| e.copied()),
-                Err(_) => alone().await,
-            }
-        })
+        Box::pin(self.reads.read(id.clone()))
     }
 
     fn generation(&self) -> BoxFuture<'_, Result<i64, StoreError>> {

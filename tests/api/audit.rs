@@ -718,6 +718,62 @@ async fn both_stores_keep_the_same_trail() {
     .await;
 }
 
+/// Without the Redis index, every check reads the trail for its
+/// `request_id`: under load those reads share queries, and each still gets
+/// its own first answer.
+#[tokio::test]
+async fn postgres_gathers_concurrent_retry_reads_and_each_gets_its_first_answer() {
+    let url = PgServer::shared().fresh_database().await;
+    let store = audit_store(&url);
+    store.migrate().await.unwrap();
+    let ring = vnid::attest::Keyring::from_pem(&vnid::attest::generate_key_pem().unwrap()).unwrap();
+    // req-0 … req-19, then req-0 … req-3 again: the first is the answer.
+    store.append(&entries(&ring, 20, 0)).await.unwrap();
+    store.append(&entries(&ring, 4, 0)).await.unwrap();
+
+    let asks: Vec<(&str, String)> = (0..400)
+        .map(|i| match i % 5 {
+            0 => ("demo", format!("req-{}", i % 7)),
+            1 => ("demo", format!("req-{}", i % 20)),
+            2 => ("demo", format!("never-{i}")),
+            3 => ("another-agency", format!("req-{}", i % 20)),
+            _ => ("demo", format!("req-{}", i % 3)),
+        })
+        .collect();
+    let expected = |agency: &str, request_id: &str| -> Option<i64> {
+        let n: i64 = request_id.strip_prefix("req-")?.parse().ok()?;
+        (agency == "demo").then_some(n + 1)
+    };
+
+    let before = store.first_request_queries();
+    let alone = store.first_request("demo", "req-2").await.unwrap().unwrap();
+    assert_eq!((alone.seq, alone.entry.request_id.as_str()), (3, "req-2"));
+    assert_eq!(store.first_request_queries() - before, 1, "alone, at once");
+
+    let before = store.first_request_queries();
+    let answers = crate::store::futures_util_join(
+        asks.iter()
+            .map(|(agency, id)| store.first_request(agency, id)),
+    )
+    .await;
+    for ((agency, id), answer) in asks.iter().zip(answers) {
+        let answer = answer.unwrap();
+        assert_eq!(
+            answer.as_ref().map(|r| r.seq),
+            expected(agency, id),
+            "{agency} {id}"
+        );
+        if let Some(record) = answer {
+            assert_eq!(
+                (record.entry.agency.as_str(), &record.entry.request_id),
+                (*agency, id)
+            );
+        }
+    }
+    let queries = store.first_request_queries() - before;
+    assert!(queries < 100, "400 reads took {queries} queries");
+}
+
 #[tokio::test]
 async fn a_retried_request_gets_its_first_answer_and_a_reused_id_is_refused() {
     let url = PgServer::shared().fresh_database().await;

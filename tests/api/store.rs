@@ -294,7 +294,7 @@ async fn concurrent_lookups_each_get_their_own_answer(store: &dyn MirrorAdmin) {
 }
 
 /// Polls every future on this task until all are done.
-async fn futures_util_join<F: std::future::Future>(
+pub(crate) async fn futures_util_join<F: std::future::Future>(
     futures: impl Iterator<Item = F>,
 ) -> Vec<F::Output> {
     let mut pending: Vec<_> = futures.map(|f| Some(Box::pin(f))).collect();

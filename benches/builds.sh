@@ -6,8 +6,9 @@
 # allocator or target CPU. On one throwaway Postgres and Redis with 100,000
 # generated people, each round runs every variant in turn: its hello
 # baseline (h2load), cache-hit checks without a trail (h2load, as load.sh's
-# hit-cache), and checks with the trail and without (load_tools drive, each
-# call its own request_id, as load.sh's audit rows). Machines this size are
+# hit-cache, flat out and at a fixed 5,000 req/s), and checks with the
+# trail and without (load_tools drive, each call its own request_id, as
+# load.sh's audit rows). Machines this size are
 # noisy: compare variants within a run, round by round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,8 @@ for round in $(seq "$rounds"); do
     h2load -n 2000 -c 4 -m 8 --header 'content-type: application/grpc' --header 'te: trailers' \
       -d "$work/verify.bin" "http://127.0.0.1:$port$verify_path" >/dev/null
     run "checks-$v" "$port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+    cp "$work/checks-$v.pid" "$work/checks-5000-$v.pid"
+    run "checks-5000-$v" "$port" "$verify_path" "$work/verify.bin" 50000 -c 10 --rps 500
     cp "$work/checks-$v.pid" "$work/noaudit-$v.pid"
     drive "noaudit-$v" "$port" "$requests"
     stop "checks-$v"

@@ -129,6 +129,6 @@ done
 # check costs everything on it: the audit may add at most 0.15 / 0.85 of
 # a check without it (2 cores / its rate) for the goal of 15 %.
 for r in noaudit noaudit-2; do
-  printf 'a 15%% cost allows the audit at most %s us of CPU per check (%s: %s req/s on %s cores)\n' \
-    "$(echo "scale=1; 0.15 / 0.85 * $(nproc) * 1000000 / $(cat "$work/$r.rate")" | bc)" "$r" "$(cat "$work/$r.rate")" "$(nproc)"
+  printf 'a 15%% cost allows the audit at most %.1f us of CPU per check (%s: %s req/s on %s cores)\n' \
+    "$(echo "scale=4; 0.15 * $(nproc) * 1000000 / (0.85 * $(cat "$work/$r.rate"))" | bc)" "$r" "$(cat "$work/$r.rate")" "$(nproc)"
 done

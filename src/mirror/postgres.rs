@@ -574,6 +574,9 @@ impl ReadMany for Lookups {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(store_error)?;
+            if rows.len() != ids.len() {
+                return Err(Self::miscounted(ids.len(), rows.len()));
+            }
             ids.iter()
                 .zip(&rows)
                 .map(|(id, row)| lookup_of(id, row))

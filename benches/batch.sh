@@ -55,6 +55,7 @@ printf 'unary       %9.0f checks/s  p50 %s ms, p99 %s ms  vnid CPU %s us, Postgr
 
 echo "== VerifyBatch: $candidates candidates through vnid verify-batch (one stream)"
 before=$(ticks "$pid"); pg_before=$(pg_ticks)
+commits_before=$(commits); rows_before=$(audit_rows)
 start=$(now)
 "$vnid" verify-batch --quiet --server "http://127.0.0.1:$port" --purpose examination \
   --input "$work/candidates.csv" --output "$work/results.csv" 2>"$work/client.log" || { cat "$work/client.log"; exit 1; }
@@ -65,6 +66,7 @@ batch_rate=$(echo "$candidates / $secs" | bc)
 printf 'batch       %9d items/s   %.1f s for %d  vnid CPU %s us, Postgres %s us per item\n' \
   "$batch_rate" "$secs" "$candidates" "$(us_per "$before" "$after" "$candidates")" "$(us_per "$pg_before" "$pg_after" "$candidates")"
 tail -1 "$work/client.log"
+echo "audit rows written: $(( $(audit_rows) - rows_before )) in $(( $(commits) - commits_before )) Postgres transactions (all of them: group commits, reads, polls)"
 python3 - "$work/results.csv" "$candidates" <<'PY'
 import collections, csv, sys
 rows = list(csv.DictReader(open(sys.argv[1], encoding="utf-8")))

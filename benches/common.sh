@@ -118,6 +118,11 @@ run() {
   echo "$rate" >"$work/$name.rate"
 }
 
+# Transactions committed in the database so far (all of them: group
+# commits, reads, polls), and the audit rows in it.
+commits() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"; }
+audit_rows() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT count(*) FROM audit_log"; }
+
 # pin CPUS PID...: moves these processes, every thread, onto CPUS.
 pin() { local cpus=$1; shift; for p in "$@"; do taskset -apc "$cpus" "$p" >/dev/null; done; }
 

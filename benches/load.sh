@@ -68,8 +68,6 @@ cp "$work/noaudit.pid" "$work/hit-cache-5000.pid"
 run hit-cache-5000 "$noaudit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" 50000 -c 10 --rps 500
 fi
 
-commits() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"; }
-audit_rows() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT count(*) FROM audit_log"; }
 
 echo "== the audit trail's cost: cache hits with it (audit) and without (noaudit), A B A B, each call a new request_id"
 commits_before=$(commits); rows_before=$(audit_rows)

@@ -29,6 +29,20 @@ async fn audit_rows(url: &str) -> i64 {
     .await
 }
 
+/// The batch rows once their count has stopped growing between two reads
+/// `every` apart: the server has finished what it had in hand.
+async fn settled_audit_rows(url: &str, every: Duration) -> i64 {
+    let mut rows = audit_rows(url).await;
+    loop {
+        tokio::time::sleep(every).await;
+        let now = audit_rows(url).await;
+        if now == rows {
+            return rows;
+        }
+        rows = now;
+    }
+}
+
 /// For the long streams: a debug build on the test's one thread checks a
 /// window of 512 items in seconds, and without Redis every item reads the
 /// audit trail for its `request_id` through a pool of 16 connections. The
@@ -227,15 +241,7 @@ async fn a_client_gone_mid_stream_stops_the_batch_and_every_answer_has_its_row()
         }
     }
     connection.shutdown(std::net::Shutdown::Both).unwrap();
-    let mut rows = audit_rows(&url).await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = audit_rows(&url).await;
-        if now == rows {
-            break;
-        }
-        rows = now;
-    }
+    let rows = settled_audit_rows(&url, Duration::from_millis(500)).await;
     assert!(rows < 5_000, "checking stopped ({rows} rows)");
     let pool = PgPool::connect(&url).await.unwrap();
     let stored: Vec<String> = sqlx::query_scalar("SELECT attestation_id FROM audit_log")
@@ -619,15 +625,7 @@ async fn the_batch_cli_writes_one_row_per_candidate_and_resumes_after_being_kill
     // The items the server had in hand when the client died are still
     // checked and recorded; the resumed run starts once they are (a copy
     // sent while its first is still being checked may be checked too).
-    let mut recorded = audit_rows(&url).await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = audit_rows(&url).await;
-        if now == recorded {
-            break;
-        }
-        recorded = now;
-    }
+    settled_audit_rows(&url, Duration::from_millis(300)).await;
 
     // Off the runtime's thread: the server runs on it.
     let mut again = run();

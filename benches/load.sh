@@ -9,7 +9,9 @@
 # successful answer: gRPC errors come back as HTTP 200 with no message, so
 # the DATA bytes must equal REQUESTS x the size of one good answer.
 # Reports throughput, p50/p99 latency, server CPU per request, the ratio
-# Verify/hello, and p99 at a fixed 5,000 req/s. A third vnid with the audit
+# Verify/hello, and p99 at a fixed 5,000 req/s. A second hello server signs
+# an attestation in each answer, as every check must: its ratio to hello is
+# the most any check can reach on this machine. A third vnid with the audit
 # sink "none" (no trail: for this measurement only) gives what the durable
 # audit trail costs: cache hits with the trail vs without, run alternately
 # twice (A B A B) in the same run.
@@ -42,6 +44,12 @@ cp "$work/noaudit.pid" "$work/hit-cache.pid"
 pids+=($!)
 echo $! >"$work/hello.pid"
 wait_port "$hello_port"
+# Hello that also signs an attestation per call: the floor under a check.
+signed_port=$(free_port)
+"$tools" hello "127.0.0.1:$signed_port" signed &
+pids+=($!)
+echo $! >"$work/hello-signed.pid"
+wait_port "$signed_port"
 
 echo "== warming the cache"
 for port in "$hit_port" "$noaudit_port"; do
@@ -52,6 +60,7 @@ done
 if [ -z "${AUDIT_ONLY:-}" ]; then
 echo "== load: $requests requests each, 8 connections x 16 streams, one h2load thread ($(nproc) cores)"
 run hello "$hello_port" /vnid.bench.v1.HelloService/SayHello "$work/hello.bin" "$requests" -c 8 -m 16
+run hello-signed "$signed_port" /vnid.bench.v1.HelloService/SayHello "$work/hello.bin" "$requests" -c 8 -m 16
 run hit "$hit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
 run miss "$miss_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
 run hit-cache "$noaudit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
@@ -59,6 +68,8 @@ run miss-cache "$miss_cache_port" /vnid.v1.VerificationService/Verify "$work/ver
 ratio() { echo "scale=4; $(cat "$work/$1.rate") / $(cat "$work/hello.rate")" | bc; }
 printf 'ratio Verify/hello     retries: cache hits %.2f, cache misses %.2f; checks without a trail: cache hits %.2f, cache misses %.2f\n' \
   "$(ratio hit)" "$(ratio miss)" "$(ratio hit-cache)" "$(ratio miss-cache)"
+printf 'ratio signed hello/hello %.2f: the most a check can reach while it signs its answer; cache-hit checks reach %.2f of signed hello\n' \
+  "$(ratio hello-signed)" "$(echo "scale=4; $(cat "$work/hit-cache.rate") / $(cat "$work/hello-signed.rate")" | bc)"
 # Before the audit part: its appends leave Postgres checkpointing and
 # vacuuming for a while, which would blur the tail.
 echo "== fixed rate: 5000 req/s (10 connections x 500 req/s) for 10 s"

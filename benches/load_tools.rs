@@ -2,8 +2,13 @@
 //!
 //!   load_tools frame verify ID NAME OUT   a gRPC frame of a VerifyRequest
 //!   load_tools frame hello OUT            a gRPC frame of a HelloRequest
-//!   load_tools hello ADDR                 the baseline server: one trivial
-//!                                         tonic method of the same crate
+//!   load_tools hello ADDR [signed]        the baseline server: one trivial
+//!                                         tonic method of the same crate;
+//!                                         `signed`: each answer also carries
+//!                                         an attestation signed as a check
+//!                                         signs one (the floor under any
+//!                                         check, whose answer DESIGN has
+//!                                         signed anew for its request)
 //!   load_tools drive ADDR ID NAME N CONNS STREAMS
 //!                                         N Verify calls, each with its own
 //!                                         request_id (h2load repeats one
@@ -35,8 +40,13 @@
 //! A gRPC frame is a 0 byte (not compressed), the length as a big-endian
 //! u32, and the protobuf message: what h2load sends as the request body.
 
+#[path = "shared/claims.rs"]
+mod claims;
+
+use ed25519_dalek::SigningKey;
 use prost::Message;
 use tonic::{Request, Response, Status};
+use vnid::attest::Keyring;
 use vnid::pb;
 use vnid::pb::bench::hello_service_server::{HelloService, HelloServiceServer};
 
@@ -53,7 +63,10 @@ fn frame(message: &impl Message) -> Vec<u8> {
     out
 }
 
-struct Hello;
+struct Hello {
+    /// Signs each answer, when set.
+    keyring: Option<Keyring>,
+}
 
 #[tonic::async_trait]
 impl HelloService for Hello {
@@ -61,7 +74,13 @@ impl HelloService for Hello {
         &self,
         request: Request<pb::bench::HelloRequest>,
     ) -> Result<Response<pb::bench::HelloResponse>, Status> {
-        let message = format!("hello {}", request.into_inner().name);
+        let name = request.into_inner().name;
+        let message = match &self.keyring {
+            None => format!("hello {name}"),
+            Some(keyring) => keyring
+                .sign(&claims::typical(name))
+                .map_err(|e| Status::internal(e.to_string()))?,
+        };
         Ok(Response::new(pb::bench::HelloResponse { message }))
     }
 }
@@ -98,8 +117,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }),
             )?;
         }
-        ["hello", addr] => {
+        ["hello", addr, rest @ ..] => {
             let addr: std::net::SocketAddr = addr.parse()?;
+            let keyring = match rest {
+                [] => None,
+                ["signed"] => Some(Keyring::new(SigningKey::from_bytes(&[7; 32]), vec![])),
+                _ => return Err(format!("unknown hello option: {rest:?}").into()),
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -109,7 +133,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 tonic::transport::Server::builder()
                     .max_concurrent_streams(256)
-                    .add_service(HelloServiceServer::new(Hello))
+                    .add_service(HelloServiceServer::new(Hello { keyring }))
                     .serve_with_incoming(incoming)
                     .await?;
                 Ok::<(), Box<dyn std::error::Error>>(())

@@ -2,28 +2,18 @@
 //! Times `Keyring::sign` of a typical verified-answer claim set, next to
 //! the bare Ed25519 signature of the same bytes, in the same run.
 
+#[path = "shared/claims.rs"]
+mod claims;
+
 use std::time::Instant;
 
 use ed25519_dalek::{Signer, SigningKey};
-use vnid::attest::{AttestationClaims, Keyring};
+use vnid::attest::Keyring;
 
 fn main() {
     let key = SigningKey::from_bytes(&[7; 32]);
     let ring = Keyring::new(key.clone(), vec![]);
-    let claims = AttestationClaims {
-        iss: "vnid".into(),
-        aud: "bv-tien-giang".into(),
-        sub: "mldjzE97T4vJElOLJXpTta1uSZt1l8rd-AoVs_deGnM".into(),
-        iat: 1_795_737_600,
-        exp: 1_795_824_000,
-        jti: "d6711195-2073-42f8-a3d9-ec9dd51608c9".into(),
-        nonce: "desk-7:2026-11-27:0001".into(),
-        purpose: "PURPOSE_HEALTHCARE".into(),
-        verdict: "VERDICT_VERIFIED".into(),
-        reason: None,
-        checks: None,
-        data_as_of: 1_795_734_000,
-    };
+    let claims = claims::typical("desk-7:2026-11-27:0001".into());
     let n = 20_000;
     let token = ring.sign(&claims).unwrap_or_default();
     let start = Instant::now();

@@ -12,7 +12,6 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{
     AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres,
@@ -25,6 +24,7 @@ use crate::attest::Jwks;
 use crate::gather::{self, Gatherer, ReadMany};
 use crate::mirror::BoxFuture;
 use crate::mirror::migrate::{Embedded, Migrations};
+use crate::mirror::postgres::lazy_pool;
 
 /// Where the audit's own migrations are recorded: apart from the mirror's,
 /// since the trail may share the mirror's database or have its own.
@@ -216,13 +216,8 @@ impl SqlAudit<Postgres> {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Self, AuditError> {
-        let pool = |max| {
-            PgPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(acquire_timeout)
-                .connect_lazy(url)
-                .map_err(|e| AuditError::Query(Box::new(e)))
-        };
+        let pool =
+            |max| lazy_pool(url, max, acquire_timeout).map_err(|e| AuditError::Query(Box::new(e)));
         let reads = pool(max_connections)?;
         Ok(Self {
             first_requests: Some(Arc::new(Gatherer::new(

@@ -145,6 +145,31 @@ async fn oversized_requests_are_refused() {
 }
 
 #[tokio::test]
+async fn the_first_checks_after_a_postgres_restart_are_answered() {
+    // Connections in steady use are not pinged before each query; those
+    // left idle are, so the restart breaks no call made after it: neither a
+    // mirror read nor an audit append.
+    let mut pg = PgServer::start();
+    let app = spawn_app_with(test_settings(&pg.url("postgres"))).await;
+    for person in [DAM, THUY] {
+        app.verify(request(person.id, person.name)).await.unwrap();
+    }
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.restart();
+        pg
+    })
+    .await
+    .unwrap();
+    // Longer than a connection may sit idle without a ping.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    for person in [DAM, THUY, HOA_DECEASED, LAN_CANCELLED] {
+        let answer = app.verify(request(person.id, person.name)).await;
+        assert!(answer.is_ok(), "{}: {answer:?}", person.id);
+    }
+    drop(pg);
+}
+
+#[tokio::test]
 async fn postgres_down_is_unavailable_never_a_verdict() {
     // A server of this test's own, so stopping it disturbs no one else.
     let mut pg = PgServer::start();

@@ -107,6 +107,53 @@ fn sweep_stale_dirs() {
     }
 }
 
+/// Starts `postgres` on the cluster in `dir` and waits until it is ready.
+fn launch(dir: &Path, port: u16) -> Child {
+    let data = dir.join("data");
+    let mut cmd = server_command(&bin_dir().join("postgres"));
+    cmd.arg("-D")
+        .arg(&data)
+        .arg("-k")
+        .arg(dir)
+        .args(["-p", &port.to_string()])
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=300",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = spawn(cmd).unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let echo = std::env::var_os("TEST_LOG").is_some();
+        let mut ready = Some(ready_tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("[postgres:{port}] {line}");
+            }
+            if line.contains("ready to accept connections")
+                && let Some(tx) = ready.take()
+            {
+                let _ = tx.send(true);
+            }
+        }
+        if let Some(tx) = ready {
+            let _ = tx.send(false);
+        }
+    });
+    let ready = ready_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or(false);
+    assert!(ready, "the test Postgres on port {port} did not start");
+    child
+}
+
 impl PgServer {
     pub fn start() -> PgServer {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -144,47 +191,7 @@ impl PgServer {
         );
 
         let port = free_port();
-        let mut cmd = server_command(&bin.join("postgres"));
-        cmd.arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(&dir)
-            .args(["-p", &port.to_string()])
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=300",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = spawn(cmd).unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let echo = std::env::var_os("TEST_LOG").is_some();
-            let mut ready = Some(ready_tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if echo {
-                    eprintln!("[postgres:{port}] {line}");
-                }
-                if line.contains("ready to accept connections")
-                    && let Some(tx) = ready.take()
-                {
-                    let _ = tx.send(true);
-                }
-            }
-            if let Some(tx) = ready {
-                let _ = tx.send(false);
-            }
-        });
-        let ready = ready_rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or(false);
-        assert!(ready, "the test Postgres on port {port} did not start");
+        let child = launch(&dir, port);
         PgServer {
             port,
             dir,
@@ -216,6 +223,12 @@ impl PgServer {
             .await
             .unwrap();
         self.url(&name)
+    }
+
+    /// Stops the server and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Some(launch(&self.dir, self.port));
     }
 
     /// Fast shutdown (SIGINT): sessions are ended, the server exits.

@@ -26,19 +26,7 @@ setup batch
 echo "== $people people into Postgres"
 "$vnid" gen-population --count "$people" --province 082 --seed 11 --out "$work/people.csv"
 "$vnid" import "$work/people.csv" 2>&1 | tail -1
-python3 - "$work/people.csv" "$candidates" "$work/candidates.csv" "$work/unary.csv" <<'PY'
-import csv, sys
-source, n, first, rest = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-header = ["request_id", "id_number", "full_name", "date_of_birth", "gender"]
-with open(source, encoding="utf-8") as f, open(first, "w", newline="", encoding="utf-8") as a, \
-        open(rest, "w", newline="", encoding="utf-8") as b:
-    out = [csv.writer(a), csv.writer(b)]
-    for w in out:
-        w.writerow(header)
-    for i, row in enumerate(csv.DictReader(f)):
-        out[i >= n].writerow([f"cand-{i}", row["id_number"], row["full_name"],
-                              row["date_of_birth"], row["gender"]])
-PY
+split_candidates "$work/people.csv" "$work/candidates.csv:$candidates" "$work/unary.csv:$unary"
 
 port=$(free_port)
 start_vnid server "$port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" \

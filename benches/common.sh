@@ -88,6 +88,27 @@ for row in csv.DictReader(open(sys.argv[1], encoding="utf-8")):
   person_name=${person#*$'\t'}
 }
 
+# split_candidates SOURCE OUT:COUNT...: the people of the export SOURCE, in
+# order, as `vnid verify-batch` input files (request_id cand-I): the first
+# COUNT into the first OUT, the next into the next, and so on.
+split_candidates() {
+  python3 - "$@" <<'PY'
+import csv, sys
+rows = csv.DictReader(open(sys.argv[1], encoding="utf-8"))
+header = ["request_id", "id_number", "full_name", "date_of_birth", "gender"]
+i = 0
+for spec in sys.argv[2:]:
+    out, count = spec.rsplit(":", 1)
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for _ in range(int(count)):
+            row = next(rows)
+            w.writerow([f"cand-{i}", row["id_number"], row["full_name"], row["date_of_birth"], row["gender"]])
+            i += 1
+PY
+}
+
 # run NAME PORT PATH FRAME N [h2load options...]: prints one result line.
 run() {
   local name=$1 port=$2 path=$3 frame=$4 n=$5; shift 5

@@ -1,8 +1,9 @@
 //! The mirror in Postgres.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::mpsc;
@@ -55,6 +56,76 @@ pub(crate) fn lazy_pool(
             })
         })
         .connect_lazy(url)
+}
+
+/// Connections kept between the mirror's reads. sqlx pings every
+/// connection that goes back to its pool: a round trip per query that a
+/// kept connection does not make.
+struct Kept {
+    pool: PgPool,
+    /// Most recently used last, each with when it was put back.
+    idle: std::sync::Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
+    /// Kept at most: fewer than the pool holds, so that its other users
+    /// (the generation poll, imports) are never starved by idle ones.
+    max: usize,
+}
+
+impl Kept {
+    fn new(pool: PgPool, max_connections: u32, max: usize) -> Self {
+        let half = usize::try_from(max_connections / 2).unwrap_or(0);
+        Self {
+            pool,
+            idle: std::sync::Mutex::default(),
+            max: max.min(half),
+        }
+    }
+
+    /// A kept connection used within `PING_AFTER_IDLE`, or one from the
+    /// pool (which pings those idle longer). Older kept ones go back to the
+    /// pool, to be pinged when next taken.
+    async fn take(&self) -> Result<KeptConnection<'_>, sqlx::Error> {
+        let (hot, stale) = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            match idle.pop() {
+                Some((connection, since)) if since.elapsed() < PING_AFTER_IDLE => {
+                    (Some(connection), Vec::new())
+                }
+                Some(newest) => {
+                    let mut stale = std::mem::take(&mut *idle);
+                    stale.push(newest);
+                    (None, stale)
+                }
+                None => (None, Vec::new()),
+            }
+        };
+        drop(stale);
+        let connection = match hot {
+            Some(connection) => connection,
+            None => self.pool.acquire().await?,
+        };
+        Ok(KeptConnection {
+            connection,
+            home: self,
+        })
+    }
+}
+
+/// A connection taken from `Kept`. `keep` puts it back after a query that
+/// succeeded; dropped otherwise (an error, a cancelled read), it goes back
+/// to the pool, whose ping closes it if it is broken.
+struct KeptConnection<'a> {
+    connection: PoolConnection<Postgres>,
+    home: &'a Kept,
+}
+
+impl KeptConnection<'_> {
+    fn keep(self) {
+        let Self { connection, home } = self;
+        let mut idle = home.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < home.max {
+            idle.push((connection, Instant::now()));
+        }
+    }
 }
 
 /// Whether an error means "the database is not there right now" (retry
@@ -198,7 +269,9 @@ impl PgMirror {
             .map_err(|e| StoreError::Query(Box::new(e)))?;
         Ok(Self {
             reads: Arc::new(Gatherer::new(
-                Lookups { pool: pool.clone() },
+                Lookups {
+                    connections: Kept::new(pool.clone(), max_connections, gather::SLOTS),
+                },
                 gather::MAX_KEYS,
                 gather::SLOTS,
             )),
@@ -571,18 +644,10 @@ fn lookup_of(id: &PersonalIdNumber, row: &PgRow) -> Result<Lookup, StoreError> {
     })
 }
 
-async fn lookup_one(pool: &PgPool, id: &PersonalIdNumber) -> Result<Lookup, StoreError> {
-    let row = sqlx::query(LOOKUP)
-        .bind(id.expose())
-        .fetch_one(pool)
-        .await
-        .map_err(store_error)?;
-    lookup_of(id, &row)
-}
-
-/// The mirror's lookups, one number or several in one query.
+/// The mirror's lookups, one number or several in one query, on kept
+/// connections.
 struct Lookups {
-    pool: PgPool,
+    connections: Kept,
 }
 
 impl ReadMany for Lookups {
@@ -595,15 +660,25 @@ impl ReadMany for Lookups {
         ids: &'a [PersonalIdNumber],
     ) -> BoxFuture<'a, Result<Vec<Lookup>, StoreError>> {
         Box::pin(async move {
-            if let [one] = ids {
-                return Ok(vec![lookup_one(&self.pool, one).await?]);
-            }
-            let numbers: Vec<&str> = ids.iter().map(PersonalIdNumber::expose).collect();
-            let rows = sqlx::query(LOOKUP_MANY)
-                .bind(numbers)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(store_error)?;
+            let mut connection = self.connections.take().await.map_err(store_error)?;
+            let rows = match ids {
+                [one] => vec![
+                    sqlx::query(LOOKUP)
+                        .bind(one.expose())
+                        .fetch_one(&mut *connection.connection)
+                        .await
+                        .map_err(store_error)?,
+                ],
+                _ => {
+                    let numbers: Vec<&str> = ids.iter().map(PersonalIdNumber::expose).collect();
+                    sqlx::query(LOOKUP_MANY)
+                        .bind(numbers)
+                        .fetch_all(&mut *connection.connection)
+                        .await
+                        .map_err(store_error)?
+                }
+            };
+            connection.keep();
             if rows.len() != ids.len() {
                 return Err(Self::miscounted(ids.len(), rows.len()));
             }

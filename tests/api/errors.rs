@@ -146,9 +146,10 @@ async fn oversized_requests_are_refused() {
 
 #[tokio::test]
 async fn the_first_checks_after_a_postgres_restart_are_answered() {
-    // Connections in steady use are not pinged before each query; those
-    // left idle are, so the restart breaks no call made after it: neither a
-    // mirror read nor an audit append.
+    // Connections in steady use are not pinged before each query, and the
+    // mirror keeps some between reads; those left idle are pinged, or given
+    // back to the pool, so the restart breaks no call made after it: neither
+    // a mirror read nor an audit append.
     let mut pg = PgServer::start();
     let app = spawn_app_with(test_settings(&pg.url("postgres"))).await;
     for person in [DAM, THUY] {

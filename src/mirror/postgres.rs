@@ -82,7 +82,8 @@ impl Kept {
 
     /// A kept connection used within `PING_AFTER_IDLE`, or one from the
     /// pool (which pings those idle longer). Older kept ones go back to the
-    /// pool, to be pinged when next taken.
+    /// pool, whose ping of each returning connection closes any that a
+    /// database restart broke.
     async fn take(&self) -> Result<KeptConnection<'_>, sqlx::Error> {
         let (hot, stale) = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,12 +14,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:?rounds}; requests=${2:?requests}; shift 2
 [ $# -gt 0 ] || { echo "usage: benches/builds.sh ROUNDS REQUESTS DIR..." >&2; exit 2; }
-command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
 for dir in "$@"; do
   [ -x "$dir/vnid" ] && [ -x "$dir/load_tools" ] || { echo "$dir: needs vnid and load_tools" >&2; exit 2; }
 done
 
 source benches/common.sh
+need_h2load
 setup builds
 populate 100000 7
 "$tools" frame verify "$person_id" "$person_name" "$work/verify.bin"
@@ -35,16 +35,13 @@ for round in $(seq "$rounds"); do
     echo "== round $round: $v"
     vnid="$dir/vnid" tools="$dir/load_tools"
     port=$(free_port)
-    "$tools" hello "127.0.0.1:$port" &
-    pids+=($!); echo $! >"$work/hello-$v.pid"
-    wait_port "$port"
+    start_hello "hello-$v" "$port"
     run "hello-$v" "$port" /vnid.bench.v1.HelloService/SayHello "$work/hello.bin" "$requests" -c 8 -m 16
     stop "hello-$v"
 
     port=$(free_port)
     start_vnid "checks-$v" "$port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" VNID__AUDIT__SINK=none
-    h2load -n 2000 -c 4 -m 8 --header 'content-type: application/grpc' --header 'te: trailers' \
-      -d "$work/verify.bin" "http://127.0.0.1:$port$verify_path" >/dev/null
+    warm "$port"
     run "checks-$v" "$port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
     cp "$work/checks-$v.pid" "$work/checks-5000-$v.pid"
     run "checks-5000-$v" "$port" "$verify_path" "$work/verify.bin" 50000 -c 10 --rps 500

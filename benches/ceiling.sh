@@ -13,9 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-4}"
 requests="${2:-100000}"
-command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
 
 source benches/common.sh
+need_h2load
 setup ceiling
 populate 10000 7
 "$tools" frame verify "$person_id" "$person_name" "$work/verify.bin"
@@ -24,19 +24,12 @@ populate 10000 7
 check_port=$(free_port)
 start_vnid check "$check_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" VNID__AUDIT__SINK=none
 hello_port=$(free_port)
-"$tools" hello "127.0.0.1:$hello_port" &
-pids+=($!)
-echo $! >"$work/hello.pid"
+start_hello hello "$hello_port"
 signed_port=$(free_port)
-"$tools" hello "127.0.0.1:$signed_port" signed &
-pids+=($!)
-echo $! >"$work/signed.pid"
-wait_port "$hello_port"
-wait_port "$signed_port"
+start_hello signed "$signed_port" signed
 verify_path=/vnid.v1.VerificationService/Verify
 hello_path=/vnid.bench.v1.HelloService/SayHello
-h2load -n 2000 -c 4 -m 8 --header 'content-type: application/grpc' --header 'te: trailers' \
-  -d "$work/verify.bin" "http://127.0.0.1:$check_port$verify_path" >/dev/null
+warm "$check_port"
 
 share() { echo "scale=4; $(cat "$work/$1.rate") / $(cat "$work/$2.rate")" | bc; }
 for round in $(seq "$rounds"); do

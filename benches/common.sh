@@ -4,6 +4,7 @@
 # VNID__DATABASE_URL and the key files exported; everything started is
 # stopped, and $work removed, on exit.
 
+need_h2load() { command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 # CPU ticks (user + system) of a process.
@@ -71,6 +72,22 @@ start_vnid() { # NAME PORT [ENV=VALUE...]: a release server, its pid in $work/NA
   pids+=($!)
   wait_port "$port"
   echo $! >"$work/$name.pid"
+}
+
+# start_hello NAME PORT [signed]: the hello baseline of load_tools (signing an
+# attestation per call with `signed`), its pid in $work/NAME.pid
+start_hello() {
+  local name=$1 port=$2; shift 2
+  "$tools" hello "127.0.0.1:$port" "$@" &
+  pids+=($!)
+  echo $! >"$work/$name.pid"
+  wait_port "$port"
+}
+
+# warm PORT: 2,000 calls of the prepared Verify frame, which fill the cache.
+warm() {
+  h2load -n 2000 -c 4 -m 8 --header 'content-type: application/grpc' --header 'te: trailers' \
+    -d "$work/verify.bin" "http://127.0.0.1:$1/vnid.v1.VerificationService/Verify" >/dev/null
 }
 
 # populate COUNT SEED: a generated population imported into Postgres;

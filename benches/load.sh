@@ -24,9 +24,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 requests="${1:-200000}"
 people="${2:-100000}"
-command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }
 
 source benches/common.sh
+need_h2load
 setup load
 
 populate "$people" 7
@@ -40,22 +40,14 @@ start_vnid miss "$miss_port" VNID__CACHE__ENABLED=false
 miss_cache_port=$(free_port)
 start_vnid miss-cache "$miss_cache_port" VNID__CACHE__ENABLED=false VNID__AUDIT__SINK=none
 cp "$work/noaudit.pid" "$work/hit-cache.pid"
-"$tools" hello "127.0.0.1:$hello_port" &
-pids+=($!)
-echo $! >"$work/hello.pid"
-wait_port "$hello_port"
+start_hello hello "$hello_port"
 # Hello that also signs an attestation per call: the floor under a check.
 signed_port=$(free_port)
-"$tools" hello "127.0.0.1:$signed_port" signed &
-pids+=($!)
-echo $! >"$work/hello-signed.pid"
-wait_port "$signed_port"
+start_hello hello-signed "$signed_port" signed
 
 echo "== warming the cache"
-for port in "$hit_port" "$noaudit_port"; do
-  h2load -n 2000 -c 4 -m 8 --header 'content-type: application/grpc' --header 'te: trailers' -d "$work/verify.bin" \
-    "http://127.0.0.1:$port/vnid.v1.VerificationService/Verify" >/dev/null
-done
+warm "$hit_port"
+warm "$noaudit_port"
 
 if [ -z "${AUDIT_ONLY:-}" ]; then
 echo "== load: $requests requests each, 8 connections x 16 streams, one h2load thread ($(nproc) cores)"

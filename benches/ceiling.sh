@@ -7,8 +7,9 @@
 # does, since every answer is signed anew; and cache-hit checks on a release
 # `vnid serve` with Redis and without a trail (load.sh's hit-cache row). It
 # prints each rate and the server's CPU per request, then the ratios
-# signed/hello, check/hello and check/signed of the round. A check cannot
-# reach a larger share of hello than signed hello does in the same round.
+# signed/hello, check/hello and check/signed of the round. A check does all
+# that signed hello does and more, so signed/hello bounds check/hello (up to
+# the machine's noise between the runs of a round).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-4}"

@@ -24,7 +24,6 @@ setup builds
 populate 100000 7
 "$tools" frame verify "$person_id" "$person_name" "$work/verify.bin"
 "$tools" frame hello "$work/hello.bin"
-verify_path=/vnid.v1.VerificationService/Verify
 
 # stop NAME: stops the server started as NAME.
 stop() { kill "$(cat "$work/$1.pid")"; wait "$(cat "$work/$1.pid")" 2>/dev/null || true; }
@@ -36,7 +35,7 @@ for round in $(seq "$rounds"); do
     vnid="$dir/vnid" tools="$dir/load_tools"
     port=$(free_port)
     start_hello "hello-$v" "$port"
-    run "hello-$v" "$port" /vnid.bench.v1.HelloService/SayHello "$work/hello.bin" "$requests" -c 8 -m 16
+    run "hello-$v" "$port" "$hello_path" "$work/hello.bin" "$requests" -c 8 -m 16
     stop "hello-$v"
 
     port=$(free_port)

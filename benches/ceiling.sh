@@ -28,8 +28,6 @@ hello_port=$(free_port)
 start_hello hello "$hello_port"
 signed_port=$(free_port)
 start_hello signed "$signed_port" signed
-verify_path=/vnid.v1.VerificationService/Verify
-hello_path=/vnid.bench.v1.HelloService/SayHello
 warm "$check_port"
 
 share() { echo "scale=4; $(cat "$work/$1.rate") / $(cat "$work/$2.rate")" | bc; }

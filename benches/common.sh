@@ -4,6 +4,9 @@
 # VNID__DATABASE_URL and the key files exported; everything started is
 # stopped, and $work removed, on exit.
 
+# The gRPC paths h2load drives.
+verify_path=/vnid.v1.VerificationService/Verify
+hello_path=/vnid.bench.v1.HelloService/SayHello
 need_h2load() { command -v h2load >/dev/null || { echo "h2load missing: apt-get install nghttp2-client" >&2; exit 1; }; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
@@ -87,7 +90,7 @@ start_hello() {
 # warm PORT: 2,000 calls of the prepared Verify frame, which fill the cache.
 warm() {
   h2load -n 2000 -c 4 -m 8 --header 'content-type: application/grpc' --header 'te: trailers' \
-    -d "$work/verify.bin" "http://127.0.0.1:$1/vnid.v1.VerificationService/Verify" >/dev/null
+    -d "$work/verify.bin" "http://127.0.0.1:$1$verify_path" >/dev/null
 }
 
 # populate COUNT SEED: a generated population imported into Postgres;

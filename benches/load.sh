@@ -51,12 +51,12 @@ warm "$noaudit_port"
 
 if [ -z "${AUDIT_ONLY:-}" ]; then
 echo "== load: $requests requests each, 8 connections x 16 streams, one h2load thread ($(nproc) cores)"
-run hello "$hello_port" /vnid.bench.v1.HelloService/SayHello "$work/hello.bin" "$requests" -c 8 -m 16
-run hello-signed "$signed_port" /vnid.bench.v1.HelloService/SayHello "$work/hello.bin" "$requests" -c 8 -m 16
-run hit "$hit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
-run miss "$miss_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
-run hit-cache "$noaudit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
-run miss-cache "$miss_cache_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" "$requests" -c 8 -m 16
+run hello "$hello_port" "$hello_path" "$work/hello.bin" "$requests" -c 8 -m 16
+run hello-signed "$signed_port" "$hello_path" "$work/hello.bin" "$requests" -c 8 -m 16
+run hit "$hit_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+run miss "$miss_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+run hit-cache "$noaudit_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+run miss-cache "$miss_cache_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
 ratio() { echo "scale=4; $(cat "$work/$1.rate") / $(cat "$work/hello.rate")" | bc; }
 printf 'ratio Verify/hello     retries: cache hits %.2f, cache misses %.2f; checks without a trail: cache hits %.2f, cache misses %.2f\n' \
   "$(ratio hit)" "$(ratio miss)" "$(ratio hit-cache)" "$(ratio miss-cache)"
@@ -66,9 +66,9 @@ printf 'ratio signed hello/hello %.2f: the most a check can reach while it signs
 # vacuuming for a while, which would blur the tail.
 echo "== fixed rate: 5000 req/s (10 connections x 500 req/s) for 10 s"
 cp "$work/hit.pid" "$work/hit-5000.pid"
-run hit-5000 "$hit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" 50000 -c 10 --rps 500
+run hit-5000 "$hit_port" "$verify_path" "$work/verify.bin" 50000 -c 10 --rps 500
 cp "$work/noaudit.pid" "$work/hit-cache-5000.pid"
-run hit-cache-5000 "$noaudit_port" /vnid.v1.VerificationService/Verify "$work/verify.bin" 50000 -c 10 --rps 500
+run hit-cache-5000 "$noaudit_port" "$verify_path" "$work/verify.bin" 50000 -c 10 --rps 500
 fi
 
 

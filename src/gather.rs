@@ -1,14 +1,18 @@
 //! Reads gathered into shared queries. Each read is queued for a gatherer
-//! task, which sends whatever has queued as one query as soon as one of its
-//! few query slots is free. Alone, a read goes at once, as itself; under
-//! load, reads that arrive while the slots are busy share a query: the
-//! database parses, plans and answers one statement for many, on one pooled
-//! connection instead of one each.
+//! task. With no query running, whatever has queued goes at once as one
+//! query; while queries run, the next waits for them to end, or for a full
+//! query's worth of reads, which then takes a further slot. Alone, a read
+//! goes at once, as itself; under load, reads share queries: the database
+//! parses, plans and answers one statement for many, on one pooled
+//! connection instead of one each. Further slots go only to full queries:
+//! on a busy machine a query's fixed cost in the database outweighs the
+//! wait, while a load too big for one query at a time, or a slow query,
+//! still spreads over the slots.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::mirror::BoxFuture;
 
@@ -134,6 +138,8 @@ struct Task<R: ReadMany> {
 impl<R: ReadMany> Task<R> {
     async fn run(self, mut queue: mpsc::Receiver<Pending<R>>) {
         let slots = Arc::new(Semaphore::new(self.slots));
+        // Told each time a query ends and gives its slot back.
+        let ended = Arc::new(Notify::new());
         let mut pending = Vec::with_capacity(self.max_keys);
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -142,8 +148,20 @@ impl<R: ReadMany> Task<R> {
             if queue.recv_many(&mut pending, self.max_keys).await == 0 {
                 return;
             }
+            // Another query is running: this one waits to be full, or for
+            // every other to end.
+            while pending.len() < self.max_keys && slots.available_permits() + 1 < self.slots {
+                let room = self.max_keys - pending.len();
+                tokio::select! {
+                    received = queue.recv_many(&mut pending, room) => if received == 0 {
+                        break;
+                    },
+                    () = ended.notified() => {}
+                }
+            }
             let reads = std::mem::replace(&mut pending, Vec::with_capacity(self.max_keys));
             let reader = self.reader.clone();
+            let ended = ended.clone();
             self.queries.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let (keys, replies): (Vec<_>, Vec<_>) =
@@ -161,7 +179,142 @@ impl<R: ReadMany> Task<R> {
                     }
                 }
                 drop(slot);
+                ended.notify_one();
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Answers each key doubled, once the test lets the query through: each
+    /// query takes one permit of `gate`. Records each query's size.
+    struct Gated {
+        sizes: Mutex<Vec<usize>>,
+        gate: Semaphore,
+    }
+
+    impl ReadMany for Arc<Gated> {
+        type Key = u32;
+        type Value = u32;
+        type Error = String;
+
+        fn read_many<'a>(&'a self, keys: &'a [u32]) -> BoxFuture<'a, Result<Vec<u32>, String>> {
+            Box::pin(async move {
+                self.sizes
+                    .lock()
+                    .map_err(|e| e.to_string())?
+                    .push(keys.len());
+                self.gate
+                    .acquire()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .forget();
+                Ok(keys.iter().map(|k| k * 2).collect())
+            })
+        }
+
+        fn for_each_read(error: &String) -> String {
+            error.clone()
+        }
+
+        fn miscounted(keys: usize, values: usize) -> String {
+            format!("{keys} keys, {values} values")
+        }
+    }
+
+    impl Gated {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                sizes: Mutex::default(),
+                gate: Semaphore::new(0),
+            })
+        }
+
+        fn sizes(&self) -> Vec<usize> {
+            self.sizes.lock().unwrap().clone()
+        }
+
+        /// Waits (at most 5 s) until the queries sent are `want`.
+        async fn sent(&self, want: &[usize]) {
+            for _ in 0..5_000 {
+                if self.sizes() == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(self.sizes(), want, "queries sent");
+        }
+    }
+
+    fn spawn_reads(
+        gatherer: &Arc<Gatherer<Arc<Gated>>>,
+        keys: std::ops::Range<u32>,
+    ) -> Vec<tokio::task::JoinHandle<(u32, Result<u32, String>)>> {
+        keys.map(|k| {
+            let g = gatherer.clone();
+            tokio::spawn(async move { (k, g.read(k).await) })
+        })
+        .collect()
+    }
+
+    async fn each_got_its_own(reads: Vec<tokio::task::JoinHandle<(u32, Result<u32, String>)>>) {
+        for read in reads {
+            let (key, value) = read.await.unwrap();
+            assert_eq!(value, Ok(key * 2));
+        }
+    }
+
+    #[tokio::test]
+    async fn while_a_query_runs_the_next_waits_for_it_to_end() {
+        let reader = Gated::new();
+        let gatherer = Arc::new(Gatherer::new(reader.clone(), 8, 4));
+        let first = spawn_reads(&gatherer, 0..1);
+        reader.sent(&[1]).await;
+        let next = spawn_reads(&gatherer, 1..6);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(reader.sizes(), [1], "three slots free, yet the five wait");
+        reader.gate.add_permits(1);
+        reader.sent(&[1, 5]).await;
+        reader.gate.add_permits(1);
+        each_got_its_own(first).await;
+        each_got_its_own(next).await;
+        assert_eq!(gatherer.queries(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_query_takes_a_further_slot() {
+        let reader = Gated::new();
+        let gatherer = Arc::new(Gatherer::new(reader.clone(), 8, 3));
+        let first = spawn_reads(&gatherer, 0..1);
+        reader.sent(&[1]).await;
+        let full = spawn_reads(&gatherer, 1..9);
+        reader.sent(&[1, 8]).await;
+        // Two running: a third slot is free, but two reads are not a full
+        // query; they go when both running queries have ended.
+        let rest = spawn_reads(&gatherer, 9..11);
+        reader.gate.add_permits(1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(reader.sizes(), [1, 8], "one query still runs");
+        reader.gate.add_permits(1);
+        reader.sent(&[1, 8, 2]).await;
+        reader.gate.add_permits(1);
+        each_got_its_own(first).await;
+        each_got_its_own(full).await;
+        each_got_its_own(rest).await;
+    }
+
+    #[tokio::test]
+    async fn alone_a_read_goes_at_once() {
+        let reader = Gated::new();
+        reader.gate.add_permits(1);
+        let gatherer = Gatherer::new(reader.clone(), 8, 4);
+        assert_eq!(gatherer.read(21).await, Ok(42));
+        assert_eq!(reader.sizes(), [1]);
     }
 }

@@ -44,7 +44,7 @@ printf 'unary       %9.0f checks/s  p50 %s ms, p99 %s ms  vnid CPU %s us, Postgr
 
 echo "== VerifyBatch: $candidates candidates through vnid verify-batch (one stream)"
 before=$(ticks "$pid"); pg_before=$(pg_ticks); redis_before=$(ticks "$redis_pid")
-commits_before=$(commits); rows_before=$(audit_rows)
+commits_before=$(commits); rows_before=$(audit_rows); appends_before=$(appends)
 start=$(now)
 # The client's own CPU (user and system seconds) into client.time.
 /usr/bin/time -f '%U %S' -o "$work/client.time" \
@@ -61,7 +61,8 @@ printf 'batch       %9d items/s   %.1f s for %d  vnid CPU %s us, Postgres %s us,
 printf '            the goal (1,000,000 in 60 s) leaves %.1f us of CPU per item on %d cores, all four together\n' \
   "$(echo "scale=4; 60 * $(nproc) * 1000000 / 1000000" | bc)" "$(nproc)"
 tail -1 "$work/client.log"
-echo "audit rows written: $(( $(audit_rows) - rows_before )) in $(( $(commits) - commits_before )) Postgres transactions (all of them: group commits, reads, polls)"
+rows=$(( $(audit_rows) - rows_before )); groups=$(( $(appends) - appends_before ))
+echo "audit rows written: $rows in $groups group commits ($(( rows / (groups > 0 ? groups : 1) )) rows each), of $(( $(commits) - commits_before )) Postgres transactions (all of them: group commits, reads, polls)"
 python3 - "$work/results.csv" "$candidates" <<'PY'
 import collections, csv, sys
 rows = list(csv.DictReader(open(sys.argv[1], encoding="utf-8")))

@@ -139,10 +139,12 @@ run() {
   local one; one=$(awk '/^traffic:/ {gsub(/[()]/,""); for (i=1;i<=NF;i++) if ($i=="data") print $(i-1)}' "$work/one.out" | tail -1)
   local before; before=$(ticks "$pid")
   local pg_before; pg_before=$(pg_ticks)
+  local redis_before; redis_before=$(ticks "$redis_pid")
   local machine_before; machine_before=$(machine_ticks)
   h2load "${args[@]}" "$@" --log-file="$work/$name.tsv" "http://127.0.0.1:$port$path" >"$work/$name.out"
   local after; after=$(ticks "$pid")
   local pg_after; pg_after=$(pg_ticks)
+  local redis_after; redis_after=$(ticks "$redis_pid")
   local busy; busy=$(busy_pct "$machine_before" "$(machine_ticks)")
   local rate; rate=$(awk '/^finished in/ {print $4}' "$work/$name.out")
   local ok; ok=$(awk '/^requests:/ {print $8}' "$work/$name.out")
@@ -154,18 +156,25 @@ run() {
   local pcts; pcts=$(cut -f3 "$work/$name.tsv" | sort -n | awk '{a[NR]=$1} END {printf "p50 %.2f ms, p99 %.2f ms", a[int(NR*0.50)]/1000, a[int(NR*0.99)]/1000}')
   local cpu_us; cpu_us=$(us_per "$before" "$after" "$n")
   local pg_us; pg_us=$(us_per "$pg_before" "$pg_after" "$n")
-  printf '%-22s %10s req/s  %s  server CPU %6s us/req, Postgres %6s us/req, machine %s%% busy  [%s]\n' \
-    "$name" "$rate" "$pcts" "$cpu_us" "$pg_us" "$busy" "$check"
+  local redis_us; redis_us=$(us_per "$redis_before" "$redis_after" "$n")
+  printf '%-22s %10s req/s  %s  server CPU %6s us/req, Postgres %6s, Redis %5s us/req, machine %s%% busy  [%s]\n' \
+    "$name" "$rate" "$pcts" "$cpu_us" "$pg_us" "$redis_us" "$busy" "$check"
   echo "$rate" >"$work/$name.rate"
+  echo "$cpu_us $pg_us $redis_us" >"$work/$name.cpu"
 }
 
 # Transactions committed in the database so far (all of them: group
 # commits, reads, polls), and the audit rows in it.
 commits() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"; }
 audit_rows() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT count(*) FROM audit_log"; }
+# Audit appends so far: each moves the head row once.
+appends() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -c "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'audit_head'"; }
 
 # pin CPUS PID...: moves these processes, every thread, onto CPUS.
 pin() { local cpus=$1; shift; for p in "$@"; do taskset -apc "$cpus" "$p" >/dev/null; done; }
+
+# run and drive leave NAME.rate (req/s) and NAME.cpu (microseconds of CPU
+# per request: the server, Postgres, Redis) in $work.
 
 # drive NAME PORT N: like run, with load_tools' driver: every call its own
 # request_id, so each is a check (h2load's one frame is a retry after the
@@ -174,16 +183,20 @@ drive() {
   local name=$1 port=$2 n=$3
   local pid; pid=$(cat "$work/$name.pid")
   local before; before=$(ticks "$pid"); local pg_before; pg_before=$(pg_ticks)
+  local redis_before; redis_before=$(ticks "$redis_pid")
   local machine_before; machine_before=$(machine_ticks)
   local out; out=$(${DRIVE_CPUS:+taskset -c "$DRIVE_CPUS"} "$tools" drive "127.0.0.1:$port" "$person_id" "$person_name" "$n" 8 16)
   local after; after=$(ticks "$pid"); local pg_after; pg_after=$(pg_ticks)
+  local redis_after; redis_after=$(ticks "$redis_pid")
   local busy; busy=$(busy_pct "$machine_before" "$(machine_ticks)")
   read -r rate p50 p99 ok <<<"$out"
   local check="all $n answers successful"
   [ "$ok" = "$n" ] || check="FAILED: $ok of $n succeeded"
   local cpu_us; cpu_us=$(us_per "$before" "$after" "$n")
   local pg_us; pg_us=$(us_per "$pg_before" "$pg_after" "$n")
-  printf '%-22s %10s req/s  p50 %s ms, p99 %s ms  server CPU %6s us/req, Postgres %6s us/req, machine %s%% busy  [%s]\n' \
-    "$name" "$rate" "$p50" "$p99" "$cpu_us" "$pg_us" "$busy" "$check"
+  local redis_us; redis_us=$(us_per "$redis_before" "$redis_after" "$n")
+  printf '%-22s %10s req/s  p50 %s ms, p99 %s ms  server CPU %6s us/req, Postgres %6s, Redis %5s us/req, machine %s%% busy  [%s]\n' \
+    "$name" "$rate" "$p50" "$p99" "$cpu_us" "$pg_us" "$redis_us" "$busy" "$check"
   echo "$rate" >"$work/$name.rate"
+  echo "$cpu_us $pg_us $redis_us" >"$work/$name.cpu"
 }

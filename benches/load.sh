@@ -129,7 +129,11 @@ done
 # On a machine the load keeps busy, throughput is its CPU over the CPU a
 # check costs everything on it: the audit may add at most 0.15 / 0.85 of
 # a check without it (2 cores / its rate) for the goal of 15 %.
-for r in noaudit noaudit-2; do
-  printf 'a 15%% cost allows the audit at most %.1f us of CPU per check (%s: %s req/s on %s cores)\n' \
-    "$(echo "scale=4; 0.15 * $(nproc) * 1000000 / (0.85 * $(cat "$work/$r.rate"))" | bc)" "$r" "$(cat "$work/$r.rate")" "$(nproc)"
+# What it added: the server's, Postgres' and Redis' CPU per check with the
+# trail, less the same without it (the driver's is the same in both).
+for pair in "audit noaudit" "audit-2 noaudit-2"; do
+  read -r a n <<<"$pair"
+  printf 'a 15%% cost allows the audit at most %.1f us of CPU per check (%s: %s req/s on %s cores); ' \
+    "$(echo "scale=4; 0.15 * $(nproc) * 1000000 / (0.85 * $(cat "$work/$n.rate"))" | bc)" "$n" "$(cat "$work/$n.rate")" "$(nproc)"
+  paste -d' ' "$work/$a.cpu" "$work/$n.cpu" | awk '{printf "it added %.1f (server %+.1f, Postgres %+.1f, Redis %+.1f)\n", ($1+$2+$3)-($4+$5+$6), $1-$4, $2-$5, $3-$6}'
 done

@@ -6,10 +6,12 @@
 # allocator or target CPU. On one throwaway Postgres and Redis with 100,000
 # generated people, each round runs every variant in turn: its hello
 # baseline (h2load), cache-hit checks without a trail (h2load, as load.sh's
-# hit-cache, flat out and at a fixed 5,000 req/s), and checks with the
-# trail and without (load_tools drive, each call its own request_id, as
-# load.sh's audit rows). Machines this size are
-# noisy: compare variants within a run, round by round.
+# hit-cache, flat out and at a fixed 5,000 req/s), checks with the trail
+# and without (load_tools drive, each call its own request_id, as load.sh's
+# audit rows), and cache misses without a trail (h2load, as load.sh's
+# miss-cache: each call a mirror read, flat out and at 5,000 req/s).
+# Machines this size are noisy: compare variants within a run, round by
+# round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:?rounds}; requests=${2:?requests}; shift 2
@@ -52,6 +54,13 @@ for round in $(seq "$rounds"); do
     start_vnid "audit-$v" "$port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"
     drive "audit-$v" "$port" "$requests"
     stop "audit-$v"
+
+    port=$(free_port)
+    start_vnid "misses-$v" "$port" VNID__CACHE__ENABLED=false VNID__AUDIT__SINK=none
+    run "misses-$v" "$port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+    cp "$work/misses-$v.pid" "$work/misses-5000-$v.pid"
+    run "misses-5000-$v" "$port" "$verify_path" "$work/verify.bin" 50000 -c 10 --rps 500
+    stop "misses-$v"
 
     ratio() { echo "scale=4; $(cat "$work/$1.rate") / $(cat "$work/$2.rate")" | bc; }
     printf '%s: ratio cache-hit checks/hello %.2f, audit/no audit %.2f\n' "$v" \

@@ -252,10 +252,10 @@ mod tests {
         }
     }
 
-    fn spawn_reads(
-        gatherer: &Arc<Gatherer<Arc<Gated>>>,
-        keys: std::ops::Range<u32>,
-    ) -> Vec<tokio::task::JoinHandle<(u32, Result<u32, String>)>> {
+    /// A spawned read: its key and what it got.
+    type Read = tokio::task::JoinHandle<(u32, Result<u32, String>)>;
+
+    fn spawn_reads(gatherer: &Arc<Gatherer<Arc<Gated>>>, keys: std::ops::Range<u32>) -> Vec<Read> {
         keys.map(|k| {
             let g = gatherer.clone();
             tokio::spawn(async move { (k, g.read(k).await) })
@@ -263,7 +263,7 @@ mod tests {
         .collect()
     }
 
-    async fn each_got_its_own(reads: Vec<tokio::task::JoinHandle<(u32, Result<u32, String>)>>) {
+    async fn each_got_its_own(reads: Vec<Read>) {
         for read in reads {
             let (key, value) = read.await.unwrap();
             assert_eq!(value, Ok(key * 2));

@@ -78,9 +78,58 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// A check must claim something that identifies the person beyond the
-    /// number itself; otherwise it would only say whether a number exists.
+    /// A check must claim something the number itself does not give away:
+    /// a full name, an old CMND number, or a birth date with at least its
+    /// month. The number encodes its holder's birth year and gender, so a
+    /// claim of those alone carries no knowledge, and its answer would
+    /// only say whether the number exists.
     pub fn identifies_someone(&self) -> bool {
-        self.full_name.is_some() || self.date_of_birth.is_some() || self.old_id_number.is_some()
+        self.full_name.is_some()
+            || self.old_id_number.is_some()
+            || self.date_of_birth.is_some_and(|d| d.month().is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_claims_the_number_cannot_give_away_identify() {
+        let year = PartialDate::from_parts(1990, 0, 0).unwrap();
+        let month = PartialDate::from_parts(1990, 5, 0).unwrap();
+        let derivable = [
+            Claims::default(),
+            Claims {
+                gender: Some(Gender::Male),
+                ..Claims::default()
+            },
+            Claims {
+                date_of_birth: year,
+                gender: Some(Gender::Female),
+                ..Claims::default()
+            },
+        ];
+        for claims in derivable {
+            assert!(!claims.identifies_someone(), "{claims:?}");
+        }
+        let identifying = [
+            Claims {
+                date_of_birth: month,
+                ..Claims::default()
+            },
+            Claims {
+                full_name: PersonName::parse("Lê Văn Tám").ok(),
+                ..Claims::default()
+            },
+            Claims {
+                old_id_number: OldIdNumber::parse("312345678").ok(),
+                date_of_birth: year,
+                ..Claims::default()
+            },
+        ];
+        for claims in identifying {
+            assert!(claims.identifies_someone(), "{claims:?}");
+        }
     }
 }

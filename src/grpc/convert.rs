@@ -281,7 +281,8 @@ fn parse_claims(claims: pb::Claims, v: &mut Violations) -> Option<Claims> {
         v.push(
             "claims",
             "CLAIMS_EMPTY",
-            "claim at least one of full_name, date_of_birth or old_id_number",
+            "claim a full_name, an old_id_number or a date_of_birth with at least its month: \
+             the birth year and gender alone are written in the ID number itself",
         );
         return None;
     }
@@ -481,6 +482,24 @@ mod tests {
     fn a_check_must_claim_something() {
         let mut r = request();
         r.claims = Some(pb::Claims {
+            gender: pb::Gender::Male.into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            fields(VerifyCommand::try_from(r)),
+            [("claims", "CLAIMS_EMPTY")]
+        );
+    }
+
+    #[test]
+    fn the_numbers_own_year_and_gender_identify_nobody() {
+        let mut r = request();
+        r.claims = Some(pb::Claims {
+            date_of_birth: Some(pb::PartialDate {
+                year: 1990,
+                month: 0,
+                day: 0,
+            }),
             gender: pb::Gender::Male.into(),
             ..Default::default()
         });

@@ -9,6 +9,7 @@ mod cache;
 mod cli;
 mod errors;
 mod helpers;
+mod holes;
 mod import;
 mod interop;
 mod lifecycle;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::{Router, TcpIncoming};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
+use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 
 use sqlx::{Postgres, Sqlite};
@@ -20,11 +20,13 @@ use crate::audit::{
     WriterParams,
 };
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AuditSinkKind, Secret, Settings, TlsSettings};
+use crate::config::{AuditSinkKind, Secret, Settings};
 use crate::defence::ShareWatch;
 use crate::grpc::batch::BatchParams;
 use crate::grpc::caller::Identities;
-use crate::grpc::{AuditApi, Callers, VerificationApi, call_span};
+use crate::grpc::listener::{self, Admission, Refusals};
+use crate::grpc::tls::{ServerTls, TlsError};
+use crate::grpc::{AuditApi, Callers, ErrorDetailsLayer, VerificationApi, call_span};
 use crate::lookup::RequestIndex;
 use crate::lookup::{CacheBackend, CacheParams, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::mirror::generate::{GenOptions, Generator};
@@ -63,6 +65,8 @@ pub enum StartupError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// HTTP/2 flow-control window of one stream: HTTP/2's own default. At
@@ -73,7 +77,7 @@ const STREAM_WINDOW_BYTES: u32 = 65_535;
 /// bind port 0 and connect without sleeping.
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    router: Router<tower::layer::util::Stack<ErrorDetailsLayer, tower::layer::util::Identity>>,
     /// Flipped to NOT_SERVING when shutdown begins, so load balancers stop
     /// sending new calls while in-flight ones finish.
     health: HealthReporter,
@@ -82,9 +86,41 @@ pub struct Application {
     cache: Option<Arc<CachedMirror>>,
     /// Who may call: replaced when the registry is reloaded (SIGHUP).
     callers: Arc<Callers>,
+    /// Mutual TLS (`None`: plaintext loopback): reloaded with the registry.
+    tls: Option<Arc<ServerTls>>,
+    /// How connections are let in.
+    admission: Admission,
+    refusals: Arc<Refusals>,
     /// The audit trail's group-commit writer, stopped (last rows, last
     /// checkpoint) once no call is answered any more.
     audit_writer: Option<WriterHandle>,
+}
+
+/// What SIGHUP reloads: the registry and the TLS files (certificate, CA,
+/// CRLs). Connections already open keep their handshake; every call from
+/// then on is authorized against the new registry.
+#[derive(Clone)]
+pub struct Reloader {
+    callers: Arc<Callers>,
+    tls: Option<Arc<ServerTls>>,
+}
+
+impl Reloader {
+    /// Takes what `settings` say; on an error nothing changes.
+    pub fn reload(&self, settings: &Settings) -> Result<(), StartupError> {
+        let identities = identities(settings)?;
+        match (&self.tls, &settings.tls) {
+            (Some(tls), Some(files)) => tls.reload(files)?,
+            (None, None) => {}
+            _ => {
+                return Err(StartupError::Refused(
+                    "TLS cannot be turned on or off without a restart".into(),
+                ));
+            }
+        }
+        self.callers.replace(identities);
+        Ok(())
+    }
 }
 
 type Service = VerificationServiceServer<VerificationApi>;
@@ -163,6 +199,8 @@ impl Application {
             BatchParams {
                 window: settings.batch.window,
                 max_items: settings.batch.max_items,
+                idle_timeout: Duration::from_millis(settings.batch.idle_timeout_ms.max(1)),
+                item_timeout: Duration::from_millis(settings.batch.item_timeout_ms.max(1)),
             },
         );
         let callers_handle = callers.clone();
@@ -182,11 +220,20 @@ impl Application {
                 .with_service_name("grpc.health.v1.Health")
         };
         let server = &settings.server;
+        let tls = match &settings.tls {
+            Some(files) => Some(Arc::new(ServerTls::load(files)?)),
+            None => None,
+        };
         let mut builder = Server::builder();
-        if let Some(tls) = &settings.tls {
-            builder = builder.tls_config(server_tls(tls)?)?;
+        if server.max_connection_age_seconds > 0 {
+            builder = builder
+                .max_connection_age(Duration::from_secs(server.max_connection_age_seconds))
+                .max_connection_age_grace(Duration::from_secs(
+                    server.max_connection_age_grace_seconds,
+                ));
         }
         let router = builder
+            .layer(ErrorDetailsLayer)
             .trace_fn(call_span)
             .timeout(Duration::from_millis(server.request_timeout_ms))
             .max_concurrent_streams(server.max_concurrent_streams)
@@ -230,6 +277,15 @@ impl Application {
             drain_timeout: Duration::from_millis(server.drain_timeout_ms),
             cache,
             callers: callers_handle,
+            tls,
+            admission: Admission {
+                max_connections: server.max_connections,
+                handshake_timeout: Duration::from_millis(server.tls_handshake_timeout_ms.max(1)),
+                first_bytes_timeout: Duration::from_millis(server.first_bytes_timeout_ms.max(1)),
+                tcp_keepalive: (server.tcp_keepalive_seconds > 0)
+                    .then(|| Duration::from_secs(server.tcp_keepalive_seconds)),
+            },
+            refusals: Arc::default(),
             audit_writer,
         })
     }
@@ -237,6 +293,19 @@ impl Application {
     /// Who may call; `replace` it with a reloaded registry.
     pub fn callers(&self) -> Arc<Callers> {
         self.callers.clone()
+    }
+
+    /// What SIGHUP reloads.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            callers: self.callers.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// Connections refused by the listener's rules so far.
+    pub fn refusals(&self) -> Arc<Refusals> {
+        self.refusals.clone()
     }
 
     pub fn cache(&self) -> Option<Arc<CachedMirror>> {
@@ -271,8 +340,22 @@ impl Application {
                 .await;
             let _ = draining_tx.send(());
         };
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let serve = self.router.serve_with_incoming_shutdown(incoming, signal);
+        let (admission, refusals) = (self.admission, self.refusals);
+        let serve: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match self.tls {
+            Some(tls) => {
+                let incoming = listener::incoming(self.listener, admission, refusals, move |tcp| {
+                    let acceptor = tls.acceptor();
+                    async move { acceptor.accept(tcp).await }
+                });
+                Box::pin(self.router.serve_with_incoming_shutdown(incoming, signal))
+            }
+            None => {
+                let incoming = listener::incoming(self.listener, admission, refusals, |tcp| {
+                    std::future::ready(Ok(tcp))
+                });
+                Box::pin(self.router.serve_with_incoming_shutdown(incoming, signal))
+            }
+        };
         let drain_timeout = self.drain_timeout;
         let deadline = async move {
             if draining_rx.await.is_ok() {
@@ -299,35 +382,19 @@ impl Application {
     }
 }
 
-/// Mutual TLS: the server's identity, and the agency CA every client
-/// certificate must chain to (a client without one fails the handshake).
-fn server_tls(tls: &TlsSettings) -> Result<ServerTlsConfig, StartupError> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|source| StartupError::DataDir {
-            path: path.clone(),
-            source,
-        })
-    };
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            read(&tls.cert_file)?,
-            read(&tls.key_file)?,
-        ))
-        .client_ca_root(Certificate::from_pem(read(&tls.client_ca_file)?))
-        .client_auth_optional(false))
-}
-
 /// The registry, and the plaintext callers' identities in it, checked.
 pub fn identities(settings: &Settings) -> Result<Identities, StartupError> {
-    let configs = settings.agencies();
-    let mut ids = std::collections::HashSet::new();
-    if let Some(twice) = configs.iter().find(|c| !ids.insert(c.id.as_str())) {
-        return Err(StartupError::Refused(format!(
-            "agency id {:?} appears twice in the registry",
-            twice.id
-        )));
+    // The built-in demo agency and operator have every right: they exist
+    // only for the plaintext loopback default, never behind TLS.
+    if settings.tls.is_some() && settings.agencies.is_empty() {
+        return Err(StartupError::Refused(
+            "with TLS, the registry must list its agencies ([[agencies]]): the built-in demo \
+             agency and operator serve only the plaintext loopback default"
+                .into(),
+        ));
     }
-    let registry = Registry::new(&configs);
+    let registry =
+        Registry::new(&settings.agencies()).map_err(|e| StartupError::Refused(e.to_string()))?;
     let must_be = |id: &str, key: &str, role: Role| match registry.agency(id) {
         Ok(caller) if caller.role == role => Ok(()),
         _ => Err(StartupError::Refused(format!(

@@ -89,10 +89,15 @@ enum Command {
     DevCerts {
         #[arg(long)]
         out: PathBuf,
-        /// An agency (or operator) id to issue a client certificate for;
-        /// repeat for several (default: demo, operator).
+        /// An agency id to issue a client certificate for
+        /// (`urn:vnid:agency:<id>`); repeat for several.
         #[arg(long = "agency")]
         agencies: Vec<String>,
+        /// An operator id to issue a client certificate for
+        /// (`urn:vnid:operator:<id>`); repeat for several. With neither
+        /// flag: agency `demo` and operator `operator`.
+        #[arg(long = "operator")]
+        operators: Vec<String>,
         /// More DNS names for the server certificate (localhost is always in).
         #[arg(long = "name")]
         names: Vec<String>,
@@ -240,8 +245,9 @@ impl Cli {
             Command::DevCerts {
                 out,
                 agencies,
+                operators,
                 names,
-            } => dev_certs(&out, agencies, &names),
+            } => dev_certs(&out, agencies, operators, &names),
             Command::Audit {
                 command: AuditCommand::Verify { config, data_dir },
             } => audit_verify(config, data_dir),
@@ -327,7 +333,7 @@ fn serve(
                 );
             }
         }
-        tokio::spawn(reload_on_hangup(app.callers(), config));
+        tokio::spawn(reload_on_hangup(app.reloader(), config));
         app.run_until_stopped(shutdown_signal()).await
     });
     match result {
@@ -340,9 +346,10 @@ fn serve(
 }
 
 /// On SIGHUP, reads the configuration again and takes its agency registry
-/// (and plaintext identities) for every call from then on; connections stay
-/// up. A configuration that does not load or check keeps the old registry.
-async fn reload_on_hangup(callers: Arc<crate::grpc::Callers>, config: Option<PathBuf>) {
+/// (and plaintext identities) for every call from then on, and its TLS
+/// files (CRLs included) for every handshake; connections stay up. A
+/// configuration that does not load or check keeps the old one.
+async fn reload_on_hangup(reloader: crate::app::Reloader, config: Option<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot install the SIGHUP handler; the registry cannot be reloaded");
@@ -351,12 +358,9 @@ async fn reload_on_hangup(callers: Arc<crate::grpc::Callers>, config: Option<Pat
     while hangup.recv().await.is_some() {
         let reloaded = Settings::load(config.as_deref(), std::env::vars())
             .map_err(|e| e.to_string())
-            .and_then(|s| crate::app::identities(&s).map_err(|e| e.to_string()));
+            .and_then(|s| reloader.reload(&s).map_err(|e| e.to_string()));
         match reloaded {
-            Ok(identities) => {
-                callers.replace(identities);
-                tracing::info!("agency registry reloaded");
-            }
+            Ok(()) => tracing::info!("agency registry and TLS files reloaded"),
             Err(error) => {
                 tracing::error!(%error, "agency registry NOT reloaded; the previous one stays")
             }
@@ -636,15 +640,26 @@ fn audit_prune(
     }
 }
 
-fn dev_certs(out: &std::path::Path, agencies: Vec<String>, names: &[String]) -> ExitCode {
-    let agencies = if agencies.is_empty() {
-        vec!["demo".to_owned(), "operator".to_owned()]
+fn dev_certs(
+    out: &std::path::Path,
+    agencies: Vec<String>,
+    operators: Vec<String>,
+    names: &[String],
+) -> ExitCode {
+    use crate::devcerts::Holder;
+    let holders: Vec<Holder> = if agencies.is_empty() && operators.is_empty() {
+        vec![
+            Holder::Agency("demo".into()),
+            Holder::Operator("operator".into()),
+        ]
     } else {
+        let agencies = agencies.into_iter().map(Holder::Agency);
         agencies
+            .chain(operators.into_iter().map(Holder::Operator))
+            .collect()
     };
-    let agencies: Vec<&str> = agencies.iter().map(String::as_str).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    match crate::devcerts::write(out, &names, &agencies, SystemClock.now()) {
+    match crate::devcerts::write(out, &names, &holders, SystemClock.now()) {
         Ok(files) => {
             for file in files {
                 println!("{}", file.display());

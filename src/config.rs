@@ -63,9 +63,9 @@ pub struct Settings {
 }
 
 /// The server's certificate and the CA that issues agencies' client
-/// certificates. Every caller must present one (mutual TLS); the agency is
-/// named by the certificate's SAN URI `urn:vnid:agency:<id>`, or else its
-/// subject CN.
+/// certificates. Every caller must present one (mutual TLS); the caller is
+/// named by the certificate's SAN URI only: `urn:vnid:agency:<id>` or
+/// `urn:vnid:operator:<id>`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
@@ -75,6 +75,10 @@ pub struct TlsSettings {
     pub key_file: PathBuf,
     /// The agency CA's certificate(s), PEM.
     pub client_ca_file: PathBuf,
+    /// Certificate revocation lists of the agency CA (PEM or DER), read at
+    /// start-up and again on SIGHUP. Empty: no revocation.
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +164,12 @@ pub struct BatchSettings {
     pub window: usize,
     /// Items one stream may carry.
     pub max_items: u64,
+    /// A stream whose caller sends nothing for this long, while nothing of
+    /// it is being checked, ends with `DEADLINE_EXCEEDED` (`BATCH_IDLE`).
+    pub idle_timeout_ms: u64,
+    /// One item's deadline, its wait for the agency's rate included; past
+    /// it the item is answered `DEADLINE_EXCEEDED` (`ITEM_DEADLINE`).
+    pub item_timeout_ms: u64,
 }
 
 impl Default for BatchSettings {
@@ -167,6 +177,8 @@ impl Default for BatchSettings {
         Self {
             window: 512,
             max_items: 1_000_000,
+            idle_timeout_ms: 60_000,
+            item_timeout_ms: 30_000,
         }
     }
 }
@@ -308,6 +320,21 @@ pub struct ServerSettings {
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub drain_timeout_ms: u64,
     pub max_concurrent_streams: u32,
+    /// Connections open at once; one more is closed as it arrives.
+    pub max_connections: usize,
+    /// A TLS handshake not finished in this time is dropped.
+    pub tls_handshake_timeout_ms: u64,
+    /// A connection whose HTTP/2 preface (its first 24 bytes, after TLS)
+    /// has not arrived in this time is dropped.
+    pub first_bytes_timeout_ms: u64,
+    /// TCP keepalive: idle seconds before the first probe (0: off).
+    pub tcp_keepalive_seconds: u64,
+    /// A connection is asked to close (HTTP/2 GOAWAY) after this long, so
+    /// that clients reconnect, spreading over replicas behind a layer-4
+    /// balancer and presenting their certificates anew (0: never).
+    pub max_connection_age_seconds: u64,
+    /// ... and is closed this long after that, calls under way or not.
+    pub max_connection_age_grace_seconds: u64,
 }
 
 impl Default for ServerSettings {
@@ -317,6 +344,12 @@ impl Default for ServerSettings {
             request_timeout_ms: 10_000,
             drain_timeout_ms: 10_000,
             max_concurrent_streams: 256,
+            max_connections: 4_096,
+            tls_handshake_timeout_ms: 10_000,
+            first_bytes_timeout_ms: 10_000,
+            tcp_keepalive_seconds: 60,
+            max_connection_age_seconds: 3_600,
+            max_connection_age_grace_seconds: 600,
         }
     }
 }

@@ -3,9 +3,10 @@
 //! in minutes. Not for production: the CA's key is written beside the
 //! certificates it signed.
 //!
-//! A client certificate names its agency twice: as a SAN URI
-//! `urn:vnid:agency:<id>` (what the server reads first) and as the subject
-//! CN (what it reads when there is no such URI).
+//! A client certificate names its holder by a SAN URI, the only name the
+//! server reads: `urn:vnid:agency:<id>` for an agency,
+//! `urn:vnid:operator:<id>` for an operator (the subject CN repeats the id
+//! for people reading the certificate).
 
 use std::path::{Path, PathBuf};
 
@@ -15,9 +16,32 @@ use rcgen::{
 };
 
 use crate::clock::{UnixSeconds, civil_from_days};
+use crate::grpc::caller::{AGENCY_URI_PREFIX, OPERATOR_URI_PREFIX};
 
-/// The SAN URI prefix that names an agency in its client certificate.
-pub const AGENCY_URI_PREFIX: &str = "urn:vnid:agency:";
+/// Who a client certificate is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    Agency(String),
+    Operator(String),
+}
+
+impl Holder {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Agency(id) | Self::Operator(id) => id,
+        }
+    }
+
+    fn uri(&self) -> String {
+        match self {
+            Self::Agency(id) => format!("{AGENCY_URI_PREFIX}{id}"),
+            Self::Operator(id) => format!("{OPERATOR_URI_PREFIX}{id}"),
+        }
+    }
+}
+
+/// Names that would overwrite the CA's or the server's own files.
+const RESERVED: [&str; 2] = ["ca", "server"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevCertsError {
@@ -25,6 +49,10 @@ pub enum DevCertsError {
     Cert(#[from] rcgen::Error),
     #[error("{0:?} is not an agency id (letters, digits, '.', '_' and '-')")]
     BadAgency(String),
+    #[error("{0:?} is reserved for the CA's and the server's own files")]
+    Reserved(String),
+    #[error("{0:?} is named twice (an id is an agency or an operator, never both)")]
+    Twice(String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -106,30 +134,17 @@ impl DevCa {
         self.sign(params, validity)
     }
 
-    /// An agency's client certificate; `with_uri` adds the SAN URI (else
-    /// only the CN names the agency).
-    pub fn client(
-        &self,
-        agency: &str,
-        validity: Validity,
-        with_uri: bool,
-    ) -> Result<Pem, DevCertsError> {
-        let valid = !agency.is_empty()
-            && agency
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !valid {
-            return Err(DevCertsError::BadAgency(agency.to_owned()));
-        }
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, agency);
-        if with_uri {
-            params.subject_alt_names = vec![SanType::URI(
-                format!("{AGENCY_URI_PREFIX}{agency}").try_into()?,
-            )];
-        }
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    /// A client certificate for an agency or an operator.
+    pub fn client(&self, holder: &Holder, validity: Validity) -> Result<Pem, DevCertsError> {
+        let mut params = client_params(holder.id())?;
+        params.subject_alt_names = vec![SanType::URI(holder.uri().try_into()?)];
         self.sign(params, validity)
+    }
+
+    /// A client certificate that names `cn` in its subject only: the
+    /// server refuses it (for trying that it does).
+    pub fn cn_only(&self, cn: &str, validity: Validity) -> Result<Pem, DevCertsError> {
+        self.sign(client_params(cn)?, validity)
     }
 
     fn sign(
@@ -148,23 +163,49 @@ impl DevCa {
     }
 }
 
+fn client_params(id: &str) -> Result<CertificateParams, DevCertsError> {
+    let valid = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        return Err(DevCertsError::BadAgency(id.to_owned()));
+    }
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, id);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
+}
+
 /// Writes `ca.pem`/`ca.key`, `server.pem`/`server.key` (for `localhost`
-/// and `names`) and `<agency>.pem`/`<agency>.key` for each agency into
-/// `dir`; keys are readable by their owner only. Returns the files written.
+/// and `names`) and `<id>.pem`/`<id>.key` for each holder into `dir`;
+/// keys are readable by their owner only, whatever was there before, and
+/// each file is written whole, never through a symlink. Returns the files
+/// written.
 pub fn write(
     dir: &Path,
     names: &[&str],
-    agencies: &[&str],
+    holders: &[Holder],
     now: UnixSeconds,
 ) -> Result<Vec<PathBuf>, DevCertsError> {
+    let mut ids = std::collections::HashSet::new();
+    for holder in holders {
+        let id = holder.id();
+        if RESERVED.contains(&id) {
+            return Err(DevCertsError::Reserved(id.to_owned()));
+        }
+        if !ids.insert(id) {
+            return Err(DevCertsError::Twice(id.to_owned()));
+        }
+    }
     let validity = Validity::days_from(now, 365);
     let ca = DevCa::new("vnid dev agency CA", validity)?;
     let mut server_names = vec!["localhost"];
     server_names.extend(names.iter().copied().filter(|n| *n != "localhost"));
     let mut files = vec![("ca", ca.pem().clone())];
     files.push(("server", ca.server(&server_names, validity)?));
-    for agency in agencies {
-        files.push((agency, ca.client(agency, validity, true)?));
+    for holder in holders {
+        files.push((holder.id(), ca.client(holder, validity)?));
     }
     std::fs::create_dir_all(dir).map_err(|source| DevCertsError::Write {
         path: dir.to_owned(),
@@ -182,17 +223,31 @@ pub fn write(
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), DevCertsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(|source| DevCertsError::Write {
-            path: path.to_owned(),
-            source,
-        })
+    crate::files::replace(path, bytes, mode).map_err(|source| DevCertsError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_and_repeated_names_are_refused() {
+        let dir = std::env::temp_dir().join(format!("vnid-devcerts-{}", std::process::id()));
+        for name in RESERVED {
+            let holders = [Holder::Agency(name.into())];
+            assert!(matches!(
+                write(&dir, &[], &holders, 1_795_737_600),
+                Err(DevCertsError::Reserved(_))
+            ));
+        }
+        let both = [Holder::Agency("x".into()), Holder::Operator("x".into())];
+        assert!(matches!(
+            write(&dir, &[], &both, 1_795_737_600),
+            Err(DevCertsError::Twice(_))
+        ));
+        assert!(!dir.exists(), "nothing is written for a refused call");
+    }
 }

@@ -47,6 +47,7 @@ pub mod config;
 pub mod defence;
 pub mod devcerts;
 pub mod domain;
+pub mod files;
 pub mod gather;
 pub mod grpc;
 pub mod lookup;

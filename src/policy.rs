@@ -86,6 +86,11 @@ pub struct AgencyConfig {
     /// May it use `VerifyCardQr`?
     #[serde(default)]
     pub allow_card_qr: bool,
+    /// Optional pins: SHA-256 fingerprints (hex, colons allowed) of the
+    /// client certificates that may act as this entry. Empty: any
+    /// certificate of the agency CA that names it.
+    #[serde(default)]
+    pub certificate_sha256: Vec<String>,
 }
 
 fn default_detail() -> DetailLevel {
@@ -116,6 +121,7 @@ impl AgencyConfig {
             daily_quota: None,
             allow_batch: true,
             allow_card_qr: true,
+            certificate_sha256: Vec::new(),
         }
     }
 
@@ -135,6 +141,7 @@ impl AgencyConfig {
             daily_quota: None,
             allow_batch: false,
             allow_card_qr: false,
+            certificate_sha256: Vec::new(),
         }
     }
 }
@@ -161,6 +168,8 @@ pub struct Agency {
     pub limits: Limits,
     pub allow_batch: bool,
     pub allow_card_qr: bool,
+    /// SHA-256 of the certificates that may act as it; empty: any.
+    pub pins: Vec<[u8; 32]>,
 }
 
 /// Why a call is refused. Each is a stable reason code on the wire.
@@ -180,6 +189,8 @@ pub enum Denial {
     BatchNotAllowed,
     #[error("the agency may not check card QR codes")]
     CardQrNotAllowed,
+    #[error("the client certificate is not one pinned for its registry entry")]
+    CertificateNotPinned,
 }
 
 impl Denial {
@@ -192,6 +203,7 @@ impl Denial {
             Self::NameMatchNotAllowed => "NAME_MATCH_NOT_ALLOWED",
             Self::BatchNotAllowed => "BATCH_NOT_ALLOWED",
             Self::CardQrNotAllowed => "CARD_QR_NOT_ALLOWED",
+            Self::CertificateNotPinned => "CERTIFICATE_NOT_PINNED",
         }
     }
 }
@@ -201,12 +213,46 @@ pub struct Registry {
     agencies: HashMap<String, Arc<Agency>>,
 }
 
+/// A registry that cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("agency id {0:?} appears twice in the registry")]
+    Duplicate(String),
+    #[error("agency {0:?}: certificate_sha256 {1} is not 64 hex digits")]
+    BadPin(String, usize),
+}
+
+/// A SHA-256 fingerprint written as hex, with or without colons.
+fn parse_pin(text: &str) -> Option<[u8; 32]> {
+    let hex: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut pin = [0u8; 32];
+    for (byte, pair) in pin.iter_mut().zip(hex.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(pin)
+}
+
 impl Registry {
-    pub fn new(configs: &[AgencyConfig]) -> Self {
+    pub fn new(configs: &[AgencyConfig]) -> Result<Self, RegistryError> {
+        let mut ids = std::collections::HashSet::new();
+        if let Some(twice) = configs.iter().find(|c| !ids.insert(c.id.as_str())) {
+            return Err(RegistryError::Duplicate(twice.id.clone()));
+        }
         let agencies = configs
             .iter()
             .filter(|c| c.enabled)
             .map(|c| {
+                let pins = c
+                    .certificate_sha256
+                    .iter()
+                    .enumerate()
+                    .map(|(i, text)| {
+                        parse_pin(text).ok_or_else(|| RegistryError::BadPin(c.id.clone(), i + 1))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 let agency = Agency {
                     id: c.id.clone(),
                     name: c.name.clone(),
@@ -221,11 +267,12 @@ impl Registry {
                     },
                     allow_batch: c.allow_batch,
                     allow_card_qr: c.allow_card_qr,
+                    pins,
                 };
-                (c.id.clone(), Arc::new(agency))
+                Ok((c.id.clone(), Arc::new(agency)))
             })
-            .collect();
-        Self { agencies }
+            .collect::<Result<_, RegistryError>>()?;
+        Ok(Self { agencies })
     }
 
     pub fn agency(&self, id: &str) -> Result<&Arc<Agency>, Denial> {
@@ -296,6 +343,7 @@ mod tests {
         config.purposes = vec![Purpose::Healthcare];
         config.least_strict_name_match = NameLevelConfig::Folded;
         Registry::new(&[config])
+            .unwrap()
             .agency("a")
             .unwrap()
             .as_ref()
@@ -341,7 +389,8 @@ mod tests {
 
     #[test]
     fn agencies_check_and_operators_read_the_audit_trail_never_the_reverse() {
-        let registry = Registry::new(&[AgencyConfig::demo("a"), AgencyConfig::operator("o")]);
+        let registry =
+            Registry::new(&[AgencyConfig::demo("a"), AgencyConfig::operator("o")]).unwrap();
         let (agency, operator) = (registry.agency("a").unwrap(), registry.agency("o").unwrap());
         for purpose in Purpose::ALL {
             assert_eq!(
@@ -362,6 +411,7 @@ mod tests {
         let mut config = AgencyConfig::demo("a");
         let check = |config: &AgencyConfig, call| {
             Registry::new(std::slice::from_ref(config))
+                .unwrap()
                 .agency("a")
                 .unwrap()
                 .authorize_check(call, Purpose::Healthcare, NameMatchLevel::Exact)
@@ -380,7 +430,7 @@ mod tests {
             check(&config, CheckCall::CardQr),
             Err(Denial::CardQrNotAllowed)
         );
-        let operator = Registry::new(&[AgencyConfig::operator("o")]);
+        let operator = Registry::new(&[AgencyConfig::operator("o")]).unwrap();
         let operator = operator.agency("o").unwrap();
         assert_eq!(
             operator.authorize_call(CheckCall::BatchItem),
@@ -392,9 +442,29 @@ mod tests {
     fn disabled_and_unknown_agencies_are_denied() {
         let mut config = AgencyConfig::demo("off");
         config.enabled = false;
-        let registry = Registry::new(&[config]);
+        let registry = Registry::new(&[config]).unwrap();
         assert_eq!(registry.agency("off"), Err(Denial::UnknownAgency));
         assert_eq!(registry.agency("nobody"), Err(Denial::UnknownAgency));
+    }
+
+    #[test]
+    fn a_registry_with_a_repeated_id_or_a_bad_pin_is_refused() {
+        let twice = [AgencyConfig::demo("a"), AgencyConfig::operator("a")];
+        assert_eq!(
+            Registry::new(&twice).unwrap_err(),
+            RegistryError::Duplicate("a".into())
+        );
+        let mut pinned = AgencyConfig::demo("a");
+        pinned.certificate_sha256 = vec!["AB:".repeat(31) + "CD", "12".into()];
+        assert_eq!(
+            Registry::new(&[pinned.clone()]).unwrap_err(),
+            RegistryError::BadPin("a".into(), 2)
+        );
+        pinned.certificate_sha256.pop();
+        let registry = Registry::new(&[pinned]).unwrap();
+        let pins = &registry.agency("a").unwrap().pins;
+        assert_eq!(pins[0][0], 0xab);
+        assert_eq!(pins[0][31], 0xcd);
     }
 
     #[test]

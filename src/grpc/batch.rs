@@ -14,24 +14,33 @@
 //! `max_items` items (`BATCH_TOO_LONG`, after every accepted item is
 //! answered) or a message that is not a `VerifyRequest`.
 //!
-//! The agency's policy is the one in force when the stream opened. If the
-//! caller goes away, items already being checked finish (so each has its
-//! audit row, and a retry of its `request_id` gets its answer); no new item
-//! is read.
+//! Each item is authorized against the registry in force when it is read:
+//! a stream whose agency was disabled (or lost its batch right) by a
+//! reload ends with `PERMISSION_DENIED` once the items under way are
+//! answered. A caller that sends nothing for `idle_timeout` while nothing of
+//! its stream is being checked has its stream ended with
+//! `DEADLINE_EXCEEDED` (`BATCH_IDLE`); an item not answered within
+//! `item_timeout` (its wait for the rate included) is answered
+//! `DEADLINE_EXCEEDED` (`ITEM_DEADLINE`). If the caller goes away, items
+//! already being checked finish (so each has its audit row, and a retry of
+//! its `request_id` gets its answer); no new item is read.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use crate::grpc::error::ApiError;
+use crate::grpc::caller::Callers;
+use crate::grpc::error::{ApiError, Deadline};
 use crate::pb;
 use crate::policy::{Agency, CheckCall};
 use crate::quota::Exhausted;
@@ -44,14 +53,21 @@ pub struct BatchParams {
     pub window: usize,
     /// Items one stream may carry.
     pub max_items: u64,
+    /// How long a caller may send nothing while nothing is being checked.
+    pub idle_timeout: Duration,
+    /// One item's deadline, its wait for the rate included.
+    pub item_timeout: Duration,
 }
 
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::VerifyBatchResponse, Status>> + Send>>;
 
-/// Starts checking `input`'s items; their answers are the returned stream.
+/// Starts checking `input`'s items for the agency `agency_id`, each
+/// authorized by `callers` as it is read; their answers are the returned
+/// stream.
 pub fn run(
     verifier: Arc<Verifier>,
-    agency: Arc<Agency>,
+    callers: Arc<Callers>,
+    agency_id: String,
     input: Streaming<pb::VerifyRequest>,
     params: BatchParams,
 ) -> BatchStream {
@@ -59,9 +75,10 @@ pub fn run(
     let (answers, rx) = mpsc::channel(window);
     let batch = Batch {
         verifier,
-        agency,
+        callers,
+        agency_id,
         window,
-        max_items: params.max_items,
+        params,
         answers,
     };
     tokio::spawn(batch.run(input).in_current_span());
@@ -70,9 +87,10 @@ pub fn run(
 
 struct Batch {
     verifier: Arc<Verifier>,
-    agency: Arc<Agency>,
+    callers: Arc<Callers>,
+    agency_id: String,
     window: usize,
-    max_items: u64,
+    params: BatchParams,
     answers: mpsc::Sender<Result<pb::VerifyBatchResponse, Status>>,
 }
 
@@ -93,6 +111,8 @@ impl Batch {
         let mut reading = true;
         let mut end: Option<Status> = None;
         let mut caller_gone = false;
+        let idle = tokio::time::sleep(self.params.idle_timeout);
+        tokio::pin!(idle);
         loop {
             tokio::select! {
                 biased;
@@ -117,30 +137,45 @@ impl Batch {
                         break;
                     }
                     tally.answered += 1;
+                    idle.as_mut().reset(Instant::now() + self.params.idle_timeout);
                 }
                 message = input.message(), if reading && in_flight.len() < self.window => {
+                    idle.as_mut().reset(Instant::now() + self.params.idle_timeout);
                     match message {
-                        Ok(Some(request)) if tally.items < self.max_items => {
+                        Ok(Some(request)) if tally.items < self.params.max_items => {
+                            let agency = match self.authorized() {
+                                Ok(agency) => agency,
+                                Err(refused) => {
+                                    reading = false;
+                                    end = Some(refused.into());
+                                    continue;
+                                }
+                            };
                             tally.items += 1;
                             let request_id = request.request_id.clone();
                             let item = check_item(
                                 self.verifier.clone(),
-                                self.agency.clone(),
+                                agency,
                                 request,
+                                self.params.item_timeout,
                             );
                             let task = in_flight.spawn(item.in_current_span());
                             ids.insert(task.id(), request_id);
                         }
                         Ok(Some(_)) => {
                             reading = false;
-                            end = Some(ApiError::BatchTooLong(self.max_items).into());
+                            end = Some(ApiError::BatchTooLong(self.params.max_items).into());
                         }
                         Ok(None) => reading = false,
                         Err(status) => {
                             reading = false;
-                            end = Some(status);
+                            end = Some(ApiError::Malformed(status).into());
                         }
                     }
+                }
+                () = &mut idle, if reading && in_flight.is_empty() => {
+                    reading = false;
+                    end = Some(ApiError::DeadlineExceeded(Deadline::BatchIdle).into());
                 }
                 else => break,
             }
@@ -162,14 +197,31 @@ impl Batch {
     }
 }
 
-/// One item: parsed, then checked like `Verify`, waiting out the rate.
+impl Batch {
+    /// The stream's agency as the registry in force has it, if it may
+    /// still send batches.
+    fn authorized(&self) -> Result<Arc<Agency>, ApiError> {
+        let agency = self
+            .callers
+            .agency_now(&self.agency_id)
+            .map_err(ApiError::PermissionDenied)?;
+        agency
+            .authorize_call(CheckCall::BatchItem)
+            .map_err(ApiError::PermissionDenied)?;
+        Ok(agency)
+    }
+}
+
+/// One item: parsed, then checked like `Verify`, waiting out the rate,
+/// all within `deadline`.
 async fn check_item(
     verifier: Arc<Verifier>,
     agency: Arc<Agency>,
     request: pb::VerifyRequest,
+    deadline: Duration,
 ) -> pb::VerifyBatchResponse {
     let request_id = request.request_id.clone();
-    let result = async {
+    let check = async {
         let command = VerifyCommand::try_from(request)?;
         loop {
             match verifier
@@ -182,8 +234,10 @@ async fn check_item(
                 other => return other.map_err(ApiError::from),
             }
         }
-    }
-    .await;
+    };
+    let result = tokio::time::timeout(deadline, check)
+        .await
+        .unwrap_or(Err(ApiError::DeadlineExceeded(Deadline::BatchItem)));
     match result {
         Ok(outcome) => pb::VerifyBatchResponse {
             request_id,

@@ -1,9 +1,14 @@
 //! Who is calling, and as what. With mutual TLS, a caller is the registry
-//! entry its client certificate names (SAN URI `urn:vnid:agency:<id>`, or
-//! else the subject CN); the handshake has already refused certificates
-//! that are missing, expired, not yet valid or not issued by the agency CA.
-//! On the plaintext loopback listener, every caller acts as the configured
-//! plaintext agency (verification service) or operator (audit service).
+//! entry its client certificate names by a SAN URI — `urn:vnid:agency:<id>`
+//! for an agency, `urn:vnid:operator:<id>` for an operator — and nothing
+//! else: the subject CN is never read, a certificate naming two entries (or
+//! none) is refused, and a name is honoured only for the role its prefix
+//! says, so one certificate can never act as both. An entry may also pin
+//! the fingerprints of the certificates that may act as it. The handshake
+//! has already refused certificates that are missing, expired, not yet
+//! valid, revoked, or not issued by the agency CA. On the plaintext
+//! loopback listener, every caller acts as the configured plaintext agency
+//! (verification service) or operator (audit service).
 
 use std::sync::{Arc, RwLock};
 
@@ -14,9 +19,15 @@ use x509_cert::der::Decode;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
 
-use crate::devcerts::AGENCY_URI_PREFIX;
+use sha2::{Digest, Sha256};
+
 use crate::grpc::error::ApiError;
-use crate::policy::{Agency, Denial, Registry};
+use crate::policy::{Agency, Denial, Registry, Role};
+
+/// The SAN URI prefix that names an agency in its client certificate.
+pub const AGENCY_URI_PREFIX: &str = "urn:vnid:agency:";
+/// The SAN URI prefix that names an operator.
+pub const OPERATOR_URI_PREFIX: &str = "urn:vnid:operator:";
 
 /// Who may call, and as whom plaintext callers act: replaced whole when
 /// the registry is reloaded.
@@ -63,7 +74,7 @@ impl Callers {
     pub fn agency<T>(&self, request: &Request<T>) -> Result<Arc<Agency>, ApiError> {
         let current = self.current();
         match self.certified(request)? {
-            Some(id) => registered(&current, &id),
+            Some(cert) => certified_as(&current, &cert, Role::Agency),
             None => registered(&current, &current.plaintext_agency),
         }
     }
@@ -71,8 +82,8 @@ impl Callers {
     /// The operator making an audit-service call.
     pub fn operator<T>(&self, request: &Request<T>) -> Result<Arc<Agency>, ApiError> {
         let current = self.current();
-        if let Some(id) = self.certified(request)? {
-            return registered(&current, &id);
+        if let Some(cert) = self.certified(request)? {
+            return certified_as(&current, &cert, Role::Operator);
         }
         if current.plaintext_operator.is_empty() {
             return Err(ApiError::PermissionDenied(Denial::NotAnOperator));
@@ -80,15 +91,22 @@ impl Callers {
         registered(&current, &current.plaintext_operator)
     }
 
-    /// The id the caller's client certificate names; `None` on plaintext.
-    fn certified<T>(&self, request: &Request<T>) -> Result<Option<String>, ApiError> {
+    /// The agency `id` as the registry in force has it now, for the
+    /// items of a stream opened earlier: a caller the registry no longer
+    /// lets check is refused.
+    pub fn agency_now(&self, id: &str) -> Result<Arc<Agency>, Denial> {
+        self.current().registry.agency(id).cloned()
+    }
+
+    /// Who the caller's client certificate names; `None` on plaintext.
+    fn certified<T>(&self, request: &Request<T>) -> Result<Option<Certified>, ApiError> {
         if !self.tls {
             return Ok(None);
         }
         let certs = request.peer_certs().ok_or(ApiError::Unauthenticated)?;
         certs
             .first()
-            .and_then(|cert| agency_id_of(cert.as_ref()))
+            .and_then(|cert| Certified::of(cert.as_ref()))
             .map(Some)
             .ok_or(ApiError::Unauthenticated)
     }
@@ -113,46 +131,102 @@ fn registered(identities: &Identities, id: &str) -> Result<Arc<Agency>, ApiError
     Ok(caller.clone())
 }
 
-/// The agency a client certificate (DER) names: its SAN URI
-/// `urn:vnid:agency:<id>`, or else its subject CN.
-pub fn agency_id_of(der: &[u8]) -> Option<String> {
-    let cert = x509_cert::Certificate::from_der(der).ok()?;
-    let tbs = cert.tbs_certificate();
-    if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
-        let named = san.0.iter().find_map(|name| match name {
+/// The registry entry a certificate names, if it has the role the
+/// certificate's URI claims (and the role the call needs), and the
+/// certificate is among its pins when it has any.
+fn certified_as(
+    identities: &Identities,
+    cert: &Certified,
+    needed: Role,
+) -> Result<Arc<Agency>, ApiError> {
+    let refused = match needed {
+        Role::Agency => Denial::NotAnAgency,
+        Role::Operator => Denial::NotAnOperator,
+    };
+    if cert.role != needed {
+        return Err(ApiError::PermissionDenied(refused));
+    }
+    let caller = registered(identities, &cert.id)?;
+    if caller.role != cert.role {
+        return Err(ApiError::PermissionDenied(refused));
+    }
+    if !caller.pins.is_empty() && !caller.pins.contains(&cert.fingerprint) {
+        return Err(ApiError::PermissionDenied(Denial::CertificateNotPinned));
+    }
+    Ok(caller)
+}
+
+/// What a client certificate says of its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certified {
+    pub role: Role,
+    pub id: String,
+    /// SHA-256 of the certificate (DER), for pins.
+    pub fingerprint: [u8; 32],
+}
+
+impl Certified {
+    /// The one registry entry a client certificate (DER) names by a SAN
+    /// URI; `None` if it names none, or more than one.
+    pub fn of(der: &[u8]) -> Option<Self> {
+        let cert = x509_cert::Certificate::from_der(der).ok()?;
+        let Ok(Some((_, san))) = cert.tbs_certificate().get_extension::<SubjectAltName>() else {
+            return None;
+        };
+        let mut named = san.0.iter().filter_map(|name| match name {
             GeneralName::UniformResourceIdentifier(uri) => {
                 let uri: &str = uri.as_ref();
-                uri.strip_prefix(AGENCY_URI_PREFIX).map(str::to_owned)
+                [
+                    (AGENCY_URI_PREFIX, Role::Agency),
+                    (OPERATOR_URI_PREFIX, Role::Operator),
+                ]
+                .into_iter()
+                .find_map(|(prefix, role)| Some((role, uri.strip_prefix(prefix)?.to_owned())))
             }
             _ => None,
         });
-        if named.is_some() {
-            return named.filter(|id| !id.is_empty());
+        let (role, id) = named.next()?;
+        if named.next().is_some() || id.is_empty() {
+            return None;
         }
+        Some(Self {
+            role,
+            id,
+            fingerprint: Sha256::digest(der).into(),
+        })
     }
-    let cn = tbs.subject().common_name().ok()??;
-    Some(cn.value().into_owned()).filter(|id| !id.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devcerts::{DevCa, Validity};
+    use crate::devcerts::{DevCa, Holder, Validity};
 
     #[test]
-    fn the_san_uri_names_the_agency_and_the_cn_stands_in() {
+    fn only_a_san_uri_names_the_caller_and_its_prefix_its_role() {
         let validity = Validity::days_from(1_795_737_600, 30);
         let ca = DevCa::new("test CA", validity).unwrap();
-        let with_uri = ca.client("bv-tien-giang", validity, true).unwrap();
+        let agency = ca
+            .client(&Holder::Agency("bv-tien-giang".into()), validity)
+            .unwrap();
+        let named = Certified::of(&agency.der).unwrap();
         assert_eq!(
-            agency_id_of(&with_uri.der).as_deref(),
-            Some("bv-tien-giang")
+            (named.role, named.id.as_str()),
+            (Role::Agency, "bv-tien-giang")
         );
-        let cn_only = ca.client("exam-board", validity, false).unwrap();
-        assert_eq!(agency_id_of(&cn_only.der).as_deref(), Some("exam-board"));
+        let fingerprint: [u8; 32] = Sha256::digest(&agency.der).into();
+        assert_eq!(named.fingerprint, fingerprint);
+        let operator = ca
+            .client(&Holder::Operator("ombud".into()), validity)
+            .unwrap();
+        let named = Certified::of(&operator.der).unwrap();
+        assert_eq!((named.role, named.id.as_str()), (Role::Operator, "ombud"));
+        // A CN alone names nobody, even one that is a registered name.
+        let cn_only = ca.cn_only("ombud", validity).unwrap();
+        assert_eq!(Certified::of(&cn_only.der), None);
         let server = ca.server(&["localhost"], validity).unwrap();
-        assert_eq!(agency_id_of(&server.der).as_deref(), Some("vnid"));
-        assert_eq!(agency_id_of(b"not a certificate"), None);
-        assert!(ca.client("a b", validity, true).is_err());
+        assert_eq!(Certified::of(&server.der), None);
+        assert_eq!(Certified::of(b"not a certificate"), None);
+        assert!(ca.client(&Holder::Agency("a b".into()), validity).is_err());
     }
 }

@@ -52,6 +52,20 @@ pub enum ApiError {
     AlreadyExists,
     /// A batch stream carried more than this many items.
     BatchTooLong(u64),
+    /// Something took longer than it may.
+    DeadlineExceeded(Deadline),
+    /// A message that does not decode as the call's request (or is too
+    /// large to): tonic's own refusal, given vnid's details.
+    Malformed(Status),
+}
+
+/// Which deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// A batch stream's caller sent nothing for too long.
+    BatchIdle,
+    /// One batch item, its wait for the rate included.
+    BatchItem,
 }
 
 /// Which store an UNAVAILABLE answer is about.
@@ -119,6 +133,44 @@ impl From<VerifyError> for ApiError {
     }
 }
 
+/// The reason of a refusal tonic makes before any handler runs, by its
+/// code: a message too large, one that does not decode, a method this
+/// server does not have, a call past the server's deadline.
+pub fn transport_reason(code: Code) -> &'static str {
+    match code {
+        Code::OutOfRange | Code::ResourceExhausted => "MESSAGE_TOO_LARGE",
+        Code::Unimplemented => "METHOD_UNKNOWN",
+        Code::Cancelled | Code::DeadlineExceeded => "CALL_TIMEOUT",
+        Code::Unavailable => "SHUTTING_DOWN",
+        _ => "MESSAGE_UNDECODABLE",
+    }
+}
+
+/// Gives a refusal that tonic answered on its own (headers only, without
+/// `grpc-status-details-bin`) the same `ErrorInfo` every other refusal
+/// carries. Its code and message stay as tonic made them.
+pub fn add_missing_details(headers: &mut http::HeaderMap) {
+    const DETAILS: &str = "grpc-status-details-bin";
+    if headers.contains_key(DETAILS) {
+        return;
+    }
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    if status.code() == Code::Ok {
+        return;
+    }
+    let with_details = Status::from(ApiError::Malformed(status));
+    let mut fresh = http::HeaderMap::new();
+    if with_details.add_header(&mut fresh).is_ok() {
+        for (name, value) in fresh {
+            if let Some(name) = name {
+                headers.insert(name, value);
+            }
+        }
+    }
+}
+
 fn error_info(reason: &str) -> ErrorDetails {
     ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new())
 }
@@ -178,6 +230,24 @@ impl From<ApiError> for Status {
                 Code::ResourceExhausted,
                 format!("a stream carries at most {max} items; send the rest on a new stream"),
                 error_info("BATCH_TOO_LONG"),
+            ),
+            ApiError::DeadlineExceeded(which) => {
+                let (reason, message) = match which {
+                    Deadline::BatchIdle => (
+                        "BATCH_IDLE",
+                        "the stream sent nothing for too long; open a new one to go on",
+                    ),
+                    Deadline::BatchItem => (
+                        "ITEM_DEADLINE",
+                        "the item was not answered in time; send it again",
+                    ),
+                };
+                Status::with_error_details(Code::DeadlineExceeded, message, error_info(reason))
+            }
+            ApiError::Malformed(status) => Status::with_error_details(
+                status.code(),
+                status.message().to_owned(),
+                error_info(transport_reason(status.code())),
             ),
             ApiError::ResourceExhausted(why) => {
                 let (reason, retry_after) = match why {
@@ -276,6 +346,26 @@ mod tests {
                 "BATCH_TOO_LONG",
             ),
             (
+                ApiError::DeadlineExceeded(Deadline::BatchIdle),
+                Code::DeadlineExceeded,
+                "BATCH_IDLE",
+            ),
+            (
+                ApiError::DeadlineExceeded(Deadline::BatchItem),
+                Code::DeadlineExceeded,
+                "ITEM_DEADLINE",
+            ),
+            (
+                ApiError::Malformed(Status::internal("failed to decode Protobuf message")),
+                Code::Internal,
+                "MESSAGE_UNDECODABLE",
+            ),
+            (
+                ApiError::Malformed(Status::out_of_range("decoded message length too large")),
+                Code::OutOfRange,
+                "MESSAGE_TOO_LARGE",
+            ),
+            (
                 ApiError::PermissionDenied(Denial::BatchNotAllowed),
                 Code::PermissionDenied,
                 "BATCH_NOT_ALLOWED",
@@ -298,6 +388,28 @@ mod tests {
             assert_eq!(status.code(), code);
             assert_eq!(reason(&status), expected);
         }
+    }
+
+    #[test]
+    fn tonics_own_refusals_get_an_error_info_and_ours_keep_theirs() {
+        let mut headers = http::HeaderMap::new();
+        Status::out_of_range("Error, decoded message length too large")
+            .add_header(&mut headers)
+            .unwrap();
+        add_missing_details(&mut headers);
+        let status = Status::from_header_map(&headers).unwrap();
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(reason(&status), "MESSAGE_TOO_LARGE");
+
+        let mut headers = http::HeaderMap::new();
+        Status::from(ApiError::AlreadyExists)
+            .add_header(&mut headers)
+            .unwrap();
+        add_missing_details(&mut headers);
+        assert_eq!(
+            reason(&Status::from_header_map(&headers).unwrap()),
+            "REQUEST_ID_REUSED"
+        );
     }
 
     #[test]

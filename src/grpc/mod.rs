@@ -6,8 +6,13 @@ pub mod batch;
 pub mod caller;
 pub mod convert;
 pub mod error;
+pub mod listener;
 mod service;
+pub mod tls;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tonic::{Response, Status};
@@ -45,4 +50,44 @@ pub fn call_span(request: &http::Request<()>) -> tracing::Span {
         attestation_id = tracing::field::Empty,
         grpc.code = tracing::field::Empty,
     )
+}
+
+/// The layer that gives tonic's own refusals (a message too large or not
+/// decodable, an unknown method, a call past its deadline) the
+/// `ErrorInfo` every refusal of vnid carries ([`error::add_missing_details`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorDetailsLayer;
+
+impl<S> tower::Layer<S> for ErrorDetailsLayer {
+    type Service = WithErrorDetails<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithErrorDetails(inner)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WithErrorDetails<S>(S);
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for WithErrorDetails<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let answer = self.0.call(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            error::add_missing_details(response.headers_mut());
+            Ok(response)
+        })
+    }
 }

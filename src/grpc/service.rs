@@ -84,7 +84,8 @@ impl VerificationService for VerificationApi {
                 .map_err(ApiError::PermissionDenied)?;
             Ok(batch::run(
                 self.verifier.clone(),
-                agency,
+                self.callers.clone(),
+                agency.id.clone(),
                 request.into_inner(),
                 self.batch,
             ))

@@ -7,7 +7,7 @@ use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use vnid::clock::{Clock, SystemClock};
 use vnid::config::TlsSettings;
-use vnid::devcerts::{DevCa, Pem, Validity};
+use vnid::devcerts::{DevCa, Holder, Pem, Validity};
 use vnid::domain::Purpose;
 use vnid::pb;
 use vnid::pb::audit_service_client::AuditServiceClient;
@@ -49,6 +49,7 @@ async fn world() -> World {
         cert_file: file("server.pem", &server.cert),
         key_file: file("server.key", &server.key),
         client_ca_file: file("ca.pem", &ca.pem().cert),
+        crl_files: Vec::new(),
     });
     let agency = |id: &str, purposes: Vec<Purpose>| AgencyConfig {
         purposes,
@@ -122,15 +123,15 @@ async fn a_handshake_without_a_good_client_certificate_fails() {
         ("no certificate", None),
         (
             "another CA",
-            Some(other_ca.client("bv-tien-giang", valid(), true).unwrap()),
+            Some(other_ca.client(&agency("bv-tien-giang"), valid()).unwrap()),
         ),
         (
             "expired",
-            Some(w.ca.client("bv-tien-giang", expired, true).unwrap()),
+            Some(w.ca.client(&agency("bv-tien-giang"), expired).unwrap()),
         ),
         (
             "not yet valid",
-            Some(w.ca.client("bv-tien-giang", not_yet, true).unwrap()),
+            Some(w.ca.client(&agency("bv-tien-giang"), not_yet).unwrap()),
         ),
     ];
     for (case, identity) in cases {
@@ -149,6 +150,10 @@ async fn a_handshake_without_a_good_client_certificate_fails() {
         .verify(request(DAM.id, DAM.name))
         .await;
     assert!(plain.is_err());
+}
+
+fn agency(id: &str) -> Holder {
+    Holder::Agency(id.into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -234,28 +239,30 @@ async fn call(channel: Channel, rpc: Rpc) -> Result<(), tonic::Status> {
 #[tokio::test]
 async fn every_rpc_role_and_purpose_is_allowed_only_by_policy() {
     let w = world().await;
-    // (certificate's agency, SAN URI or only the CN, role, purposes,
-    // (batch, card QR) grants), as the registry says; unknown and disabled
-    // agencies have no rights.
-    type Caller<'a> = (&'a str, bool, Option<Role>, &'a [Purpose], (bool, bool));
+    // (certificate's holder, role, purposes, (batch, card QR) grants), as
+    // the registry says; unknown and disabled agencies have no rights.
+    type Caller<'a> = (Holder, Option<Role>, &'a [Purpose], (bool, bool));
     let callers: [Caller; 5] = [
         (
-            "bv-tien-giang",
-            true,
+            agency("bv-tien-giang"),
             Some(Role::Agency),
             &[Purpose::Healthcare],
             (false, true),
         ),
         (
-            "exam-board",
-            false,
+            agency("exam-board"),
             Some(Role::Agency),
             &[Purpose::Examination],
             (true, false),
         ),
-        ("ombudsman", true, Some(Role::Operator), &[], (false, false)),
-        ("closed-clinic", true, None, &[], (false, false)),
-        ("nobody-registered", true, None, &[], (false, false)),
+        (
+            Holder::Operator("ombudsman".into()),
+            Some(Role::Operator),
+            &[],
+            (false, false),
+        ),
+        (agency("closed-clinic"), None, &[], (false, false)),
+        (agency("nobody-registered"), None, &[], (false, false)),
     ];
     let mut rpcs: Vec<Rpc> = Vec::new();
     for p in Purpose::ALL {
@@ -264,8 +271,9 @@ async fn every_rpc_role_and_purpose_is_allowed_only_by_policy() {
     rpcs.extend([Rpc::AccessHistory, Rpc::SigningKeys]);
     let mut unexpected = Vec::new();
     let mut cells = 0;
-    for (id, with_uri, role, purposes, (batch, card_qr)) in callers {
-        let cert = w.ca.client(id, valid(), with_uri).unwrap();
+    for (holder, role, purposes, (batch, card_qr)) in callers {
+        let id = holder.id().to_owned();
+        let cert = w.ca.client(&holder, valid()).unwrap();
         let channel = w.as_client(&cert).await;
         for rpc in &rpcs {
             cells += 1;
@@ -282,6 +290,7 @@ async fn every_rpc_role_and_purpose_is_allowed_only_by_policy() {
                 (Ok(()), true) => {}
                 (Err(status), false) if status.code() == Code::PermissionDenied => {
                     let expected = match (rpc, role) {
+                        (Rpc::AccessHistory, Some(Role::Agency) | None) => "OPERATOR_ROLE_REQUIRED",
                         (_, None) => "AGENCY_UNKNOWN",
                         (Rpc::Verify(_) | Rpc::Batch(_) | Rpc::CardQr(_), Some(Role::Operator)) => {
                             "AGENCY_ROLE_REQUIRED"
@@ -309,13 +318,13 @@ async fn the_certificate_is_the_attestations_audience() {
     let jwks = w
         .app
         .jwks_over(
-            w.as_client(&w.ca.client("exam-board", valid(), false).unwrap())
+            w.as_client(&w.ca.client(&agency("exam-board"), valid()).unwrap())
                 .await,
         )
         .await;
     let mut r = request(DAM.id, DAM.name);
     r.purpose = pb::Purpose::Examination.into();
-    let cert = w.ca.client("exam-board", valid(), false).unwrap();
+    let cert = w.ca.client(&agency("exam-board"), valid()).unwrap();
     let answer = VerificationServiceClient::new(w.as_client(&cert).await)
         .verify(r)
         .await
@@ -334,7 +343,7 @@ async fn the_batch_cli_speaks_mutual_tls_as_its_agency() {
         std::fs::write(&path, text).unwrap();
         path
     };
-    let board = w.ca.client("exam-board", valid(), false).unwrap();
+    let board = w.ca.client(&agency("exam-board"), valid()).unwrap();
     let (ca, cert, key) = (
         write("ca.pem", &w.ca.pem().cert),
         write("board.pem", &board.cert),

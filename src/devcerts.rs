@@ -67,6 +67,8 @@ pub struct Pem {
     pub key: String,
     /// The certificate, DER.
     pub der: Vec<u8>,
+    /// Its serial number, for a revocation list.
+    pub serial: Vec<u8>,
 }
 
 /// When a certificate is valid, in whole days (UTC midnights).
@@ -114,6 +116,7 @@ impl DevCa {
             cert: cert.pem(),
             key: key.serialize_pem(),
             der: cert.der().to_vec(),
+            serial: Vec::new(),
         };
         Ok(Self {
             issuer: Issuer::new(params, key),
@@ -147,18 +150,57 @@ impl DevCa {
         self.sign(client_params(cn)?, validity)
     }
 
+    /// A revocation list (PEM) of this CA that takes back `revoked`,
+    /// valid from yesterday for `days` days.
+    pub fn revocation_list(
+        &self,
+        revoked: &[&Pem],
+        now: UnixSeconds,
+        days: i64,
+    ) -> Result<String, DevCertsError> {
+        let validity = Validity::days_from(now, days);
+        let date = |t: UnixSeconds| {
+            let (y, m, d) = civil_from_days(t.div_euclid(86_400));
+            rcgen::date_time_ymd(i32::try_from(y).unwrap_or(9999), m as u8, d as u8)
+        };
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: date(validity.not_before),
+            next_update: date(validity.not_after),
+            crl_number: rcgen::SerialNumber::from(u64::try_from(now).unwrap_or(1)),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|pem| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(&pem.serial),
+                    revocation_time: date(validity.not_before),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
     fn sign(
         &self,
         mut params: CertificateParams,
         validity: Validity,
     ) -> Result<Pem, DevCertsError> {
         validity.apply(&mut params);
+        // A positive serial of 16 random bytes, known to the caller.
+        let mut serial = [0u8; 16];
+        getrandom::fill(&mut serial).map_err(|_| rcgen::Error::RingUnspecified)?;
+        serial[0] &= 0x7f;
+        serial[0] |= 0x01;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Pem {
             cert: cert.pem(),
             key: key.serialize_pem(),
             der: cert.der().to_vec(),
+            serial: serial.to_vec(),
         })
     }
 }

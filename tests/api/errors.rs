@@ -142,6 +142,43 @@ async fn oversized_requests_are_refused() {
     req.claims.as_mut().unwrap().full_name = "a ".repeat(20_000);
     let status = app.verify(req).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange);
+    assert_eq!(reason(&status), "MESSAGE_TOO_LARGE");
+}
+
+/// A message whose field 1 is a number where `VerifyRequest` has text.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotAVerifyRequest {
+    #[prost(uint64, tag = "1")]
+    request_id: u64,
+}
+
+#[tokio::test]
+async fn undecodable_requests_carry_an_error_info_too() {
+    let app = spawn_app().await;
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary(
+            tonic::Request::new(NotAVerifyRequest { request_id: 7 }),
+            http::uri::PathAndQuery::from_static("/vnid.v1.VerificationService/Verify"),
+            tonic_prost::ProstCodec::<NotAVerifyRequest, pb::VerifyResponse>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_ne!(status.code(), Code::Ok);
+    assert_eq!(reason(&status), "MESSAGE_UNDECODABLE");
+    // A method this server does not have.
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary(
+            tonic::Request::new(NotAVerifyRequest { request_id: 7 }),
+            http::uri::PathAndQuery::from_static("/vnid.v1.VerificationService/Nope"),
+            tonic_prost::ProstCodec::<NotAVerifyRequest, pb::VerifyResponse>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert_eq!(reason(&status), "METHOD_UNKNOWN");
 }
 
 #[tokio::test]

@@ -68,6 +68,10 @@ pub struct TestApp {
     pub data_dir: PathBuf,
     /// The cache in front of the mirror, for its counters.
     pub cache: Option<Arc<vnid::lookup::CachedMirror>>,
+    /// What SIGHUP would reload.
+    pub reloader: vnid::app::Reloader,
+    /// Connections the listener refused.
+    pub refusals: Arc<vnid::grpc::listener::Refusals>,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<JoinHandle<Result<(), vnid::app::StartupError>>>,
 }
@@ -114,6 +118,8 @@ pub async fn spawn_bare(settings: Settings) -> TestApp {
         .unwrap();
     let addr = app.local_addr().unwrap();
     let cache = app.cache();
+    let reloader = app.reloader();
+    let refusals = app.refusals();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -135,6 +141,8 @@ pub async fn spawn_bare(settings: Settings) -> TestApp {
         clock,
         data_dir: settings.data_dir.clone(),
         cache,
+        reloader,
+        refusals,
         shutdown: Some(tx),
         server: Some(server),
     }

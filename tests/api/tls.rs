@@ -25,6 +25,8 @@ fn valid() -> Validity {
 
 struct World {
     app: TestApp,
+    /// What the server was started with, to reload changed.
+    settings: vnid::config::Settings,
     ca: DevCa,
     /// The database of the mirror and the audit trail.
     url: String,
@@ -72,7 +74,8 @@ async fn world() -> World {
         AgencyConfig::operator("ombudsman"),
     ];
     World {
-        app: spawn_app_with(settings).await,
+        app: spawn_app_with(settings.clone()).await,
+        settings,
         ca,
         url,
         _dir: dir,
@@ -391,4 +394,198 @@ async fn the_batch_cli_speaks_mutual_tls_as_its_agency() {
             .await
             .unwrap();
     assert_eq!(audited, ["exam-board", "exam-board"]);
+}
+
+/// The verification call every holder below tries, and the audit call.
+async fn verify_and_history(channel: Channel) -> (tonic::Status, tonic::Status) {
+    let verify = VerificationServiceClient::new(channel.clone())
+        .verify(request(DAM.id, DAM.name))
+        .await
+        .unwrap_err();
+    let history = AuditServiceClient::new(channel)
+        .list_access_history(pb::ListAccessHistoryRequest {
+            request_id: "h-1".into(),
+            id_number: DAM.id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    (verify, history)
+}
+
+#[tokio::test]
+async fn only_a_san_uri_names_the_caller_and_only_for_its_role() {
+    let w = world().await;
+    // A certificate of the agency CA whose CN is a registered operator's
+    // id, and no SAN: nobody.
+    let cn_only = w.ca.cn_only("ombudsman", valid()).unwrap();
+    let (verify, history) = verify_and_history(w.as_client(&cn_only).await).await;
+    assert_eq!(verify.code(), Code::Unauthenticated);
+    assert_eq!(history.code(), Code::Unauthenticated);
+    // An agency URI naming the operator, an operator URI naming an agency:
+    // neither is let act as the other.
+    for (holder, verify_reason) in [
+        (agency("ombudsman"), "AGENCY_ROLE_REQUIRED"),
+        (
+            Holder::Operator("bv-tien-giang".into()),
+            "AGENCY_ROLE_REQUIRED",
+        ),
+    ] {
+        let cert = w.ca.client(&holder, valid()).unwrap();
+        let (verify, history) = verify_and_history(w.as_client(&cert).await).await;
+        assert_eq!(verify.code(), Code::PermissionDenied, "{holder:?}");
+        assert_eq!(reason(&verify), verify_reason, "{holder:?}");
+        assert_eq!(history.code(), Code::PermissionDenied, "{holder:?}");
+        assert_eq!(reason(&history), "OPERATOR_ROLE_REQUIRED", "{holder:?}");
+    }
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+async fn verify_as(w: &World, cert: &Pem) -> Result<pb::VerifyResponse, tonic::Status> {
+    let channel = channel(w.app.addr, w.ca.pem(), Some(cert))
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    VerificationServiceClient::new(channel)
+        .verify(request(DAM.id, DAM.name))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn pins_and_revocation_lists_take_certificates_back() {
+    let w = world().await;
+    let hospital = agency("bv-tien-giang");
+    let (pinned, other) = (
+        w.ca.client(&hospital, valid()).unwrap(),
+        w.ca.client(&hospital, valid()).unwrap(),
+    );
+    assert!(verify_as(&w, &other).await.is_ok());
+
+    // Pinned: only the pinned certificate acts as the hospital.
+    let mut settings = w.settings.clone();
+    settings.agencies[0].certificate_sha256 = vec![sha256_hex(&pinned.der)];
+    w.app.reloader.reload(&settings).unwrap();
+    assert!(verify_as(&w, &pinned).await.is_ok());
+    let refused = verify_as(&w, &other).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(reason(&refused), "CERTIFICATE_NOT_PINNED");
+
+    // Revoked by the CA's list, loaded by a reload: no new connection.
+    let crl = w
+        .settings
+        .tls
+        .as_ref()
+        .unwrap()
+        .client_ca_file
+        .with_file_name("ca.crl");
+    std::fs::write(
+        &crl,
+        w.ca.revocation_list(&[&pinned], SystemClock.now(), 7)
+            .unwrap(),
+    )
+    .unwrap();
+    let mut settings = w.settings.clone();
+    settings.tls.as_mut().unwrap().crl_files = vec![crl.clone()];
+    w.app.reloader.reload(&settings).unwrap();
+    assert!(
+        verify_as(&w, &pinned).await.is_err(),
+        "a revoked certificate"
+    );
+    assert!(verify_as(&w, &other).await.is_ok());
+    // A list that does not parse is refused, and the one in force stays.
+    std::fs::write(
+        &crl,
+        "-----BEGIN X509 CRL-----\nnot a list\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    assert!(w.app.reloader.reload(&settings).is_err());
+    assert!(verify_as(&w, &pinned).await.is_err());
+}
+
+#[tokio::test]
+async fn with_tls_the_registry_must_list_its_callers() {
+    let w = world().await;
+    let mut settings = w.settings.clone();
+    settings.agencies.clear();
+    let refused = vnid::app::Application::build(&settings)
+        .await
+        .err()
+        .unwrap();
+    assert!(refused.to_string().contains("[[agencies]]"), "{refused}");
+    assert!(w.app.reloader.reload(&settings).is_err());
+}
+
+/// Whether the server closed `stream` within `within` (it reads EOF or
+/// an error), sending nothing more than `send` first.
+async fn closed_within(
+    mut stream: tokio::net::TcpStream,
+    send: &[u8],
+    within: std::time::Duration,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(send).await.unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_and_half_open_connections_are_closed_and_capped() {
+    let w = world().await;
+    let ca = DevCa::new("cap CA", valid()).unwrap();
+    let mut settings = w.settings.clone();
+    settings.tls.as_mut().unwrap().client_ca_file = {
+        let path = w
+            .settings
+            .tls
+            .as_ref()
+            .unwrap()
+            .client_ca_file
+            .with_file_name("cap.pem");
+        std::fs::write(&path, &ca.pem().cert).unwrap();
+        path
+    };
+    settings.server.tls_handshake_timeout_ms = 300;
+    settings.server.first_bytes_timeout_ms = 300;
+    let app = spawn_app_with(settings.clone()).await;
+    let connect = || tokio::net::TcpStream::connect(("127.0.0.1", app.addr.port()));
+    let second = std::time::Duration::from_secs(2);
+    // Silent, and half a ClientHello: both closed by the handshake deadline.
+    assert!(closed_within(connect().await.unwrap(), b"", second).await);
+    assert!(closed_within(connect().await.unwrap(), &[0x16, 0x03, 0x01, 0x02], second).await);
+
+    // Plaintext: a connection that never sends the HTTP/2 preface.
+    let url = PgServer::shared().fresh_database().await;
+    let mut plain = test_settings(&url);
+    plain.server.first_bytes_timeout_ms = 300;
+    plain.server.max_connections = 2;
+    let app = spawn_app_with(plain).await;
+    let connect = || tokio::net::TcpStream::connect(app.addr);
+    assert!(closed_within(connect().await.unwrap(), b"PRI * HTTP/2.0", second).await);
+    // The cap: the harness' own client holds one place; one more is let
+    // in, the next is closed at once, long before any deadline.
+    let held = connect().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let over = connect().await.unwrap();
+    assert!(closed_within(over, b"", std::time::Duration::from_millis(200)).await);
+    assert_eq!(
+        app.refusals
+            .over_cap
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    drop(held);
 }

@@ -187,6 +187,7 @@ impl Application {
             Arc::new(quotas),
             Defences {
                 id_failure_limit: settings.defences.id_failures_per_day,
+                id_failure_agencies_alert: settings.defences.id_failure_agencies_alert,
                 shares: ShareWatch::new(settings.defences.share_limits()),
             },
             clock.clone(),

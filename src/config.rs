@@ -114,10 +114,15 @@ pub struct AuditSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct DefenceSettings {
     /// Failed checks (not found, or a claimed field wrong) of one ID number
-    /// in 24 hours, by any agencies, beyond which its checks are suspended
-    /// (`RESOURCE_EXHAUSTED`, `ID_NUMBER_SUSPENDED`) and an alert is
-    /// logged. 0: no limit.
+    /// by one agency in 24 hours beyond which that agency's checks of it
+    /// are suspended (`RESOURCE_EXHAUSTED`, `ID_NUMBER_SUSPENDED`) and an
+    /// alert is logged. Other agencies' checks of the number go on. 0: no
+    /// limit.
     pub id_failures_per_day: u64,
+    /// Agencies with failed checks of one ID number in 24 hours at which
+    /// one cross-agency alert is logged (`id_number_failures_across_agencies`).
+    /// 0: off.
+    pub id_failure_agencies_alert: u64,
     /// Share of an agency's recent answers that are NOT_VERIFIED (unknown
     /// number or wrong claim) past which an alert is logged and the agency
     /// throttled (`RESOURCE_EXHAUSTED`, `AGENCY_THROTTLED`) until the share
@@ -136,6 +141,7 @@ impl Default for DefenceSettings {
     fn default() -> Self {
         Self {
             id_failures_per_day: 20,
+            id_failure_agencies_alert: 3,
             not_verified_alert_share: 0.5,
             not_verified_weight: 0.01,
             not_verified_min_checks: 100,

@@ -1,5 +1,7 @@
-//! Per-agency rates and daily quotas; and per person, the count of failed
-//! checks that suspends further checks of a number being guessed at.
+//! Per-agency rates and daily quotas; and per agency and person, the count
+//! of failed checks that suspends that agency's further checks of a number
+//! it is guessing at (never another agency's), with the count of agencies
+//! failing on one number for a cross-agency alert.
 //!
 //! A rate is a GCRA (generic cell rate algorithm: a token bucket kept as
 //! one timestamp): `rate_per_second` sustained, up to `burst` at once. A
@@ -49,8 +51,8 @@ pub enum Exhausted {
     Rate { retry_after: Duration },
     #[error("the agency's daily quota is used up")]
     Daily { retry_after: Duration },
-    /// Too many failed checks of this ID number, by any agency, lately.
-    #[error("checks of this ID number are suspended for a while")]
+    /// Too many failed checks of this ID number by this agency, lately.
+    #[error("the agency's checks of this ID number are suspended for a while")]
     Suspended { retry_after: Duration },
     /// Too many of the agency's answers were NOT_VERIFIED lately.
     #[error("the agency's checks are slowed: too many of its checks fail")]
@@ -69,6 +71,12 @@ const US_PER_DAY: i64 = 86_400 * 1_000_000;
 fn until_tomorrow(now_us: i64) -> Duration {
     let left = US_PER_DAY - now_us.rem_euclid(US_PER_DAY);
     Duration::from_micros(u64::try_from(left).unwrap_or(0))
+}
+
+/// An agency's failures of one person: an agency id and a keyed hash,
+/// nothing personal.
+fn failure_key(agency: &str, subject: &str) -> String {
+    format!("vnid:f:v2:{agency}:{subject}")
 }
 
 fn rate_refused(wait_us: i64) -> Exhausted {
@@ -133,10 +141,24 @@ end
 return {0, 0}
 ";
 
+/// A failed check as counted: the agency's failures of the number in
+/// the window, and how many agencies failed on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failures {
+    pub by_agency: u64,
+    pub agencies: u64,
+    /// This failure made its agency one more of those.
+    pub new_agency: bool,
+}
+
+/// Per agency and person in this process: when the window began, failures.
+type LocalFailures = HashMap<(String, String), (i64, u64)>;
+/// Per person in this process: when the window began, the agencies.
+type LocalAgencies = HashMap<String, (i64, std::collections::HashSet<String>)>;
+
 pub struct Quotas {
     local: Mutex<HashMap<String, Counter>>,
-    /// Per person (by subject index): when the window began, failures.
-    failures: Mutex<HashMap<String, (i64, u64)>>,
+    failures: Mutex<(LocalFailures, LocalAgencies)>,
     shared: Option<(ConnectionManager, Duration)>,
     /// A slow or absent Redis costs each check at most one timeout, until
     /// the breaker opens; then checks are counted per instance at once.
@@ -199,10 +221,17 @@ impl Quotas {
             .admit(limits, now_us)
     }
 
-    /// `Some(retry_after)` when the person filed under `subject` has had
-    /// more than `limit` failed checks in the last 24 hours.
-    pub async fn suspended(&self, subject: &str, limit: u64, now_us: i64) -> Option<Duration> {
-        let key = format!("vnid:f:v1:{subject}");
+    /// `Some(retry_after)` when `agency` has had more than `limit` failed
+    /// checks of the person filed under `subject` in the last 24 hours.
+    /// Other agencies' failures never count here.
+    pub async fn suspended(
+        &self,
+        agency: &str,
+        subject: &str,
+        limit: u64,
+        now_us: i64,
+    ) -> Option<Duration> {
+        let key = failure_key(agency, subject);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
         if let Some((count, ttl_ms)) = self.on_redis::<(Option<u64>, i64)>("failures", &pipe).await
@@ -211,39 +240,76 @@ impl Quotas {
                 .then(|| Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(1)));
         }
         let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let (since, count) = *failures.get(subject)?;
+        let (since, count) = *failures.0.get(&(agency.to_owned(), subject.to_owned()))?;
         let left = since + FAILURE_WINDOW_US - now_us;
         (left > 0 && count > limit).then(|| Duration::from_micros(u64::try_from(left).unwrap_or(1)))
     }
 
-    /// Counts a failed check of the person filed under `subject`; returns
-    /// the failures in the current window.
-    pub async fn count_failure(&self, subject: &str, now_us: i64) -> u64 {
-        let key = format!("vnid:f:v1:{subject}");
+    /// Counts a failed check by `agency` of the person filed under
+    /// `subject`.
+    pub async fn count_failure(&self, agency: &str, subject: &str, now_us: i64) -> Failures {
+        let key = failure_key(agency, subject);
+        let agencies_key = format!("vnid:fa:v1:{subject}");
+        let window_ms = FAILURE_WINDOW_US / 1_000;
         let mut pipe = redis::pipe();
         pipe.cmd("INCR")
             .arg(&key)
             .cmd("PEXPIRE")
             .arg(&key)
-            .arg(FAILURE_WINDOW_US / 1_000)
+            .arg(window_ms)
             .arg("NX")
-            .ignore();
-        if let Some((count,)) = self.on_redis::<(u64,)>("failures", &pipe).await {
-            return count;
+            .ignore()
+            .cmd("SADD")
+            .arg(&agencies_key)
+            .arg(agency)
+            .cmd("PEXPIRE")
+            .arg(&agencies_key)
+            .arg(window_ms)
+            .arg("NX")
+            .ignore()
+            .cmd("SCARD")
+            .arg(&agencies_key);
+        if let Some((by_agency, added, agencies)) =
+            self.on_redis::<(u64, u64, u64)>("failures", &pipe).await
+        {
+            return Failures {
+                by_agency,
+                agencies,
+                new_agency: added == 1,
+            };
         }
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (failures, agencies) = &mut *guard;
         if failures.len() >= LOCAL_FAILURE_ENTRIES {
             failures.retain(|_, (since, _)| *since + FAILURE_WINDOW_US > now_us);
-            if failures.len() >= LOCAL_FAILURE_ENTRIES && !failures.contains_key(subject) {
-                return 0;
-            }
+            agencies.retain(|_, (since, _)| *since + FAILURE_WINDOW_US > now_us);
         }
-        let entry = failures.entry(subject.to_owned()).or_insert((now_us, 0));
+        let pair = (agency.to_owned(), subject.to_owned());
+        if failures.len() >= LOCAL_FAILURE_ENTRIES && !failures.contains_key(&pair) {
+            return Failures {
+                by_agency: 0,
+                agencies: 0,
+                new_agency: false,
+            };
+        }
+        let entry = failures.entry(pair).or_insert((now_us, 0));
         if entry.0 + FAILURE_WINDOW_US <= now_us {
             *entry = (now_us, 0);
         }
         entry.1 += 1;
-        entry.1
+        let by_agency = entry.1;
+        let seen = agencies
+            .entry(subject.to_owned())
+            .or_insert_with(|| (now_us, Default::default()));
+        if seen.0 + FAILURE_WINDOW_US <= now_us {
+            *seen = (now_us, Default::default());
+        }
+        let new_agency = seen.1.insert(agency.to_owned());
+        Failures {
+            by_agency,
+            agencies: seen.1.len() as u64,
+            new_agency,
+        }
     }
 
     /// Runs `pipe` on the shared Redis; `None` (count per instance) when
@@ -327,6 +393,39 @@ mod tests {
             })
         );
         assert!(c.admit(&l, T0 + US_PER_DAY).is_ok());
+    }
+
+    #[test]
+    fn one_agencys_failures_suspend_only_its_own_checks() {
+        let q = Quotas::new(None, Duration::from_millis(10), 1, Duration::from_secs(1)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let limit = 3;
+        for n in 1..=4 {
+            let counted = rt.block_on(q.count_failure("enumerator", "subject-a", T0));
+            assert_eq!(counted.by_agency, n);
+            assert_eq!((counted.agencies, counted.new_agency), (1, n == 1));
+        }
+        assert!(
+            rt.block_on(q.suspended("enumerator", "subject-a", limit, T0))
+                .is_some()
+        );
+        assert_eq!(
+            rt.block_on(q.suspended("hospital", "subject-a", limit, T0)),
+            None
+        );
+        let other = rt.block_on(q.count_failure("hospital", "subject-a", T0));
+        assert_eq!(
+            (other.by_agency, other.agencies, other.new_agency),
+            (1, 2, true)
+        );
+        // The window ends.
+        assert_eq!(
+            rt.block_on(q.suspended("enumerator", "subject-a", limit, T0 + US_PER_DAY)),
+            None
+        );
     }
 
     #[test]

@@ -96,9 +96,11 @@ pub struct Verifier {
 
 /// Against harvesting.
 pub struct Defences {
-    /// Failed checks of one number in 24 h beyond which it is suspended
-    /// (0: no limit).
+    /// Failed checks of one number by one agency in 24 h beyond which
+    /// that agency's checks of it are suspended (0: no limit).
     pub id_failure_limit: u64,
+    /// Agencies failing on one number in 24 h that raise an alert (0: off).
+    pub id_failure_agencies_alert: u64,
     /// Each agency's share of NOT_VERIFIED answers.
     pub shares: ShareWatch,
 }
@@ -203,18 +205,30 @@ impl Verifier {
         if id_failure_limit > 0 && failed {
             let failures = self
                 .quotas
-                .count_failure(&subject_index, self.clock.now_micros())
+                .count_failure(&agency.id, &subject_index, self.clock.now_micros())
                 .await;
-            if failures == id_failure_limit + 1 {
-                // The subject index finds the person's rows in the audit
-                // trail; it is no ID number.
+            // The subject index finds the person's rows in the audit trail;
+            // it is no ID number.
+            if failures.by_agency == id_failure_limit + 1 {
                 tracing::warn!(
                     target: "vnid::alert",
                     alert = "id_number_failures",
                     agency = %agency.id,
                     subject_index = %subject_index,
-                    failures,
-                    "an ID number failed too many checks in 24 h; its checks are suspended"
+                    failures = failures.by_agency,
+                    "an agency failed too many checks of one ID number in 24 h; \
+                     its checks of that number are suspended"
+                );
+            }
+            let agencies_alert = self.defences.id_failure_agencies_alert;
+            if agencies_alert > 0 && failures.new_agency && failures.agencies == agencies_alert {
+                tracing::warn!(
+                    target: "vnid::alert",
+                    alert = "id_number_failures_across_agencies",
+                    agency = %agency.id,
+                    subject_index = %subject_index,
+                    agencies = failures.agencies,
+                    "several agencies failed checks of one ID number in 24 h"
                 );
             }
         }
@@ -281,7 +295,7 @@ impl Verifier {
         if limit > 0
             && let Some(retry_after) = self
                 .quotas
-                .suspended(subject_index, limit, self.clock.now_micros())
+                .suspended(&agency.id, subject_index, limit, self.clock.now_micros())
                 .await
         {
             return Err(Exhausted::Suspended { retry_after });

@@ -101,63 +101,88 @@ async fn rates_and_daily_quotas_hold_across_instances_and_without_redis() {
 }
 
 #[tokio::test]
-async fn a_number_failing_too_often_is_suspended_for_every_agency_with_an_alert() {
+async fn a_number_failing_too_often_is_suspended_for_the_failing_agency_alone_with_alerts() {
     let mut redis = RedisServer::start();
     let url = PgServer::shared().fresh_database().await;
     let settings = |agency: &str| {
         let mut s = test_settings(&url);
         s.redis_url = Some(Secret::new(redis.url()));
         s.defences.id_failures_per_day = 3;
+        s.defences.id_failure_agencies_alert = 2;
         s.plaintext_agency = agency.into();
         s.plaintext_operator = String::new();
         s.agencies = vec![AgencyConfig::demo(agency)];
         s
     };
-    let a = spawn_app_with(settings("hospital")).await;
+    let hospital = spawn_app_with(settings("hospital")).await;
     let mut other = settings("exam-board");
-    other.data_dir = a.data_dir.clone();
-    let b = spawn_bare(other).await;
+    other.data_dir = hospital.data_dir.clone();
+    let board = spawn_bare(other).await;
 
-    // Four wrong names for one number, from two agencies.
-    for app in [&a, &b, &a, &b] {
-        let r = app.verify(request(DAM.id, "Nguyễn Văn Sai")).await.unwrap();
+    // Four wrong names for one number, from one agency.
+    for _ in 0..4 {
+        let r = board
+            .verify(request(DAM.id, "Nguyễn Văn Sai"))
+            .await
+            .unwrap();
         assert_eq!(r.verdict(), pb::Verdict::NotVerified);
     }
-    // Now even the right name fails fast, everywhere; others are unaffected.
-    for app in [&a, &b] {
-        let status = app.verify(request(DAM.id, DAM.name)).await.unwrap_err();
-        assert_eq!(status.code(), Code::ResourceExhausted);
-        let (reason, retry) = reason_and_retry(&status);
-        assert_eq!(reason, "ID_NUMBER_SUSPENDED");
-        assert!(retry.is_some_and(|r| r > std::time::Duration::from_secs(23 * 3_600)));
+    // Now even its right name fails fast for that agency ...
+    let status = board.verify(request(DAM.id, DAM.name)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let (reason, retry) = reason_and_retry(&status);
+    assert_eq!(reason, "ID_NUMBER_SUSPENDED");
+    assert!(retry.is_some_and(|r| r > std::time::Duration::from_secs(23 * 3_600)));
+    // ... while a hospital with the right claims is never refused for it.
+    for _ in 0..3 {
+        assert_eq!(
+            hospital
+                .verify(request(DAM.id, DAM.name))
+                .await
+                .unwrap()
+                .verdict(),
+            pb::Verdict::Verified
+        );
     }
-    assert_eq!(
-        a.verify(request(THUY.id, THUY.name))
-            .await
-            .unwrap()
-            .verdict(),
-        pb::Verdict::Verified
-    );
+    // A second agency failing on the number raises the cross-agency alert.
+    hospital
+        .verify(request(DAM.id, "Nguyễn Văn Sai"))
+        .await
+        .unwrap();
     let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
     let alerts: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("id_number_failures"))
         .collect();
-    assert!(!alerts.is_empty(), "the alert is logged");
+    assert!(
+        alerts
+            .iter()
+            .any(|l| l.contains("\"alert\":\"id_number_failures\"") && l.contains("exam-board")),
+        "the agency's alert is logged"
+    );
+    assert!(
+        alerts
+            .iter()
+            .any(|l| l.contains("id_number_failures_across_agencies")),
+        "the cross-agency alert is logged"
+    );
     assert!(
         alerts
             .iter()
             .all(|l| !l.contains(DAM.id) && !l.contains("Sai"))
     );
 
-    // Without Redis, each instance counts on its own.
+    // Without Redis, each instance counts on its own, still per agency.
     redis.kill();
     for _ in 0..4 {
-        a.verify(request(UNKNOWN_ID, DAM.name)).await.unwrap();
+        board.verify(request(UNKNOWN_ID, DAM.name)).await.unwrap();
     }
-    let status = a.verify(request(UNKNOWN_ID, DAM.name)).await.unwrap_err();
+    let status = board
+        .verify(request(UNKNOWN_ID, DAM.name))
+        .await
+        .unwrap_err();
     assert_eq!(reason_and_retry(&status).0, "ID_NUMBER_SUSPENDED");
-    assert!(b.verify(request(UNKNOWN_ID, DAM.name)).await.is_ok());
+    assert!(hospital.verify(request(UNKNOWN_ID, DAM.name)).await.is_ok());
 }
 
 #[tokio::test]

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 pub use crate::attest::Attester;
 use crate::attest::{AttestationClaims, ChecksClaim, FieldClaim};
-use crate::audit::{AuditEntry, AuditError, AuditKind, AuditSink, AuditStore};
+use crate::audit::{AuditEntry, AuditError, AuditKind, AuditRecord, AuditSink, AuditStore};
 use crate::clock::{Clock, UnixSeconds};
 use crate::defence::{ShareChange, ShareWatch};
 use crate::domain::{
     CitizenRecord, CitizenStatus, Claims, DatePrecision, FieldChecks, FieldOutcome, NameMatchLevel,
     PartialDate, PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Verdict, assess,
 };
-use crate::lookup::RequestIndex;
+use crate::lookup::{Claim, RequestIndex};
 use crate::mirror::{MirrorStore, StoreError};
 use crate::policy::{Agency, CheckCall, Denial};
 use crate::quota::{Exhausted, Quotas};
@@ -146,17 +146,21 @@ impl Verifier {
         // a conflict. (Two copies of one request racing each other may both
         // be answered; their retries get the first.)
         let request_id = command.request_id.as_str();
-        let (first, marked) = match &self.replays {
-            Some(replays) => replays.first(&agency.id, request_id).await?,
-            None => (None, false),
+        let prior = match &self.replays {
+            Some(replays) => {
+                replays
+                    .prior(&agency.id, request_id, &request_digest)
+                    .await?
+            }
+            None => Prior::New { marked: false },
         };
-        if let Some(first) = first {
-            return if first.entry.request_digest == request_digest {
-                replayed(&first.entry, command.request_id)
-            } else {
-                Err(VerifyError::RequestIdReused)
-            };
-        }
+        let marked = match prior {
+            Prior::New { marked } => marked,
+            Prior::Conflict => return Err(VerifyError::RequestIdReused),
+            Prior::First(first) => {
+                return answer_again(&first, &request_digest, command.request_id);
+            }
+        };
         let subject_index = subject_key.subject_index(&command.id_number);
         if let Err(refused) = self.admit(agency, &subject_index).await {
             // Only a mark this check set: another copy of the request may
@@ -255,7 +259,8 @@ impl Verifier {
             Verdict::Verified => "",
             Verdict::NotVerified(reason) => reason_name(reason),
         };
-        self.audit
+        let recorded = self
+            .audit
             .record(AuditEntry {
                 at_us,
                 kind,
@@ -268,9 +273,26 @@ impl Verifier {
                 subject: claims.sub,
                 verdict: claims.verdict,
                 attestation_id: claims.jti,
-                request_digest,
+                request_digest: request_digest.clone(),
             })
-            .await?;
+            .await;
+        match recorded {
+            Ok(_) => {}
+            // Another copy of this request_id was made durable first (on
+            // this instance or another): this answer is never sent; the
+            // first is, if it answered the same request.
+            Err(AuditError::Duplicate) => {
+                let first = match &self.replays {
+                    Some(replays) => replays.trail.first_request(&agency.id, request_id).await?,
+                    None => None,
+                };
+                let first = first.ok_or(VerifyError::StoredAnswer(
+                    "the trail refused a repeated request_id it does not hold",
+                ))?;
+                return answer_again(&first, &request_digest, command.request_id);
+            }
+            Err(error) => return Err(error.into()),
+        }
         Ok(VerifyOutcome {
             request_id: command.request_id,
             verdict: assessment.verdict,
@@ -349,20 +371,37 @@ pub struct Replays {
     pub index: Option<Arc<dyn RequestIndex>>,
 }
 
+/// What came before a request under its `request_id`.
+enum Prior {
+    /// Nothing kept: a new check (`marked`: this call set the index's
+    /// mark, to take back if the check is refused).
+    New { marked: bool },
+    /// The index holds the id for another request.
+    Conflict,
+    /// The first check under the id, from the trail.
+    First(Box<AuditRecord>),
+}
+
 impl Replays {
-    /// The first answer to the request, if any, and whether this call
-    /// marked the request id (it was certainly new).
-    async fn first(
+    /// What the agency sent before under `request_id`: the index answers
+    /// for a new id and a conflict at once; a retry reads the trail.
+    async fn prior(
         &self,
         agency: &str,
         request_id: &str,
-    ) -> Result<(Option<crate::audit::AuditRecord>, bool), AuditError> {
-        if let Some(index) = &self.index
-            && !index.claim(agency, request_id).await
-        {
-            return Ok((None, true));
+        digest: &str,
+    ) -> Result<Prior, AuditError> {
+        if let Some(index) = &self.index {
+            match index.claim(agency, request_id, digest).await {
+                Claim::New => return Ok(Prior::New { marked: true }),
+                Claim::Other => return Ok(Prior::Conflict),
+                Claim::Same | Claim::Unknown => {}
+            }
         }
-        Ok((self.trail.first_request(agency, request_id).await?, false))
+        Ok(match self.trail.first_request(agency, request_id).await? {
+            Some(first) => Prior::First(Box::new(first)),
+            None => Prior::New { marked: false },
+        })
     }
 
     /// Takes back a mark `first` set.
@@ -373,20 +412,41 @@ impl Replays {
     }
 }
 
+/// The first answer under a `request_id` if it answered the same request
+/// (`digest`); a conflict otherwise.
+fn answer_again(
+    first: &AuditRecord,
+    digest: &str,
+    request_id: RequestId,
+) -> Result<VerifyOutcome, VerifyError> {
+    if first.entry.request_digest == digest {
+        replayed(&first.entry, request_id)
+    } else {
+        Err(VerifyError::RequestIdReused)
+    }
+}
+
 /// The first answer to a request, read back from its audit row: the same
 /// verdict, reason and checks, and the same attestation.
 fn replayed(first: &AuditEntry, request_id: RequestId) -> Result<VerifyOutcome, VerifyError> {
     let claims = crate::attest::stored_claims(&first.attestation)
         .ok_or(VerifyError::StoredAnswer("its attestation does not parse"))?;
     let unknown = || VerifyError::StoredAnswer("it holds a name this version does not know");
-    let verdict = if first.verdict == verdict_name(Verdict::Verified) {
-        Verdict::Verified
-    } else {
-        Verdict::NotVerified(named(&REASONS, reason_name, &first.reason).ok_or_else(unknown)?)
-    };
     let reason = match &claims.reason {
         Some(name) => Some(named(&REASONS, reason_name, name).ok_or_else(unknown)?),
         None => None,
+    };
+    // The verdict is the signed one, never the row's unsigned column; the
+    // row's whole reason stands in only where the agency was shown none.
+    let verdict = if claims.verdict == verdict_name(Verdict::Verified) {
+        Verdict::Verified
+    } else if claims.verdict == verdict_name(Verdict::NotVerified(Reason::NotFound)) {
+        Verdict::NotVerified(match reason {
+            Some(shown) => shown,
+            None => named(&REASONS, reason_name, &first.reason).ok_or_else(unknown)?,
+        })
+    } else {
+        return Err(unknown());
     };
     let checks = match &claims.checks {
         Some(c) => Some(field_checks(c).ok_or_else(unknown)?),

@@ -99,6 +99,14 @@ pub struct AuditEntry {
     pub request_digest: String,
 }
 
+impl AuditEntry {
+    /// The (agency, request_id) a check's row holds, which the trail keeps
+    /// unique; `None` for an operator's read of a history.
+    pub fn request_key(&self) -> Option<(&str, &str)> {
+        (self.kind != AuditKind::AccessHistory).then_some((&self.agency, &self.request_id))
+    }
+}
+
 /// A row as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -119,6 +127,10 @@ pub enum AuditError {
     Corrupt(String),
     #[error("cannot sign the audit checkpoint: {0}")]
     Sign(#[from] serde_json::Error),
+    /// The agency already has a check under this `request_id` in the
+    /// trail: this row was not written.
+    #[error("the agency's request_id is already in the trail")]
+    Duplicate,
 }
 
 impl AuditError {
@@ -127,6 +139,7 @@ impl AuditError {
     fn for_each_waiter(&self) -> Self {
         match self {
             Self::Unavailable(_) => Self::Unavailable("the group commit failed".into()),
+            Self::Duplicate => Self::Duplicate,
             _ => Self::Query("the group commit failed".into()),
         }
     }

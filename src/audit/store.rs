@@ -30,13 +30,26 @@ use crate::mirror::postgres::lazy_pool;
 /// since the trail may share the mirror's database or have its own.
 const MIGRATIONS_TABLE: &str = "_vnid_audit_migrations";
 
-const POSTGRES_MIGRATIONS: Migrations = &[(
-    1,
-    "audit",
-    include_str!("migrations/postgres/0001_audit.sql"),
-)];
-const SQLITE_MIGRATIONS: Migrations =
-    &[(1, "audit", include_str!("migrations/sqlite/0001_audit.sql"))];
+const POSTGRES_MIGRATIONS: Migrations = &[
+    (
+        1,
+        "audit",
+        include_str!("migrations/postgres/0001_audit.sql"),
+    ),
+    (
+        2,
+        "request unique",
+        include_str!("migrations/postgres/0002_request_unique.sql"),
+    ),
+];
+const SQLITE_MIGRATIONS: Migrations = &[
+    (1, "audit", include_str!("migrations/sqlite/0001_audit.sql")),
+    (
+        2,
+        "request unique",
+        include_str!("migrations/sqlite/0002_request_unique.sql"),
+    ),
+];
 
 const COLUMNS: &str = "seq, at_us, kind, agency, purpose, request_id, subject, subject_index, \
     verdict, reason, attestation_id, attestation, request_digest, prev_hash, row_hash";
@@ -439,6 +452,11 @@ fn poisoned() -> AuditError {
 }
 
 fn audit_error<DB: Dialect>(error: sqlx::Error) -> AuditError {
+    if let sqlx::Error::Database(e) = &error
+        && e.is_unique_violation()
+    {
+        return AuditError::Duplicate;
+    }
     if DB::is_unavailable(&error) {
         AuditError::Unavailable(Box::new(error))
     } else {

@@ -4,6 +4,7 @@
 //! one transaction commits the next group gathers, so the cost of a
 //! durable write is shared by all the checks that arrived meanwhile.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,10 @@ impl Default for WriterParams {
         }
     }
 }
+
+/// How many times a group that met a pair already in the trail is
+/// sorted and appended again (each round removes the pairs found).
+const DUPLICATE_ROUNDS: usize = 3;
 
 struct Pending {
     entry: AuditEntry,
@@ -166,34 +171,105 @@ impl Writer {
     }
 
     async fn commit(&mut self, group: Vec<Pending>) {
-        let (entries, waiters): (Vec<_>, Vec<_>) =
-            group.into_iter().map(|p| (p.entry, p.done)).unzip();
-        let appended = match tokio::time::timeout(
-            self.params.write_timeout,
-            self.store.append(&entries),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(AuditError::Unavailable(
-                "the audit store did not answer in time".into(),
-            )),
-        };
-        match appended {
-            Ok(head) => {
-                let first = head.seq - waiters.len() as i64 + 1;
-                for (seq, waiter) in (first..).zip(waiters) {
-                    let _ = waiter.send(Ok(seq));
-                }
-                self.unvouched = Some(head);
+        // The trail keeps one check per (agency, request_id): a second row
+        // under a pair already in the group is not written, and is answered
+        // `Duplicate` once the first is durable.
+        let mut pairs = HashSet::new();
+        let (mut rows, mut repeats) = (Vec::with_capacity(group.len()), Vec::new());
+        for pending in group {
+            let first = pending
+                .entry
+                .request_key()
+                .is_none_or(|(a, r)| pairs.insert((a.to_owned(), r.to_owned())));
+            if first {
+                rows.push(pending);
+            } else {
+                repeats.push(pending);
             }
+        }
+        let mut appended = self.append(&rows).await;
+        for _ in 0..DUPLICATE_ROUNDS {
+            if !matches!(appended, Err(AuditError::Duplicate)) {
+                break;
+            }
+            // Some pair is in the trail already (another instance, or an
+            // earlier group): those rows are answered so, the rest go again.
+            match self.already_in_trail(&rows).await {
+                Ok(taken) => {
+                    let mut kept = Vec::with_capacity(rows.len());
+                    for (pending, taken) in rows.into_iter().zip(taken) {
+                        if taken {
+                            let _ = pending.done.send(Err(AuditError::Duplicate));
+                        } else {
+                            kept.push(pending);
+                        }
+                    }
+                    rows = kept;
+                    appended = self.append(&rows).await;
+                }
+                Err(error) => appended = Err(error),
+            }
+        }
+        match &appended {
+            Ok(Some(head)) => {
+                let first = head.seq - rows.len() as i64 + 1;
+                for (seq, pending) in (first..).zip(rows) {
+                    let _ = pending.done.send(Ok(seq));
+                }
+                self.unvouched = Some(*head);
+            }
+            Ok(None) => {}
             Err(error) => {
-                tracing::warn!(%error, rows = waiters.len(), "audit group commit failed");
-                for waiter in waiters {
-                    let _ = waiter.send(Err(error.for_each_waiter()));
+                tracing::warn!(%error, rows = rows.len(), "audit group commit failed");
+                for pending in rows {
+                    let _ = pending.done.send(Err(error.for_each_waiter()));
                 }
             }
         }
+        for pending in repeats {
+            let answer = match &appended {
+                Ok(_) => AuditError::Duplicate,
+                Err(error) => error.for_each_waiter(),
+            };
+            let _ = pending.done.send(Err(answer));
+        }
+    }
+
+    /// Appends `rows` in one transaction, within the write timeout; `None`
+    /// when there is nothing to append.
+    async fn append(&self, rows: &[Pending]) -> Result<Option<Head>, AuditError> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let entries: Vec<AuditEntry> = rows.iter().map(|p| p.entry.clone()).collect();
+        match tokio::time::timeout(self.params.write_timeout, self.store.append(&entries)).await {
+            Ok(result) => result.map(Some),
+            Err(_) => Err(AuditError::Unavailable(
+                "the audit store did not answer in time".into(),
+            )),
+        }
+    }
+
+    /// For each row, whether the trail already holds its (agency,
+    /// request_id).
+    async fn already_in_trail(&self, rows: &[Pending]) -> Result<Vec<bool>, AuditError> {
+        let mut taken = Vec::with_capacity(rows.len());
+        for pending in rows {
+            let found = match pending.entry.request_key() {
+                Some((agency, request_id)) => tokio::time::timeout(
+                    self.params.write_timeout,
+                    self.store.first_request(agency, request_id),
+                )
+                .await
+                .map_err(|_| {
+                    AuditError::Unavailable("the audit store did not answer in time".into())
+                })??
+                .is_some(),
+                None => false,
+            };
+            taken.push(found);
+        }
+        Ok(taken)
     }
 
     /// Signs the newest head this writer appended, once enough rows or

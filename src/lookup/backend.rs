@@ -24,13 +24,14 @@ pub trait CacheBackend: Send + Sync + 'static {
         value: Vec<u8>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
-    /// Sets `key` unless it is there: `true` if this call set it.
+    /// Sets `key` unless it is there: `None` if this call set it, else
+    /// the value that was there (left as it was).
     fn set_if_absent<'a>(
         &'a self,
         key: &'a str,
         value: Vec<u8>,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, BackendError>>;
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>>;
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
 }
 
@@ -120,19 +121,18 @@ impl CacheBackend for RedisBackend {
         key: &'a str,
         value: Vec<u8>,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
+        // With GET, nil when the key was absent (and is now set), else the
+        // value it holds (Redis 7.0 and later).
         let mut command = redis::cmd("SET");
         command
             .arg(key)
             .arg(value)
             .arg("NX")
+            .arg("GET")
             .arg("PX")
             .arg(millis(ttl));
-        Box::pin(async move {
-            // `OK` when set, nil when the key was there.
-            let set: Option<String> = self.run("SET NX", command).await?;
-            Ok(set.is_some())
-        })
+        Box::pin(self.run("SET NX GET", command))
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
@@ -197,14 +197,17 @@ impl CacheBackend for MemoryBackend {
         key: &'a str,
         value: Vec<u8>,
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, BackendError>> {
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let live = entries.get(key).is_some_and(|(expires, _)| *expires > now);
-        if !live {
+        let held = entries
+            .get(key)
+            .filter(|(expires, _)| *expires > now)
+            .map(|(_, value)| value.clone());
+        if held.is_none() {
             self.insert(&mut entries, key, value, now + ttl);
         }
-        Box::pin(std::future::ready(Ok(!live)))
+        Box::pin(std::future::ready(Ok(held)))
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {

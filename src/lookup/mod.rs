@@ -364,33 +364,65 @@ impl Inner {
     }
 }
 
-/// Which `request_id`s an agency has used, so that a first request need
-/// not ask the audit trail whether it is a retry.
+/// What the index knows of an agency's `request_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Unmarked, and now marked by this call: the request is new, and the
+    /// trail need not be read.
+    New,
+    /// Marked for the same request: a retry (or a copy racing the first),
+    /// whose first answer the trail holds if it was given.
+    Same,
+    /// Marked for another request: a conflict, known without the trail.
+    Other,
+    /// The index cannot tell (no index, breaker open, an old mark): ask
+    /// the trail.
+    Unknown,
+}
+
+/// Which `request_id`s an agency has used, and for what request, so that
+/// a first request need not ask the audit trail whether it is a retry.
+/// The trail stays the record: it refuses a second request under one id
+/// whatever the index says.
 pub trait RequestIndex: Send + Sync + 'static {
-    /// Marks an agency's `request_id` as used, in one call: `false` when
-    /// it was unmarked, so the request is new and the trail need not be
-    /// read; `true` when it may have been used before (marked, or the
-    /// index cannot tell), so the trail is asked. A mark set for a check
-    /// that then failed only sends its retry to the trail.
-    fn claim<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, bool>;
+    /// Marks an agency's `request_id` as used for the request whose keyed
+    /// digest is `digest`, in one call, and says what was there. A mark
+    /// set for a check that then failed only sends its retry to the trail.
+    fn claim<'a>(
+        &'a self,
+        agency: &'a str,
+        request_id: &'a str,
+        digest: &'a str,
+    ) -> BoxFuture<'a, Claim>;
     /// Takes back the mark of a request refused before it was checked (a
     /// quota), so that refused traffic leaves no marks behind.
     fn release<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, ()>;
 }
 
 impl RequestIndex for CachedMirror {
-    fn claim<'a>(&'a self, agency: &'a str, request_id: &'a str) -> BoxFuture<'a, bool> {
+    fn claim<'a>(
+        &'a self,
+        agency: &'a str,
+        request_id: &'a str,
+        digest: &'a str,
+    ) -> BoxFuture<'a, Claim> {
         Box::pin(async move {
             let inner = &self.inner;
             if !inner.index_usable() {
-                return true;
+                return Claim::Unknown;
             }
             let key = inner.sealer.request_key(agency, request_id);
             let ttl = inner.params.request_ttl;
-            let set = inner.backend.set_if_absent(&key, b"1".to_vec(), ttl).await;
-            inner
-                .settle("request index call", set)
-                .is_none_or(|set| !set)
+            let mark = digest.as_bytes().to_vec();
+            let held = inner.backend.set_if_absent(&key, mark, ttl).await;
+            match inner.settle("request index call", held) {
+                None => Claim::Unknown,
+                Some(None) => Claim::New,
+                Some(Some(held)) if held == digest.as_bytes() => Claim::Same,
+                // Marks of an earlier version held `1`, not a digest.
+                Some(Some(held)) if held == b"1" => Claim::Unknown,
+                Some(Some(_)) => Claim::Other,
+            }
         })
     }
 

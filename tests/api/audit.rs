@@ -727,9 +727,13 @@ async fn postgres_gathers_concurrent_retry_reads_and_each_gets_its_first_answer(
     let store = audit_store(&url);
     store.migrate().await.unwrap();
     let ring = vnid::attest::Keyring::from_pem(&vnid::attest::generate_key_pem().unwrap()).unwrap();
-    // req-0 … req-19, then req-0 … req-3 again: the first is the answer.
+    // req-0 … req-19; req-0 … req-3 again are refused by the trail: one
+    // check per (agency, request_id), and nothing of the group is written.
     store.append(&entries(&ring, 20, 0)).await.unwrap();
-    store.append(&entries(&ring, 4, 0)).await.unwrap();
+    assert!(matches!(
+        store.append(&entries(&ring, 4, 0)).await,
+        Err(vnid::audit::AuditError::Duplicate)
+    ));
 
     let asks: Vec<(&str, String)> = (0..400)
         .map(|i| match i % 5 {

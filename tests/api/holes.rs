@@ -178,3 +178,92 @@ async fn an_agency_that_loses_its_right_loses_its_open_stream() {
     assert_eq!(end.code(), Code::PermissionDenied);
     assert_eq!(reason(&end), "BATCH_NOT_ALLOWED");
 }
+
+#[tokio::test]
+async fn one_request_id_gets_one_check_however_close_two_copies_come() {
+    // Two instances on one trail, no Redis: the trail alone decides.
+    let url = crate::pg::PgServer::shared().fresh_database().await;
+    let a = spawn_app_with(test_settings(&url)).await;
+    let mut shared = test_settings(&url);
+    shared.data_dir = a.data_dir.clone();
+    let b = spawn_bare(shared).await;
+    let mut pairs = Vec::new();
+    for n in 0..70 {
+        let mut mine = request(DAM.id, DAM.name);
+        mine.request_id = format!("race-{n}");
+        let mut other = request(THUY.id, THUY.name);
+        other.request_id = mine.request_id.clone();
+        // Two instances, and (the last 20) one instance's one group.
+        let there = if n < 50 { &b } else { &a };
+        pairs.push(tokio::join!(a.verify(mine), there.verify(other)));
+    }
+    for (n, (first, second)) in pairs.into_iter().enumerate() {
+        let answered = usize::from(first.is_ok()) + usize::from(second.is_ok());
+        assert_eq!(answered, 1, "pair {n}: {first:?} {second:?}");
+        let refused = first.err().or(second.err()).unwrap();
+        assert_eq!(refused.code(), Code::AlreadyExists, "pair {n}");
+        assert_eq!(reason(&refused), "REQUEST_ID_REUSED");
+    }
+    // Copies of one request racing: both get the first answer, one row.
+    for n in 0..20 {
+        let mut same = request(DAM.id, DAM.name);
+        same.request_id = format!("copy-{n}");
+        let (x, y) = tokio::join!(a.verify(same.clone()), b.verify(same));
+        assert_eq!(x.unwrap(), y.unwrap(), "copy {n}");
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(&sqlx::PgPool::connect(&url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rows, 90);
+}
+
+#[tokio::test]
+async fn a_request_id_holds_after_redis_loses_its_marks() {
+    let redis = crate::redis_server::RedisServer::start();
+    let url = crate::pg::PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.redis_url = Some(vnid::config::Secret::new(redis.url()));
+    let app = spawn_app_with(settings).await;
+    let mine = request(DAM.id, DAM.name);
+    let first = app.verify(mine.clone()).await.unwrap();
+    // A different request under the same id is known at once from the
+    // mark, which holds the request's keyed digest.
+    let mut other = request(THUY.id, THUY.name);
+    other.request_id = mine.request_id.clone();
+    let refused = app.verify(other.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::AlreadyExists);
+
+    let mut conn = redis.client().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    // Redis forgot; the trail did not.
+    let refused = app.verify(other).await.unwrap_err();
+    assert_eq!(refused.code(), Code::AlreadyExists);
+    assert_eq!(reason(&refused), "REQUEST_ID_REUSED");
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert_eq!(
+        app.verify(mine).await.unwrap(),
+        first,
+        "a retry: the first answer"
+    );
+}
+
+#[tokio::test]
+async fn a_replay_answers_what_the_attestation_signed_not_what_a_column_says() {
+    let url = crate::pg::PgServer::shared().fresh_database().await;
+    let app = spawn_app_with(test_settings(&url)).await;
+    let wrong = request(DAM.id, "Nguyễn Văn Sai");
+    let first = app.verify(wrong.clone()).await.unwrap();
+    assert_eq!(first.verdict(), pb::Verdict::NotVerified);
+    // The database's owner rewrites the row's verdict column.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    for sql in [
+        "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only",
+        "UPDATE audit_log SET verdict = 'VERDICT_VERIFIED', reason = ''",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let again = app.verify(wrong).await.unwrap();
+    assert_eq!(again.verdict(), pb::Verdict::NotVerified);
+    assert_eq!(again.attestation, first.attestation);
+}

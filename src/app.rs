@@ -176,6 +176,12 @@ impl Application {
             Duration::from_millis(settings.cache.breaker_cooldown_ms),
         )
         .map_err(|e| StartupError::Refused(format!("redis_url: {e}")))?;
+        let quotas = match settings.audit.sink {
+            AuditSinkKind::Store => {
+                quotas.with_trail(audit_store.clone(), settings.quota.instances)
+            }
+            AuditSinkKind::None => quotas,
+        };
         let verifier = Arc::new(Verifier::new(
             store,
             attester.clone(),

@@ -42,6 +42,8 @@ pub struct Settings {
     #[serde(default)]
     pub defences: DefenceSettings,
     #[serde(default)]
+    pub quota: QuotaSettings,
+    #[serde(default)]
     pub batch: BatchSettings,
     #[serde(default)]
     pub server: ServerSettings,
@@ -158,6 +160,22 @@ impl DefenceSettings {
             min_checks: self.not_verified_min_checks,
             throttle_per_second: self.throttle_per_second,
         }
+    }
+}
+
+/// Agencies' rates and daily quotas across instances.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaSettings {
+    /// How many instances serve the same agencies. While Redis cannot be
+    /// reached, each grants `1 / instances` of an agency's rate and of what
+    /// the audit trail says is left of its day.
+    pub instances: u32,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        Self { instances: 1 }
     }
 }
 

@@ -6,16 +6,22 @@
 //! A rate is a GCRA (generic cell rate algorithm: a token bucket kept as
 //! one timestamp): `rate_per_second` sustained, up to `burst` at once. A
 //! daily quota counts checks per UTC day. With Redis, the state is shared
-//! by every instance (one Lua script decides and counts atomically); when
-//! Redis cannot be reached, each instance enforces the same limits on its
-//! own, so that they still hold per instance.
+//! by every instance (one Lua script decides and counts atomically), and a
+//! day's count that Redis does not have (a new day, or a Redis restarted or
+//! flushed) is rebuilt from the audit trail, which holds every check
+//! answered. When Redis cannot be reached, each instance grants its share
+//! (`1 / instances`) of the rate and of what the trail says is left of the
+//! day, so that a Redis outage never hands out a fresh quota.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use redis::aio::ConnectionManager;
 
+use crate::audit::{AuditError, AuditStore};
 use crate::lookup::{BackendError, Breaker, managed_connection, timed};
 
 /// An agency's limits; `None` is unlimited.
@@ -85,6 +91,17 @@ fn rate_refused(wait_us: i64) -> Exhausted {
     }
 }
 
+/// Why a check could not be admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaError {
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
+    /// The day's count had to be rebuilt from the trail, which cannot be
+    /// read: no check is granted on a guess.
+    #[error(transparent)]
+    Trail(#[from] AuditError),
+}
+
 /// One agency's state in this process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counter {
@@ -92,19 +109,45 @@ pub struct Counter {
     tat_us: i64,
     day: i64,
     used: u64,
+    /// This instance's allowance for a day, rebuilt from the trail and
+    /// shared with the other instances: (day, checks).
+    allowance: Option<(i64, u64)>,
 }
 
 impl Counter {
     /// Decides one check at `now_us`, and counts it if admitted.
     pub fn admit(&mut self, limits: &Limits, now_us: i64) -> Result<(), Exhausted> {
-        let interval = limits.interval_us();
+        self.admit_share(limits, now_us, 1)
+    }
+
+    /// Whether this counter knows its allowance for `day`.
+    fn allowed_on(&self, day: i64) -> bool {
+        self.allowance.is_some_and(|(d, _)| d == day)
+    }
+
+    /// From now on `day` allows `checks` more here.
+    fn allow(&mut self, day: i64, checks: u64) {
+        self.allowance = Some((day, checks));
+        self.day = day;
+        self.used = 0;
+    }
+
+    /// [`Counter::admit`] for one of `share` instances: the rate is split
+    /// among them, and so is the day, where an allowance was given.
+    fn admit_share(&mut self, limits: &Limits, now_us: i64, share: u32) -> Result<(), Exhausted> {
+        let interval = limits.interval_us() * i64::from(share.max(1));
+        let tolerance = interval * i64::from(limits.burst.max(1) - 1);
         let tat = self.tat_us.max(now_us);
-        if interval > 0 && now_us < tat - limits.tolerance_us() {
-            return Err(rate_refused(tat - limits.tolerance_us() - now_us));
+        if interval > 0 && now_us < tat - tolerance {
+            return Err(rate_refused(tat - tolerance - now_us));
         }
         let day = now_us.div_euclid(US_PER_DAY);
         let used = if day == self.day { self.used } else { 0 };
-        if limits.daily.is_some_and(|quota| used >= quota) {
+        let quota = match self.allowance {
+            Some((allowed_day, checks)) if allowed_day == day => limits.daily.map(|_| checks),
+            _ => limits.daily,
+        };
+        if quota.is_some_and(|quota| used >= quota) {
             return Err(Exhausted::Daily {
                 retry_after: until_tomorrow(now_us),
             });
@@ -119,18 +162,21 @@ impl Counter {
 }
 
 /// The same decision as [`Counter::admit`], on Redis, for every instance.
-/// Returns `{0, 0}` (admitted), `{1, wait_us}` (rate) or `{2, 0}` (daily).
+/// Returns `{0, 0}` (admitted), `{1, wait_us}` (rate), `{2, 0}` (daily) or
+/// `{3, 0}` (the day's count is missing: rebuild it from the trail first).
 const SCRIPT: &str = r"
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local tolerance = tonumber(ARGV[3])
 local quota = tonumber(ARGV[4])
+local used = redis.call('GET', KEYS[2])
+if quota > 0 and not used then return {3, 0} end
 local tat = now
 if interval > 0 then
   tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
   if now < tat - tolerance then return {1, tat - tolerance - now} end
 end
-if quota > 0 and tonumber(redis.call('GET', KEYS[2]) or 0) >= quota then return {2, 0} end
+if quota > 0 and tonumber(used) >= quota then return {2, 0} end
 if interval > 0 then
   redis.call('SET', KEYS[1], tat + interval, 'PX', math.floor((tat + interval - now) / 1000) + 1000)
 end
@@ -163,6 +209,11 @@ pub struct Quotas {
     /// A slow or absent Redis costs each check at most one timeout, until
     /// the breaker opens; then checks are counted per instance at once.
     breaker: Breaker,
+    /// Where a day's count is rebuilt from (`None`: no trail is kept, and
+    /// a day Redis does not know starts at zero).
+    trail: Option<Arc<dyn AuditStore>>,
+    /// How many instances share the agencies' limits when Redis is gone.
+    instances: u32,
 }
 
 impl Quotas {
@@ -184,41 +235,102 @@ impl Quotas {
             failures: Mutex::default(),
             shared,
             breaker: Breaker::new(failures, cooldown),
+            trail: None,
+            instances: 1,
         })
     }
 
+    /// Rebuilds a day's count from `trail` when Redis does not have it,
+    /// and without Redis grants each of `instances` its share.
+    pub fn with_trail(mut self, trail: Arc<dyn AuditStore>, instances: u32) -> Self {
+        self.trail = Some(trail);
+        self.instances = instances.max(1);
+        self
+    }
+
     /// Admits (and counts) one check of `agency`, or says why not.
-    pub async fn admit(&self, agency: &str, limits: &Limits, now_us: i64) -> Result<(), Exhausted> {
+    pub async fn admit(
+        &self,
+        agency: &str,
+        limits: &Limits,
+        now_us: i64,
+    ) -> Result<(), QuotaError> {
         if limits.unlimited() {
             return Ok(());
         }
         let day = now_us.div_euclid(US_PER_DAY);
+        let day_key = format!("vnid:q:v1:{agency}:day:{day}");
         let mut script = redis::cmd("EVAL");
         script
             .arg(SCRIPT)
             .arg(2)
             .arg(format!("vnid:q:v1:{agency}:rate"))
-            .arg(format!("vnid:q:v1:{agency}:day:{day}"))
+            .arg(&day_key)
             .arg(now_us)
             .arg(limits.interval_us())
             .arg(limits.tolerance_us())
             .arg(limits.daily.map_or(0, |q| q.min(i64::MAX as u64)));
         let mut pipe = redis::pipe();
         pipe.add_command(script);
-        if let Some(((code, wait_us),)) = self.on_redis::<((i64, i64),)>("quota", &pipe).await {
-            return match code {
-                0 => Ok(()),
-                1 => Err(rate_refused(wait_us)),
-                _ => Err(Exhausted::Daily {
-                    retry_after: until_tomorrow(now_us),
-                }),
+        for _ in 0..2 {
+            let Some(((code, wait_us),)) = self.on_redis::<((i64, i64),)>("quota", &pipe).await
+            else {
+                break;
             };
+            match code {
+                0 => return Ok(()),
+                1 => return Err(rate_refused(wait_us).into()),
+                2 => {
+                    return Err(Exhausted::Daily {
+                        retry_after: until_tomorrow(now_us),
+                    }
+                    .into());
+                }
+                _ => {
+                    // Redis does not know the day: what the trail holds.
+                    let used = self.used_today(agency, day).await?;
+                    let mut seed = redis::pipe();
+                    seed.cmd("SET")
+                        .arg(&day_key)
+                        .arg(used)
+                        .arg("NX")
+                        .arg("EX")
+                        .arg(2 * US_PER_DAY / 1_000_000)
+                        .ignore();
+                    if self.on_redis::<()>("quota", &seed).await.is_none() {
+                        break;
+                    }
+                }
+            }
         }
+        let share = self.instances;
+        let needs_allowance = limits.daily.is_some() && {
+            let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+            local.get(agency).is_none_or(|c| !c.allowed_on(day))
+        };
+        let allowance = match (needs_allowance, limits.daily) {
+            (true, Some(quota)) => {
+                Some(quota.saturating_sub(self.used_today(agency, day).await?) / u64::from(share))
+            }
+            _ => None,
+        };
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        local
-            .entry(agency.to_owned())
-            .or_default()
-            .admit(limits, now_us)
+        let counter = local.entry(agency.to_owned()).or_default();
+        if let Some(checks) = allowance
+            && !counter.allowed_on(day)
+        {
+            counter.allow(day, checks);
+        }
+        Ok(counter.admit_share(limits, now_us, share)?)
+    }
+
+    /// The checks `agency` was answered on UTC day `day`, by every
+    /// instance, as the trail holds them (0 without a trail).
+    async fn used_today(&self, agency: &str, day: i64) -> Result<u64, AuditError> {
+        match &self.trail {
+            Some(trail) => trail.checks_since(agency, day * US_PER_DAY).await,
+            None => Ok(0),
+        }
     }
 
     /// `Some(retry_after)` when `agency` has had more than `limit` failed
@@ -373,6 +485,25 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(c.admit(&l, T0 + 10_000_000), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_share_of_the_rate_and_of_what_is_left_of_the_day() {
+        let l = limits(10, 1, Some(100));
+        let mut c = Counter::default();
+        // A third of the day's 40 left, a third of the rate.
+        c.allow(T0.div_euclid(US_PER_DAY), 40 / 3);
+        let mut admitted = 0;
+        for step in 0..1_000 {
+            if c.admit_share(&l, T0 + step * 100_000, 3).is_ok() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 13, "the allowance, not the quota");
+        let mut c = Counter::default();
+        assert!(c.admit_share(&l, T0, 3).is_ok());
+        assert!(c.admit_share(&l, T0 + 200_000, 3).is_err(), "every 300 ms");
+        assert!(c.admit_share(&l, T0 + 300_000, 3).is_ok());
     }
 
     #[test]

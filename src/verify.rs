@@ -16,7 +16,7 @@ use crate::domain::{
 use crate::lookup::{Claim, RequestIndex};
 use crate::mirror::{MirrorStore, StoreError};
 use crate::policy::{Agency, CheckCall, Denial};
-use crate::quota::{Exhausted, Quotas};
+use crate::quota::{Exhausted, QuotaError, Quotas};
 
 /// One check, parsed and valid.
 #[derive(Debug, Clone)]
@@ -168,7 +168,7 @@ impl Verifier {
             if marked && let Some(replays) = &self.replays {
                 replays.release(&agency.id, request_id).await;
             }
-            return Err(refused.into());
+            return Err(refused);
         }
         let lookup = match call {
             CheckCall::BatchItem => self.mirror.lookup_once(&command.id_number).await?,
@@ -305,10 +305,14 @@ impl Verifier {
     }
 
     /// The agency's quotas and throttle, and the number's suspension.
-    async fn admit(&self, agency: &Agency, subject_index: &str) -> Result<(), Exhausted> {
+    async fn admit(&self, agency: &Agency, subject_index: &str) -> Result<(), VerifyError> {
         self.quotas
             .admit(&agency.id, &agency.limits, self.clock.now_micros())
-            .await?;
+            .await
+            .map_err(|e| match e {
+                QuotaError::Exhausted(why) => VerifyError::Exhausted(why),
+                QuotaError::Trail(error) => VerifyError::Audit(error),
+            })?;
         self.defences
             .shares
             .admit(&agency.id, self.clock.now_micros())
@@ -320,7 +324,7 @@ impl Verifier {
                 .suspended(&agency.id, subject_index, limit, self.clock.now_micros())
                 .await
         {
-            return Err(Exhausted::Suspended { retry_after });
+            return Err(Exhausted::Suspended { retry_after }.into());
         }
         Ok(())
     }

@@ -113,6 +113,13 @@ pub trait AuditStore: Send + Sync + 'static {
         request_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<AuditRecord>, AuditError>>;
 
+    /// How many checks `agency` was answered at or after `since_us`.
+    fn checks_since<'a>(
+        &'a self,
+        agency: &'a str,
+        since_us: i64,
+    ) -> BoxFuture<'a, Result<u64, AuditError>>;
+
     /// Walks the whole trail, as of one snapshot, against the checkpoints
     /// and attestations `jwks` verifies.
     fn verify<'a>(&'a self, jwks: &'a Jwks) -> BoxFuture<'a, Result<Verification, AuditError>>;
@@ -860,6 +867,26 @@ where
                 }
                 None => Self::first_request_alone(&self.pool, agency, request_id).await,
             }
+        })
+    }
+
+    fn checks_since<'a>(
+        &'a self,
+        agency: &'a str,
+        since_us: i64,
+    ) -> BoxFuture<'a, Result<u64, AuditError>> {
+        Box::pin(async move {
+            let count: i64 = sqlx::query(
+                "SELECT count(*) FROM audit_log WHERE agency = $1 AND at_us >= $2 \
+                 AND kind <> 'access_history'",
+            )
+            .bind(agency)
+            .bind(since_us)
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(audit_error::<DB>)?;
+            Ok(u64::try_from(count).unwrap_or(0))
         })
     }
 

@@ -260,3 +260,52 @@ async fn an_enumerating_agency_is_alerted_on_and_throttled_and_a_busy_desk_is_no
             .any(|l| l.contains("not_verified_share") && l.contains("busy-desk"))
     );
 }
+
+#[tokio::test]
+async fn a_day_used_up_stays_used_up_when_redis_is_flushed_or_gone() {
+    let mut redis = RedisServer::start();
+    let url = PgServer::shared().fresh_database().await;
+    let settings = || {
+        let mut s = test_settings(&url);
+        s.redis_url = Some(Secret::new(redis.url()));
+        s.quota.instances = 2;
+        s.plaintext_agency = "hospital".into();
+        s.plaintext_operator = String::new();
+        s.agencies = vec![AgencyConfig {
+            purposes: vec![Purpose::Healthcare],
+            daily_quota: Some(6),
+            ..AgencyConfig::demo("hospital")
+        }];
+        s
+    };
+    let a = spawn_app_with(settings()).await;
+    let mut shared = settings();
+    shared.data_dir = a.data_dir.clone();
+    let b = spawn_bare(shared).await;
+    let at = |t: i64| {
+        a.clock.set(t);
+        b.clock.set(t);
+    };
+    at(NOW);
+    assert_eq!(checks(&a, 4).await.0, 4);
+    // Redis restarted empty: the day's count comes back from the trail.
+    let mut conn = redis.client().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let (admitted, refused) = checks(&b, 4).await;
+    assert_eq!(admitted, 2, "six a day, whatever Redis forgot");
+    assert_eq!(
+        reason_and_retry(&refused.unwrap()).0,
+        "DAILY_QUOTA_EXCEEDED"
+    );
+
+    // Redis gone: no instance hands out a fresh day either.
+    redis.kill();
+    assert_eq!(checks(&a, 3).await.0, 0);
+    assert_eq!(checks(&b, 3).await.0, 0);
+    // The next day each of the two instances grants at most its half of
+    // what the trail says is left when it first needs to know: never more
+    // than the day's quota in all.
+    at(NOW + 86_400);
+    assert_eq!(checks(&a, 5).await.0, 3, "half of six");
+    assert_eq!(checks(&b, 5).await.0, 1, "half of the three left");
+}

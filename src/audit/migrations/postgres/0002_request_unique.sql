@@ -7,3 +7,8 @@
 DROP INDEX audit_log_request;
 CREATE UNIQUE INDEX audit_log_request ON audit_log (agency, request_id)
     WHERE kind <> 'access_history';
+
+-- An agency's checks since a time: the day's count a quota rebuilds when
+-- Redis has lost it.
+CREATE INDEX audit_log_agency_time ON audit_log (agency, at_us)
+    WHERE kind <> 'access_history';

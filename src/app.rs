@@ -447,10 +447,11 @@ pub async fn open_audit_store(settings: &Settings) -> Result<Arc<dyn AuditStore>
         .as_ref()
         .or(settings.database_url.as_ref());
     let store: Arc<dyn AuditStore> = match url {
-        Some(url) => Arc::new(SqlAudit::<Postgres>::connect_lazy(
+        Some(url) => Arc::new(SqlAudit::<Postgres>::connect_with(
             url.expose(),
-            settings.audit.max_connections.max(1),
-            Duration::from_millis(settings.database.acquire_timeout_ms),
+            &settings
+                .database
+                .pool(settings.audit.max_connections.max(1)),
         )?),
         None => {
             let dir = &settings.data_dir;
@@ -512,11 +513,7 @@ pub async fn open_mirror(
         }
         return Ok(Arc::new(mirror));
     };
-    let mirror = PgMirror::connect_lazy(
-        url.expose(),
-        db.max_connections,
-        Duration::from_millis(db.acquire_timeout_ms),
-    )?;
+    let mirror = PgMirror::connect_with(url.expose(), &db.pool(db.max_connections))?;
     if db.migrate {
         mirror.migrate().await?;
     }

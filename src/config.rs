@@ -240,6 +240,13 @@ pub struct DatabaseSettings {
     pub acquire_timeout_ms: u64,
     /// Run the migrations at start-up.
     pub migrate: bool,
+    /// Postgres' `statement_timeout` for every connection (mirror and
+    /// trail): no query of a check runs longer. Imports and prunes lift it
+    /// inside their own transaction.
+    pub statement_timeout_ms: u64,
+    /// Postgres' `idle_in_transaction_session_timeout`: a transaction left
+    /// idle this long is ended and its locks let go.
+    pub idle_in_transaction_timeout_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -248,6 +255,22 @@ impl Default for DatabaseSettings {
             max_connections: 16,
             acquire_timeout_ms: 2_000,
             migrate: true,
+            statement_timeout_ms: 30_000,
+            idle_in_transaction_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// A pool of `max_connections` with these bounds.
+    pub fn pool(&self, max_connections: u32) -> crate::mirror::postgres::PoolSettings {
+        crate::mirror::postgres::PoolSettings {
+            max_connections,
+            acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
+            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms.max(1)),
+            idle_in_transaction_timeout: std::time::Duration::from_millis(
+                self.idle_in_transaction_timeout_ms.max(1),
+            ),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::attest::Jwks;
 use crate::gather::{self, Gatherer, ReadMany};
 use crate::mirror::BoxFuture;
 use crate::mirror::migrate::{Embedded, Migrations};
-use crate::mirror::postgres::lazy_pool;
+use crate::mirror::postgres::{PoolSettings, UNBOUNDED_STATEMENTS, lazy_pool};
 
 /// Where the audit's own migrations are recorded: apart from the mirror's,
 /// since the trail may share the mirror's database or have its own.
@@ -90,11 +90,14 @@ pub trait AuditStore: Send + Sync + 'static {
     /// after them. The first entry's `seq` is `head.seq - len + 1`.
     fn append<'a>(&'a self, entries: &'a [AuditEntry]) -> BoxFuture<'a, Result<Head, AuditError>>;
 
+    /// Stores a signed checkpoint; the database gives up on it after
+    /// `within` (a lock held elsewhere never holds a connection longer).
     fn add_checkpoint<'a>(
         &'a self,
         seq: i64,
         at_us: i64,
         token: &'a str,
+        within: Duration,
     ) -> BoxFuture<'a, Result<(), AuditError>>;
 
     /// The rows filed under `subject_index`, newest first, older than
@@ -141,6 +144,10 @@ pub trait Dialect: Database + Sized {
     const LOCK_HEAD: &'static str;
     /// The first statement of a transaction that must read one snapshot.
     const SNAPSHOT: Option<&'static str>;
+    /// Lifts the session's statement bound in a long transaction (prune).
+    const UNBOUNDED: Option<&'static str>;
+    /// Bounds the statements of a transaction to `$1` milliseconds.
+    const BOUNDED: Option<&'static str>;
     fn is_unavailable(error: &sqlx::Error) -> bool;
     fn append<'a>(
         store: &'a SqlAudit<Self>,
@@ -158,6 +165,8 @@ impl Dialect for Postgres {
     const LOCK_HEAD: &'static str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
     const SNAPSHOT: Option<&'static str> =
         Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    const UNBOUNDED: Option<&'static str> = Some(UNBOUNDED_STATEMENTS);
+    const BOUNDED: Option<&'static str> = Some("SELECT set_config('statement_timeout', $1, true)");
 
     fn is_unavailable(error: &sqlx::Error) -> bool {
         crate::mirror::postgres::is_unavailable(error)
@@ -186,6 +195,9 @@ impl Dialect for Sqlite {
         "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
     // A read transaction in WAL mode sees one snapshot from its first read.
     const SNAPSHOT: Option<&'static str> = None;
+    const UNBOUNDED: Option<&'static str> = None;
+    // A write waits at most the pool's busy timeout for SQLite's lock.
+    const BOUNDED: Option<&'static str> = None;
 
     fn append<'a>(
         store: &'a SqlAudit<Self>,
@@ -236,9 +248,23 @@ impl SqlAudit<Postgres> {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Self, AuditError> {
-        let pool =
-            |max| lazy_pool(url, max, acquire_timeout).map_err(|e| AuditError::Query(Box::new(e)));
-        let reads = pool(max_connections)?;
+        Self::connect_with(url, &PoolSettings::new(max_connections, acquire_timeout))
+    }
+
+    /// [`SqlAudit::connect_lazy`] with every pool setting (appends get
+    /// their own two connections).
+    pub fn connect_with(url: &str, settings: &PoolSettings) -> Result<Self, AuditError> {
+        let pool = |max_connections| {
+            lazy_pool(
+                url,
+                &PoolSettings {
+                    max_connections,
+                    ..*settings
+                },
+            )
+            .map_err(|e| AuditError::Query(Box::new(e)))
+        };
+        let reads = pool(settings.max_connections)?;
         Ok(Self {
             first_requests: Some(Arc::new(Gatherer::new(
                 FirstRequests {
@@ -700,6 +726,12 @@ where
         sign_cut: SignCut<'_>,
     ) -> Result<PruneOutcome, AuditError> {
         let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
+        if let Some(unbounded) = DB::UNBOUNDED {
+            sqlx::query(unbounded)
+                .execute(&mut *tx)
+                .await
+                .map_err(audit_error::<DB>)?;
+        }
         let head = Self::head_of(
             &sqlx::query(DB::LOCK_HEAD)
                 .fetch_one(&mut *tx)
@@ -813,8 +845,18 @@ where
         seq: i64,
         at_us: i64,
         token: &'a str,
+        within: Duration,
     ) -> BoxFuture<'a, Result<(), AuditError>> {
         Box::pin(async move {
+            let mut tx = self.writes.begin().await.map_err(audit_error::<DB>)?;
+            if let Some(bounded) = DB::BOUNDED {
+                let millis = within.as_millis().max(1).to_string();
+                sqlx::query(bounded)
+                    .bind(millis.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(audit_error::<DB>)?;
+            }
             sqlx::query(
                 "INSERT INTO audit_checkpoint (seq, at_us, cut, token) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (seq) DO NOTHING",
@@ -823,10 +865,10 @@ where
             .bind(at_us)
             .bind(false)
             .bind(token)
-            .execute(&self.writes)
+            .execute(&mut *tx)
             .await
-            .map(|_| ())
-            .map_err(audit_error::<DB>)
+            .map_err(audit_error::<DB>)?;
+            tx.commit().await.map_err(audit_error::<DB>)
         })
     }
 

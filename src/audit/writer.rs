@@ -284,11 +284,21 @@ impl Writer {
             return;
         }
         let result = match self.checkpointer.sign(&head, false) {
-            Ok(token) => {
-                self.store
-                    .add_checkpoint(head.seq, self.clock.now_micros(), &token)
-                    .await
-            }
+            Ok(token) => tokio::time::timeout(
+                self.params.write_timeout,
+                self.store.add_checkpoint(
+                    head.seq,
+                    self.clock.now_micros(),
+                    &token,
+                    self.params.write_timeout,
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(AuditError::Unavailable(
+                    "the checkpoint was not written in time".into(),
+                ))
+            }),
             Err(e) => Err(e),
         };
         match result {

@@ -13,6 +13,7 @@ pub mod import;
 mod load;
 pub(crate) mod migrate;
 pub(crate) mod postgres;
+pub use postgres::PoolSettings;
 mod row;
 mod sqlite;
 

@@ -38,14 +38,24 @@ const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// are pinged: those a restarted or vanished database would have broken
 /// while nobody used them. One broken in use fails its call UNAVAILABLE,
 /// as it would have with the ping, and is closed.
-pub(crate) fn lazy_pool(
-    url: &str,
-    max_connections: u32,
-    acquire_timeout: Duration,
-) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(acquire_timeout)
+///
+/// Every session is bounded: a statement runs at most `statement_timeout`
+/// and a transaction idles at most `idle_in_transaction_timeout`, so a
+/// stuck query or a lost client never holds a connection or a lock
+/// forever. (Imports and prunes lift the statement bound inside their own
+/// transaction.)
+pub(crate) fn lazy_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
+    let millis = |d: Duration| d.as_millis().to_string();
+    let options = url.parse::<sqlx::postgres::PgConnectOptions>()?.options([
+        ("statement_timeout", millis(settings.statement_timeout)),
+        (
+            "idle_in_transaction_session_timeout",
+            millis(settings.idle_in_transaction_timeout),
+        ),
+    ]);
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
         .test_before_acquire(false)
         .before_acquire(|connection, meta| {
             Box::pin(async move {
@@ -55,8 +65,37 @@ pub(crate) fn lazy_pool(
                 Ok(true)
             })
         })
-        .connect_lazy(url)
+        .connect_lazy_with(options))
 }
+
+/// How a Postgres pool is sized and bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a query waits for a connection before it fails UNAVAILABLE.
+    pub acquire_timeout: Duration,
+    /// Postgres' `statement_timeout` for every session.
+    pub statement_timeout: Duration,
+    /// Postgres' `idle_in_transaction_session_timeout`.
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl PoolSettings {
+    /// `max_connections` and `acquire_timeout`, with the default session
+    /// bounds (30 s a statement, 60 s idle in a transaction).
+    pub fn new(max_connections: u32, acquire_timeout: Duration) -> Self {
+        Self {
+            max_connections,
+            acquire_timeout,
+            statement_timeout: Duration::from_secs(30),
+            idle_in_transaction_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Lifts the session's statement bound for the rest of a transaction that
+/// may rightly take long (a whole import, a prune).
+pub(crate) const UNBOUNDED_STATEMENTS: &str = "SET LOCAL statement_timeout = 0";
 
 /// Connections kept between the mirror's reads. sqlx pings every
 /// connection that goes back to its pool: a round trip per query that a
@@ -266,8 +305,13 @@ impl PgMirror {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let pool = lazy_pool(url, max_connections, acquire_timeout)
-            .map_err(|e| StoreError::Query(Box::new(e)))?;
+        Self::connect_with(url, &PoolSettings::new(max_connections, acquire_timeout))
+    }
+
+    /// [`PgMirror::connect_lazy`] with every pool setting.
+    pub fn connect_with(url: &str, settings: &PoolSettings) -> Result<Self, StoreError> {
+        let max_connections = settings.max_connections;
+        let pool = lazy_pool(url, settings).map_err(|e| StoreError::Query(Box::new(e)))?;
         Ok(Self {
             reads: Arc::new(Gatherer::new(
                 Lookups {
@@ -523,11 +567,17 @@ async fn load(
     items: mpsc::Receiver<LoadItem>,
 ) -> Result<LoadOutcome, LoadError> {
     let mut tx = pool.begin().await.map_err(store_error)?;
-    // The primary key of a province sorts in memory rather than on disk.
-    sqlx::raw_sql("SET LOCAL maintenance_work_mem = '512MB'")
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
+    // The primary key of a province sorts in memory rather than on disk;
+    // a whole country's load may take longer than any one query of a check.
+    for setting in [
+        "SET LOCAL maintenance_work_mem = '512MB'",
+        UNBOUNDED_STATEMENTS,
+    ] {
+        sqlx::raw_sql(setting)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+    }
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(IMPORT_LOCK)
         .execute(&mut *tx)

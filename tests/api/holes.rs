@@ -267,3 +267,50 @@ async fn a_replay_answers_what_the_attestation_signed_not_what_a_column_says() {
     assert_eq!(again.verdict(), pb::Verdict::NotVerified);
     assert_eq!(again.attestation, first.attestation);
 }
+
+#[tokio::test]
+async fn postgres_sessions_are_bounded() {
+    let url = crate::pg::PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.database.statement_timeout_ms = 1_500;
+    settings.database.idle_in_transaction_timeout_ms = 2_500;
+    let pool = settings.database.pool(1);
+    let mirror = vnid::mirror::PgMirror::connect_with(&url, &pool).unwrap();
+    for (setting, expected) in [
+        ("statement_timeout", "1500ms"),
+        ("idle_in_transaction_session_timeout", "2500ms"),
+    ] {
+        let shown: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {setting}")))
+            .fetch_one(mirror.pool())
+            .await
+            .unwrap();
+        assert_eq!(shown, expected, "{setting}");
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_checkpoint_write_does_not_stop_the_trail() {
+    let url = crate::pg::PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.audit.checkpoint_rows = 1;
+    settings.audit.write_timeout_ms = 300;
+    let app = spawn_app_with(settings).await;
+    app.verify(request(DAM.id, DAM.name)).await.unwrap();
+    // Someone holds the checkpoint table: every checkpoint write waits.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE audit_checkpoint IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            app.verify(request(DAM.id, DAM.name)),
+        )
+        .await
+        .expect("the writer is stuck behind a checkpoint");
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    holder.rollback().await.unwrap();
+}

@@ -454,12 +454,7 @@ pub async fn open_audit_store(settings: &Settings) -> Result<Arc<dyn AuditStore>
                 .pool(settings.audit.max_connections.max(1)),
         )?),
         None => {
-            let dir = &settings.data_dir;
-            std::fs::create_dir_all(dir).map_err(|source| StartupError::DataDir {
-                path: dir.clone(),
-                source,
-            })?;
-            Arc::new(SqlAudit::<Sqlite>::open(&dir.join("audit.sqlite3")).await?)
+            Arc::new(SqlAudit::<Sqlite>::open(&private_database(settings, "audit.sqlite3")?).await?)
         }
     };
     if settings.database.migrate || url.is_none() {
@@ -494,12 +489,7 @@ pub async fn open_mirror(
 ) -> Result<Arc<dyn MirrorAdmin>, StartupError> {
     let db = &settings.database;
     let Some(url) = &settings.database_url else {
-        let dir = &settings.data_dir;
-        std::fs::create_dir_all(dir).map_err(|source| StartupError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
-        let mirror = SqliteMirror::open(&dir.join("mirror.sqlite3")).await?;
+        let mirror = SqliteMirror::open(&private_database(settings, "mirror.sqlite3")?).await?;
         mirror.migrate().await?;
         if seed == Seed::Demo && mirror.count().await? == 0 {
             tracing::info!(
@@ -545,7 +535,7 @@ pub fn cache_in_front_of(
     let key_file = match &c.key_file {
         Some(path) => path.clone(),
         None => {
-            let path = settings.data_dir.join("cache.key");
+            let path = data_dir(settings)?.join("cache.key");
             create_secret_file_once(&path, || Ok(SubjectKey::generate_bytes()?.to_vec()))?;
             path
         }
@@ -587,7 +577,7 @@ pub fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
     let signing = match &a.signing_key_file {
         Some(path) => path.clone(),
         None => {
-            let path = settings.data_dir.join("dev-signing-key.pem");
+            let path = data_dir(settings)?.join("dev-signing-key.pem");
             create_secret_file_once(&path, || Ok(generate_key_pem()?.as_bytes().to_vec()))?;
             tracing::warn!(
                 "no attestation.signing_key_file configured: signing with a generated dev key"
@@ -598,7 +588,7 @@ pub fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
     let subject = match &a.subject_key_file {
         Some(path) => path.clone(),
         None => {
-            let path = settings.data_dir.join("subject.key");
+            let path = data_dir(settings)?.join("subject.key");
             create_secret_file_once(&path, || Ok(SubjectKey::generate_bytes()?.to_vec()))?;
             path
         }
@@ -611,36 +601,48 @@ pub fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
     })
 }
 
-/// Writes a new secret file, readable by its owner only, unless it exists.
-/// Returns whether it wrote one.
+/// The data directory, created if missing and made its owner's alone: it
+/// holds the population mirror, the audit trail and the keys.
+pub fn data_dir(settings: &Settings) -> Result<&Path, StartupError> {
+    let dir = &settings.data_dir;
+    crate::files::private_dir(dir).map_err(|source| StartupError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// A SQLite database under the data directory, its owner's alone (SQLite
+/// gives its journal files the database's mode).
+fn private_database(settings: &Settings, name: &str) -> Result<PathBuf, StartupError> {
+    let path = data_dir(settings)?.join(name);
+    crate::files::private_file(&path).map_err(|source| StartupError::DataDir {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// Writes a new secret file, readable by its owner only, unless it exists
+/// (never through a symlink; whole or not at all). A missing directory is
+/// made its owner's alone. Returns whether it wrote one.
 pub fn create_secret_file_once(
     path: &Path,
     contents: impl FnOnce() -> Result<Vec<u8>, KeyError>,
 ) -> Result<bool, StartupError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-
     let io_error = |source| StartupError::DataDir {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_error)?;
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(false);
     }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
-    match file {
-        Ok(mut file) => {
-            let bytes = zeroize::Zeroizing::new(contents()?);
-            file.write_all(&bytes)
-                .and_then(|()| file.sync_all())
-                .map_err(io_error)?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(io_error(e)),
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        crate::files::private_dir(dir).map_err(io_error)?;
     }
+    let bytes = zeroize::Zeroizing::new(contents()?);
+    crate::files::write_new(path, &bytes, 0o600).map_err(io_error)
 }

@@ -489,7 +489,7 @@ impl Settings {
                 })?;
                 toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::Parse {
                     path: path.display().to_string(),
-                    message: e.to_string(),
+                    message: describe(&e, &text),
                 })?
             }
             None => toml::Table::new(),
@@ -502,10 +502,54 @@ impl Settings {
         for (key, value) in overrides {
             apply_override(&mut table, &key, value)?;
         }
-        Settings::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
-            path: "configuration".into(),
-            message: e.to_string(),
-        })
+        let mut settings =
+            Settings::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: "configuration".into(),
+                message: redact_values(&e.to_string()),
+            })?;
+        settings.clamp();
+        Ok(settings)
+    }
+
+    /// Brings every duration into a range that means something (a TTL of
+    /// a thousand years overflows a clock later; a negative one signs
+    /// expired attestations), here at load rather than in a panic later.
+    fn clamp(&mut self) {
+        const MINUTE: u64 = 60;
+        const HOUR: u64 = 3_600;
+        const DAY: u64 = 86_400;
+        fn bound<T: Ord + Copy>(value: &mut T, low: T, high: T) {
+            *value = (*value).clamp(low, high);
+        }
+        let c = &mut self.cache;
+        bound(&mut c.ttl_seconds, 1, 30 * DAY);
+        bound(&mut c.negative_ttl_seconds, 1, DAY);
+        bound(&mut c.request_mark_seconds, 1, 366 * DAY);
+        bound(&mut c.timeout_ms, 1, MINUTE * 1_000);
+        bound(&mut c.generation_poll_ms, 10, MINUTE * 1_000);
+        bound(&mut c.breaker_cooldown_ms, 1, HOUR * 1_000);
+        bound(&mut c.metrics_log_seconds, 1, DAY);
+        bound(&mut c.ttl_jitter_percent, 0, 90);
+        bound(&mut self.attestation.ttl_seconds, 60, 366 * DAY as i64);
+        let s = &mut self.server;
+        bound(&mut s.request_timeout_ms, 1, HOUR * 1_000);
+        bound(&mut s.drain_timeout_ms, 0, HOUR * 1_000);
+        bound(&mut s.tls_handshake_timeout_ms, 1, 5 * MINUTE * 1_000);
+        bound(&mut s.first_bytes_timeout_ms, 1, 5 * MINUTE * 1_000);
+        bound(&mut s.tcp_keepalive_seconds, 0, 2 * HOUR);
+        bound(&mut s.max_connection_age_seconds, 0, 30 * DAY);
+        bound(&mut s.max_connection_age_grace_seconds, 0, DAY);
+        bound(&mut s.max_connections, 1, 1_000_000);
+        let b = &mut self.batch;
+        bound(&mut b.idle_timeout_ms, 1, DAY * 1_000);
+        bound(&mut b.item_timeout_ms, 1, DAY * 1_000);
+        let a = &mut self.audit;
+        bound(&mut a.write_timeout_ms, 1, 5 * MINUTE * 1_000);
+        bound(&mut a.checkpoint_interval_seconds, 1, DAY);
+        let d = &mut self.database;
+        bound(&mut d.acquire_timeout_ms, 1, HOUR * 1_000);
+        bound(&mut d.statement_timeout_ms, 1, DAY * 1_000);
+        bound(&mut d.idle_in_transaction_timeout_ms, 1, DAY * 1_000);
     }
 
     /// The agency registry; when none is configured, the built-in `demo`
@@ -521,6 +565,40 @@ impl Settings {
             self.agencies.clone()
         }
     }
+}
+
+/// A parse error as the operator may see it (and a log may keep): where it
+/// is and what is wrong, never the offending line, which may hold a
+/// password.
+fn describe(error: &toml::de::Error, text: &str) -> String {
+    let at = error
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| format!("line {}: ", before.matches('\n').count() + 1))
+        .unwrap_or_default();
+    format!("{at}{}", redact_values(error.message()))
+}
+
+/// The message with every quoted value taken out (`"…"`); key names, which
+/// the messages quote with backticks, stay.
+fn redact_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                quoted = true;
+                out.push_str("\"…");
+            }
+            ('"', true) => {
+                quoted = false;
+                out.push('"');
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }
 
 fn apply_override(table: &mut toml::Table, key: &str, value: String) -> Result<(), ConfigError> {
@@ -618,6 +696,74 @@ mod tests {
             .map(|a| (a.allow_batch, a.allow_card_qr))
             .collect();
         assert_eq!(allowed, [(true, true), (false, true), (false, false)]);
+    }
+
+    #[test]
+    fn a_parse_error_names_the_line_never_its_text() {
+        let dir = std::env::temp_dir().join(format!("vnid-config-err-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vnid.toml");
+        for text in [
+            "listen = \"127.0.0.1:7000\"\ndatabase_url = \"postgres://u:hunter2@db/vnid\n",
+            "listen = \"127.0.0.1:7000\"\ndatabase_url = postgres://u:hunter2@db/vnid\n",
+            "[database]\nmax_connections = \"hunter2\"\n",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = Settings::load(Some(&path), []).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        std::fs::write(&path, "listen = \"x\"\n\ndatabase_url = hunter2\n").unwrap();
+        let err = Settings::load(Some(&path), []).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        let err = Settings::load(None, env(&[("VNID__SERVER__MAX_CONNECTIONS", "hunter2")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("hunter2") && err.contains("max_connections"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn absurd_durations_are_clamped_at_load() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("VNID__CACHE__TTL_SECONDS", "9223372036854775807"),
+                ("VNID__CACHE__REQUEST_MARK_SECONDS", "9223372036854775807"),
+                ("VNID__ATTESTATION__TTL_SECONDS", "-5"),
+                ("VNID__SERVER__REQUEST_TIMEOUT_MS", "0"),
+                ("VNID__AUDIT__WRITE_TIMEOUT_MS", "9223372036854775807"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.cache.ttl_seconds, 30 * 86_400);
+        assert_eq!(s.cache.request_mark_seconds, 366 * 86_400);
+        assert_eq!(s.attestation.ttl_seconds, 60);
+        assert_eq!(s.server.request_timeout_ms, 1);
+        assert_eq!(s.audit.write_timeout_ms, 300_000);
+        // What a clock does with them cannot overflow.
+        let later = std::time::Instant::now()
+            + std::time::Duration::from_secs(s.cache.request_mark_seconds);
+        assert!(later > std::time::Instant::now());
+        // Sensible values pass as they are.
+        let d = Settings::load(None, []).unwrap();
+        assert_eq!(d.cache.ttl_seconds, CacheSettings::default().ttl_seconds);
+        assert_eq!(d.attestation.ttl_seconds, 86_400);
+    }
+
+    #[test]
+    fn the_systemd_unit_keeps_files_private_and_room_for_connections() {
+        let unit = include_str!("../deploy/vnid.service");
+        let value = |key: &str| {
+            unit.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::trim)
+        };
+        assert_eq!(value("UMask"), Some("0077"));
+        let files: usize = value("LimitNOFILE").unwrap().parse().unwrap();
+        assert!(files > 2 * ServerSettings::default().max_connections);
     }
 
     #[test]

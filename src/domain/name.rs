@@ -38,6 +38,8 @@ pub enum NameError {
     TooLong,
     #[error("may hold only letters, spaces, apostrophes, hyphens and dots")]
     BadCharacter,
+    #[error("has a syllable with more than one tone mark")]
+    ToneMarks,
 }
 
 impl NameError {
@@ -46,6 +48,7 @@ impl NameError {
             Self::Empty => "NAME_EMPTY",
             Self::TooLong => "NAME_TOO_LONG",
             Self::BadCharacter => "NAME_BAD_CHARACTER",
+            Self::ToneMarks => "NAME_TONE_MARKS",
         }
     }
 }
@@ -60,7 +63,11 @@ pub struct PersonName {
 
 impl PersonName {
     pub fn parse(input: &str) -> Result<Self, NameError> {
-        let (canonical, folded) = normalize_both(input);
+        let Normalized {
+            canonical,
+            folded,
+            tones_doubled,
+        } = normalize_both(input);
         if canonical.is_empty() {
             return Err(NameError::Empty);
         }
@@ -73,6 +80,11 @@ impl PersonName {
         if !canonical.chars().all(allowed) {
             return Err(NameError::BadCharacter);
         }
+        // A syllable takes one tone; a second would be dropped silently,
+        // and `Hoàá` match `Hoà` exactly.
+        if tones_doubled {
+            return Err(NameError::ToneMarks);
+        }
         Ok(Self { canonical, folded })
     }
 
@@ -81,10 +93,17 @@ impl PersonName {
     /// Vietnamese names are decided by one scan; anything else by `parse`.
     pub fn validate(input: &str) -> Result<(), NameError> {
         let (mut chars, mut letters, mut plain) = (0usize, 0usize, true);
+        let mut word_tones = 0;
         for c in input.trim().chars() {
             chars += 1;
             if c.is_alphabetic() {
                 letters += 1;
+            }
+            if c.is_whitespace() {
+                word_tones = 0;
+            } else if !c.is_ascii() {
+                word_tones += usize::from(carries_tone(c));
+                plain &= word_tones <= 1;
             }
             // U+0130 lower-cases to two characters.
             plain &= matches!(c as u32, 0x20..0x300 | 0x1E00..0x1F00)
@@ -129,7 +148,23 @@ impl fmt::Debug for PersonName {
 /// The canonical form of a name (see the module documentation). Idempotent;
 /// NFC and NFD spellings of one name give the same result.
 pub fn normalize(input: &str) -> String {
-    normalize_both(input).0
+    normalize_both(input).canonical
+}
+
+/// Whether `c` holds a tone mark (precomposed, or itself one).
+fn carries_tone(c: char) -> bool {
+    let mut tone = false;
+    unicode_normalization::char::decompose_canonical(c, |d| {
+        tone |= TONE_MARKS.contains(&d) || matches!(d, '\u{0340}' | '\u{0341}');
+    });
+    tone
+}
+
+/// A name's two forms, and whether a syllable carried two tone marks.
+struct Normalized {
+    canonical: String,
+    folded: String,
+    tones_doubled: bool,
 }
 
 const TONE_MARKS: [char; 5] = ['\u{0300}', '\u{0301}', '\u{0303}', '\u{0309}', '\u{0323}'];
@@ -149,7 +184,8 @@ struct Letter {
 
 /// The canonical form and the folded form (every diacritic removed, `đ`
 /// read as `d`), in one pass: names are normalised on every check.
-fn normalize_both(input: &str) -> (String, String) {
+fn normalize_both(input: &str) -> Normalized {
+    let mut tones_doubled = false;
     let mut canonical = String::with_capacity(input.len() + 4);
     let mut folded = String::with_capacity(input.len());
     let mut chars: Vec<char> = Vec::with_capacity(16);
@@ -172,6 +208,7 @@ fn normalize_both(input: &str) -> (String, String) {
                 c => c,
             };
             if TONE_MARKS.contains(&c) {
+                tones_doubled |= tone.is_some();
                 tone = tone.or(Some(c));
             } else if is_combining_mark(c) {
                 match letters.last_mut() {
@@ -202,7 +239,11 @@ fn normalize_both(input: &str) -> (String, String) {
         }
         canonical.extend(syllable.nfc());
     }
-    (canonical, folded)
+    Normalized {
+        canonical,
+        folded,
+        tones_doubled,
+    }
 }
 
 /// Where the tone mark goes, in the new-style orthography.
@@ -356,6 +397,32 @@ mod tests {
     }
 
     #[test]
+    fn a_syllable_with_two_tone_marks_is_no_name() {
+        for doubled in [
+            "Lê Văn Hoàá",
+            "Lê Văn Hoa\u{0300}\u{0301}",
+            "Lê Văn Hòa\u{0323}",
+            "Lê Vắn\u{0301} Hoà",
+        ] {
+            assert_eq!(
+                PersonName::parse(doubled),
+                Err(NameError::ToneMarks),
+                "{doubled}"
+            );
+            assert_eq!(
+                PersonName::validate(doubled),
+                Err(NameError::ToneMarks),
+                "{doubled}"
+            );
+        }
+        // One tone a syllable, however spelled, stays a name.
+        for one in ["Lê Văn Hoà", "Lê Văn Hòa", "Nguyễn Thị Thuỷ", "Ngô Quý Đức"] {
+            assert!(PersonName::parse(one).is_ok(), "{one}");
+            assert_eq!(PersonName::validate(one), Ok(()), "{one}");
+        }
+    }
+
+    #[test]
     fn debug_hides_the_name() {
         assert!(!format!("{:?}", name("Nguyễn Văn An")).contains("guy"));
     }
@@ -377,7 +444,7 @@ mod tests {
 
         #[test]
         fn folded_is_the_canonical_form_without_diacritics(s in "\\PC{0,40}") {
-            let (canonical, folded) = normalize_both(&s);
+            let Normalized { canonical, folded, .. } = normalize_both(&s);
             let expected: String = canonical
                 .nfd()
                 .filter(|c| !is_combining_mark(*c))

@@ -314,3 +314,34 @@ async fn a_stuck_checkpoint_write_does_not_stop_the_trail() {
     }
     holder.rollback().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_the_owners_alone() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = crate::store::tempdir::Dir::new("private-data");
+    let data = dir.path().join("vnid-data");
+    // An operator's careless mkdir: world-readable.
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut settings = vnid::config::Settings::load(None, []).unwrap();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.data_dir = data.clone();
+    let app = vnid::app::Application::build(&settings).await.unwrap();
+    drop(app);
+    let mode = |name: &str| std::fs::metadata(data.join(name)).unwrap().mode() & 0o777;
+    assert_eq!(std::fs::metadata(&data).unwrap().mode() & 0o777, 0o700);
+    for file in [
+        "mirror.sqlite3",
+        "audit.sqlite3",
+        "dev-signing-key.pem",
+        "subject.key",
+        "cache.key",
+    ] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().mode() & 0o077;
+        assert_eq!(mode, 0, "{:?} is readable by others", entry.file_name());
+    }
+}

@@ -39,3 +39,6 @@ cargo clippy --all-targets --locked -- -D warnings
 
 log "cargo test"
 cargo test --locked
+
+log "fuzzing the parsers that face input (bounded)"
+bash tests/fuzz.sh "${VNID_FUZZ_SECONDS:-20}"

@@ -84,7 +84,9 @@ impl PartialDate {
             }
         };
         let (year, month, day) = (next(4)?, next(2)?, next(2)?);
-        if parts.next().is_some() || (month == 0 && input.len() > 4) {
+        // `00` is no month or day: an unknown part is left out, not zeroed.
+        let zeroed = (month == 0 && input.len() > 4) || (day == 0 && input.len() > 7);
+        if parts.next().is_some() || zeroed {
             return Err(DateError::Format);
         }
         Self::from_parts(year, month, day)?.ok_or(DateError::Format)
@@ -204,6 +206,9 @@ mod tests {
             "1990--01",
             "1990-05-17-",
             "199a",
+            "1990-00",
+            "1990-05-00",
+            "1990-00-00",
         ] {
             assert!(PartialDate::parse_iso(s).is_err(), "{s:?}");
         }

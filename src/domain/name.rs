@@ -67,6 +67,7 @@ impl PersonName {
             canonical,
             folded,
             tones_doubled,
+            stray_tone,
         } = normalize_both(input);
         if canonical.is_empty() {
             return Err(NameError::Empty);
@@ -81,9 +82,13 @@ impl PersonName {
             return Err(NameError::BadCharacter);
         }
         // A syllable takes one tone; a second would be dropped silently,
-        // and `Hoàá` match `Hoà` exactly.
+        // and `Hoàá` match `Hoà` exactly. (A tone mark with no letter to
+        // sit on is caught as a bad character.)
         if tones_doubled {
             return Err(NameError::ToneMarks);
+        }
+        if stray_tone {
+            return Err(NameError::BadCharacter);
         }
         Ok(Self { canonical, folded })
     }
@@ -102,7 +107,7 @@ impl PersonName {
             if c.is_whitespace() {
                 word_tones = 0;
             } else if !c.is_ascii() {
-                word_tones += usize::from(carries_tone(c));
+                word_tones += tones_in(c);
                 plain &= word_tones <= 1;
             }
             // U+0130 lower-cases to two characters.
@@ -151,20 +156,23 @@ pub fn normalize(input: &str) -> String {
     normalize_both(input).canonical
 }
 
-/// Whether `c` holds a tone mark (precomposed, or itself one).
-fn carries_tone(c: char) -> bool {
-    let mut tone = false;
+/// How many tone marks `c` holds (precomposed, or itself one): `ṹ` holds
+/// two.
+fn tones_in(c: char) -> usize {
+    let mut tones = 0;
     unicode_normalization::char::decompose_canonical(c, |d| {
-        tone |= TONE_MARKS.contains(&d) || matches!(d, '\u{0340}' | '\u{0341}');
+        tones += usize::from(TONE_MARKS.contains(&d) || matches!(d, '\u{0340}' | '\u{0341}'));
     });
-    tone
+    tones
 }
 
-/// A name's two forms, and whether a syllable carried two tone marks.
+/// A name's two forms, whether a syllable carried two tone marks, and
+/// whether a word was a tone mark alone (dropped from both forms).
 struct Normalized {
     canonical: String,
     folded: String,
     tones_doubled: bool,
+    stray_tone: bool,
 }
 
 const TONE_MARKS: [char; 5] = ['\u{0300}', '\u{0301}', '\u{0303}', '\u{0309}', '\u{0323}'];
@@ -185,13 +193,14 @@ struct Letter {
 /// The canonical form and the folded form (every diacritic removed, `đ`
 /// read as `d`), in one pass: names are normalised on every check.
 fn normalize_both(input: &str) -> Normalized {
-    let mut tones_doubled = false;
+    let (mut tones_doubled, mut stray_tone) = (false, false);
     let mut canonical = String::with_capacity(input.len() + 4);
     let mut folded = String::with_capacity(input.len());
     let mut chars: Vec<char> = Vec::with_capacity(16);
     let mut letters: Vec<Letter> = Vec::with_capacity(8);
     let mut syllable = String::with_capacity(32);
     for word in input.split(char::is_whitespace).filter(|w| !w.is_empty()) {
+        let lengths = (canonical.len(), folded.len());
         if !canonical.is_empty() {
             canonical.push(' ');
             folded.push(' ');
@@ -228,6 +237,13 @@ fn normalize_both(input: &str) -> Normalized {
                 folded.push(if c == 'đ' { 'd' } else { c });
             }
         }
+        if letters.is_empty() {
+            // Nothing but tone marks: no syllable, and no separator.
+            stray_tone |= tone.is_some();
+            canonical.truncate(lengths.0);
+            folded.truncate(lengths.1);
+            continue;
+        }
         let tone_at = tone.map(|_| tone_position(&chars, &letters));
         syllable.clear();
         for (i, letter) in letters.iter().enumerate() {
@@ -243,6 +259,7 @@ fn normalize_both(input: &str) -> Normalized {
         canonical,
         folded,
         tones_doubled,
+        stray_tone,
     }
 }
 
@@ -403,6 +420,7 @@ mod tests {
             "Lê Văn Hoa\u{0300}\u{0301}",
             "Lê Văn Hòa\u{0323}",
             "Lê Vắn\u{0301} Hoà",
+            "\u{1E78}",
         ] {
             assert_eq!(
                 PersonName::parse(doubled),
@@ -415,6 +433,12 @@ mod tests {
                 "{doubled}"
             );
         }
+        // A tone mark alone is no syllable; normalising drops it.
+        assert_eq!(
+            PersonName::parse("Trần \u{0309}"),
+            Err(NameError::BadCharacter)
+        );
+        assert_eq!(normalize("Tra\u{0300}n \u{0309}"), "tràn");
         // One tone a syllable, however spelled, stays a name.
         for one in ["Lê Văn Hoà", "Lê Văn Hòa", "Nguyễn Thị Thuỷ", "Ngô Quý Đức"] {
             assert!(PersonName::parse(one).is_ok(), "{one}");
@@ -433,6 +457,11 @@ mod tests {
             let once = normalize(&s);
             prop_assert_eq!(normalize(&once), once.clone());
             let _ = PersonName::parse(&s);
+        }
+
+        #[test]
+        fn validate_agrees_with_parse_on_marked_names(s in "[a-zA-Z ăâđêôơưàáảãạằắẳẵặầấẩẫậèéẻẽẹềếểễệìíỉĩịòóỏõọồốổỗộờớởỡợùúủũụừứửữựỳýỷỹỵṹḉ\u{0300}\u{0301}\u{0303}\u{0309}\u{0323}'.-]{0,30}") {
+            prop_assert_eq!(PersonName::validate(&s).is_ok(), PersonName::parse(&s).is_ok());
         }
 
         #[test]

@@ -24,7 +24,7 @@ use crate::config::{AuditSinkKind, Secret, Settings};
 use crate::defence::ShareWatch;
 use crate::grpc::batch::BatchParams;
 use crate::grpc::caller::Identities;
-use crate::grpc::listener::{self, Admission, Refusals};
+use crate::grpc::listener::{self, Admission, Connections};
 use crate::grpc::tls::{ServerTls, TlsError};
 use crate::grpc::{AuditApi, Callers, ErrorDetailsLayer, VerificationApi, call_span};
 use crate::lookup::RequestIndex;
@@ -90,7 +90,7 @@ pub struct Application {
     tls: Option<Arc<ServerTls>>,
     /// How connections are let in.
     admission: Admission,
-    refusals: Arc<Refusals>,
+    connections: Arc<Connections>,
     /// The audit trail's group-commit writer, stopped (last rows, last
     /// checkpoint) once no call is answered any more.
     audit_writer: Option<WriterHandle>,
@@ -292,7 +292,7 @@ impl Application {
                 tcp_keepalive: (server.tcp_keepalive_seconds > 0)
                     .then(|| Duration::from_secs(server.tcp_keepalive_seconds)),
             },
-            refusals: Arc::default(),
+            connections: Arc::default(),
             audit_writer,
         })
     }
@@ -310,9 +310,9 @@ impl Application {
         }
     }
 
-    /// Connections refused by the listener's rules so far.
-    pub fn refusals(&self) -> Arc<Refusals> {
-        self.refusals.clone()
+    /// Connections let in, and refused by the listener's rules, so far.
+    pub fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
     }
 
     pub fn cache(&self) -> Option<Arc<CachedMirror>> {
@@ -347,17 +347,18 @@ impl Application {
                 .await;
             let _ = draining_tx.send(());
         };
-        let (admission, refusals) = (self.admission, self.refusals);
+        let (admission, connections) = (self.admission, self.connections);
         let serve: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match self.tls {
             Some(tls) => {
-                let incoming = listener::incoming(self.listener, admission, refusals, move |tcp| {
-                    let acceptor = tls.acceptor();
-                    async move { acceptor.accept(tcp).await }
-                });
+                let incoming =
+                    listener::incoming(self.listener, admission, connections, move |tcp| {
+                        let acceptor = tls.acceptor();
+                        async move { acceptor.accept(tcp).await }
+                    });
                 Box::pin(self.router.serve_with_incoming_shutdown(incoming, signal))
             }
             None => {
-                let incoming = listener::incoming(self.listener, admission, refusals, |tcp| {
+                let incoming = listener::incoming(self.listener, admission, connections, |tcp| {
                     std::future::ready(Ok(tcp))
                 });
                 Box::pin(self.router.serve_with_incoming_shutdown(incoming, signal))

@@ -32,10 +32,14 @@ pub struct Admission {
     pub tcp_keepalive: Option<Duration>,
 }
 
-/// Connections refused or closed by these rules, for tests and logs.
+/// Connections let in, and refused or closed by these rules.
 #[derive(Debug, Default)]
-pub struct Refusals {
+pub struct Connections {
+    /// Handed to the server (handshake made).
+    pub accepted: AtomicU64,
+    /// Closed as they arrived: the cap was reached.
     pub over_cap: AtomicU64,
+    /// Closed for a failed or late TLS handshake.
     pub handshake: AtomicU64,
 }
 
@@ -46,7 +50,7 @@ pub struct Refusals {
 pub fn incoming<IO, U, F>(
     listener: TcpListener,
     admission: Admission,
-    refusals: Arc<Refusals>,
+    connections: Arc<Connections>,
     upgrade: U,
 ) -> ReceiverStream<io::Result<Guarded<IO>>>
 where
@@ -72,7 +76,7 @@ where
                 }
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                refusals.over_cap.fetch_add(1, Ordering::Relaxed);
+                connections.over_cap.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     max_connections = admission.max_connections,
                     "connection refused: the server holds as many as it may"
@@ -85,21 +89,22 @@ where
             }
             let handshake = upgrade(tcp);
             let tx = tx.clone();
-            let refusals = refusals.clone();
+            let connections = connections.clone();
             tokio::spawn(async move {
                 let io = match tokio::time::timeout(admission.handshake_timeout, handshake).await {
                     Ok(Ok(io)) => io,
                     Ok(Err(error)) => {
-                        refusals.handshake.fetch_add(1, Ordering::Relaxed);
+                        connections.handshake.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%error, "TLS handshake failed");
                         return;
                     }
                     Err(_) => {
-                        refusals.handshake.fetch_add(1, Ordering::Relaxed);
+                        connections.handshake.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!("TLS handshake timed out");
                         return;
                     }
                 };
+                connections.accepted.fetch_add(1, Ordering::Relaxed);
                 let guarded = Guarded::new(io, permit, admission.first_bytes_timeout);
                 let _ = tx.send(Ok(guarded)).await;
             });

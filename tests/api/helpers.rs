@@ -71,7 +71,7 @@ pub struct TestApp {
     /// What SIGHUP would reload.
     pub reloader: vnid::app::Reloader,
     /// Connections the listener refused.
-    pub refusals: Arc<vnid::grpc::listener::Refusals>,
+    pub connections: Arc<vnid::grpc::listener::Connections>,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<JoinHandle<Result<(), vnid::app::StartupError>>>,
 }
@@ -119,7 +119,7 @@ pub async fn spawn_bare(settings: Settings) -> TestApp {
     let addr = app.local_addr().unwrap();
     let cache = app.cache();
     let reloader = app.reloader();
-    let refusals = app.refusals();
+    let connections = app.connections();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -142,7 +142,7 @@ pub async fn spawn_bare(settings: Settings) -> TestApp {
         data_dir: settings.data_dir.clone(),
         cache,
         reloader,
-        refusals,
+        connections,
         shutdown: Some(tx),
         server: Some(server),
     }

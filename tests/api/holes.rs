@@ -345,3 +345,35 @@ async fn the_data_directory_and_its_files_are_the_owners_alone() {
         assert_eq!(mode, 0, "{:?} is readable by others", entry.file_name());
     }
 }
+
+#[tokio::test]
+async fn connections_are_kept_alive_and_aged_out() {
+    use std::sync::atomic::Ordering;
+    let url = crate::pg::PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.server.tcp_keepalive_seconds = 30;
+    settings.server.max_connection_age_seconds = 1;
+    settings.server.max_connection_age_grace_seconds = 1;
+    let app = spawn_app_with(settings).await;
+    // The kernel probes the server's side of every connection.
+    let _silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let ss = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!("( sport = :{} )", app.addr.port()))
+        .output()
+        .expect("ss (iproute2) runs");
+    let sockets = String::from_utf8_lossy(&ss.stdout);
+    assert!(!sockets.trim().is_empty(), "no server socket listed");
+    assert!(
+        sockets.lines().all(|l| l.contains("keepalive")),
+        "{sockets}"
+    );
+    // A connection older than its age is closed; the client reconnects.
+    app.verify(request(DAM.id, DAM.name)).await.unwrap();
+    let before = app.connections.accepted.load(Ordering::Relaxed);
+    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+    app.verify(request(DAM.id, DAM.name)).await.unwrap();
+    let after = app.connections.accepted.load(Ordering::Relaxed);
+    assert!(after > before, "the client's connection was never aged out");
+}

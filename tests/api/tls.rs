@@ -582,7 +582,7 @@ async fn silent_and_half_open_connections_are_closed_and_capped() {
     let over = connect().await.unwrap();
     assert!(closed_within(over, b"", std::time::Duration::from_millis(200)).await);
     assert_eq!(
-        app.refusals
+        app.connections
             .over_cap
             .load(std::sync::atomic::Ordering::Relaxed),
         1

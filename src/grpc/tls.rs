@@ -102,39 +102,30 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Content {
-            path: path.to_owned(),
-            what: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Content {
-            path: path.to_owned(),
-            what: "holds no PEM certificate".into(),
-        });
-    }
-    Ok(certs)
+    pem_objects(path, &read(path)?, "certificate")
 }
 
 /// CRLs in PEM (one or more) or one DER list.
 fn revocation_lists(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let bytes = read(path)?;
-    if !bytes.starts_with(b"-----") {
-        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+    if bytes.starts_with(b"-----") {
+        pem_objects(path, &bytes, "revocation list")
+    } else {
+        Ok(vec![CertificateRevocationListDer::from(bytes)])
     }
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+}
+
+/// Every PEM object of one kind in a file: at least one.
+fn pem_objects<T: PemObject>(path: &Path, bytes: &[u8], what: &str) -> Result<Vec<T>, TlsError> {
+    let content = |what: String| TlsError::Content {
+        path: path.to_owned(),
+        what,
+    };
+    let objects = T::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Content {
-            path: path.to_owned(),
-            what: e.to_string(),
-        })?;
-    if crls.is_empty() {
-        return Err(TlsError::Content {
-            path: path.to_owned(),
-            what: "holds no PEM revocation list".into(),
-        });
+        .map_err(|e| content(e.to_string()))?;
+    if objects.is_empty() {
+        return Err(content(format!("holds no PEM {what}")));
     }
-    Ok(crls)
+    Ok(objects)
 }

@@ -19,6 +19,19 @@ fn derivable(id: &str, year: u32, gender: pb::Gender) -> pb::VerifyRequest {
     r
 }
 
+/// The answers of one whole `VerifyBatch` stream of `items`.
+async fn batch(app: &TestApp, items: Vec<pb::VerifyRequest>) -> Vec<pb::VerifyBatchResponse> {
+    app.client
+        .clone()
+        .verify_batch(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(Result::unwrap)
+        .collect()
+        .await
+}
+
 #[tokio::test]
 async fn claims_the_number_gives_away_are_no_check_at_all() {
     let app = spawn_app().await;
@@ -40,18 +53,9 @@ async fn claims_the_number_gives_away_are_no_check_at_all() {
         derivable(DAM.id, 1990, pb::Gender::Male),
         request(DAM.id, DAM.name),
     ];
-    let answers: Vec<_> = app
-        .client
-        .clone()
-        .verify_batch(tokio_stream::iter(items))
-        .await
-        .unwrap()
-        .into_inner()
-        .collect::<Vec<_>>()
-        .await;
     let mut refused = 0;
-    for answer in answers {
-        match answer.unwrap().result.unwrap() {
+    for answer in batch(&app, items).await {
+        match answer.result.unwrap() {
             pb::verify_batch_response::Result::Error(status) => {
                 assert_eq!(status.code, Code::InvalidArgument as i32);
                 refused += 1;
@@ -143,18 +147,9 @@ async fn a_paced_batch_item_has_a_deadline() {
     settings.batch.item_timeout_ms = 300;
     let app = spawn_app_with(settings).await;
     let items: Vec<_> = (0..3).map(|_| request(DAM.id, DAM.name)).collect();
-    let answers: Vec<_> = app
-        .client
-        .clone()
-        .verify_batch(tokio_stream::iter(items))
-        .await
-        .unwrap()
-        .into_inner()
-        .collect::<Vec<_>>()
-        .await;
     let mut late = Vec::new();
-    for answer in answers {
-        if let Some(pb::verify_batch_response::Result::Error(status)) = answer.unwrap().result {
+    for answer in batch(&app, items).await {
+        if let Some(pb::verify_batch_response::Result::Error(status)) = answer.result {
             assert_eq!(status.code, Code::DeadlineExceeded as i32);
             late.push(status);
         }

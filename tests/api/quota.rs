@@ -40,29 +40,44 @@ async fn checks(app: &TestApp, n: usize) -> (usize, Option<tonic::Status>) {
     (admitted, refused)
 }
 
+/// A server for one agency (`hospital`, healthcare only) sharing `redis`.
+fn hospital_settings(
+    url: &str,
+    redis: &RedisServer,
+    hospital: AgencyConfig,
+) -> vnid::config::Settings {
+    let mut s = test_settings(url);
+    s.redis_url = Some(Secret::new(redis.url()));
+    s.plaintext_agency = hospital.id.clone();
+    s.plaintext_operator = String::new();
+    s.agencies = vec![AgencyConfig {
+        purposes: vec![Purpose::Healthcare],
+        ..hospital
+    }];
+    s
+}
+
+/// Two instances of `settings` on one database (the fixtures loaded once).
+async fn two_instances(settings: vnid::config::Settings) -> (TestApp, TestApp) {
+    let a = spawn_app_with(settings.clone()).await;
+    let mut shared = settings;
+    shared.data_dir = a.data_dir.clone();
+    let b = spawn_bare(shared).await;
+    (a, b)
+}
+
 #[tokio::test]
 async fn rates_and_daily_quotas_hold_across_instances_and_without_redis() {
     let mut redis = RedisServer::start();
     let url = PgServer::shared().fresh_database().await;
-    let settings = || {
-        let mut s = test_settings(&url);
-        s.redis_url = Some(Secret::new(redis.url()));
-        s.plaintext_agency = "hospital".into();
-        s.plaintext_operator = String::new();
-        s.agencies = vec![AgencyConfig {
-            purposes: vec![Purpose::Healthcare],
-            // One a second, three at once, six a day.
-            rate_per_second: Some(1),
-            burst: Some(3),
-            daily_quota: Some(6),
-            ..AgencyConfig::demo("hospital")
-        }];
-        s
+    // One a second, three at once, six a day.
+    let hospital = AgencyConfig {
+        rate_per_second: Some(1),
+        burst: Some(3),
+        daily_quota: Some(6),
+        ..AgencyConfig::demo("hospital")
     };
-    let a = spawn_app_with(settings()).await;
-    let mut shared = settings();
-    shared.data_dir = a.data_dir.clone();
-    let b = spawn_bare(shared).await;
+    let (a, b) = two_instances(hospital_settings(&url, &redis, hospital)).await;
     let at = |t: i64| {
         a.clock.set(t);
         b.clock.set(t);
@@ -265,23 +280,13 @@ async fn an_enumerating_agency_is_alerted_on_and_throttled_and_a_busy_desk_is_no
 async fn a_day_used_up_stays_used_up_when_redis_is_flushed_or_gone() {
     let mut redis = RedisServer::start();
     let url = PgServer::shared().fresh_database().await;
-    let settings = || {
-        let mut s = test_settings(&url);
-        s.redis_url = Some(Secret::new(redis.url()));
-        s.quota.instances = 2;
-        s.plaintext_agency = "hospital".into();
-        s.plaintext_operator = String::new();
-        s.agencies = vec![AgencyConfig {
-            purposes: vec![Purpose::Healthcare],
-            daily_quota: Some(6),
-            ..AgencyConfig::demo("hospital")
-        }];
-        s
+    let hospital = AgencyConfig {
+        daily_quota: Some(6),
+        ..AgencyConfig::demo("hospital")
     };
-    let a = spawn_app_with(settings()).await;
-    let mut shared = settings();
-    shared.data_dir = a.data_dir.clone();
-    let b = spawn_bare(shared).await;
+    let mut settings = hospital_settings(&url, &redis, hospital);
+    settings.quota.instances = 2;
+    let (a, b) = two_instances(settings).await;
     let at = |t: i64| {
         a.clock.set(t);
         b.clock.set(t);

@@ -12,8 +12,10 @@
 //! - [`app`]: server assembly: configuration in, a bound server out
 //!   (health, reflection, limits, graceful shutdown).
 //! - [`grpc`]: the `vnid.v1` services, the `pb` ↔ domain seam
-//!   (`grpc::convert`), the batch stream's bounded window (`grpc::batch`)
-//!   and the one mapping of errors to `tonic::Status` (`grpc::error`).
+//!   (`grpc::convert`), the batch stream's bounded window (`grpc::batch`),
+//!   the one mapping of errors to `tonic::Status` (`grpc::error`), and the
+//!   listener that lets connections in (`grpc::listener`, `grpc::tls`:
+//!   cap, deadlines, mutual TLS with CRLs).
 //! - [`verify`]: the use case — policy, lookup, match, attest, audit.
 //! - [`lookup`]: cache-aside (Redis or in-process) in front of the mirror:
 //!   sealed values, coalesced misses, a circuit breaker.
@@ -30,7 +32,8 @@
 //! `vnid verify-batch` client),
 //! [`config`] (typed settings), [`telemetry`] (logs), [`clock`] (the one
 //! reader of the wall clock), [`devcerts`] (a development CA for trying
-//! mutual TLS), [`gather`] (reads from many calls sent as one query).
+//! mutual TLS), [`gather`] (reads from many calls sent as one query),
+//! [`files`] (keys and secrets written whole, private directories).
 //!
 //! Personal data — ID numbers, names, birth dates, and the caller's
 //! `request_id` — never reaches a log line or an error message: the domain

@@ -143,8 +143,8 @@ impl Verifier {
         let subject_key = &self.attester.subject_key;
         let request_digest = subject_key.request_digest(&agency.id, &command.canonical(kind));
         // A retry gets the first answer; the same id for another request is
-        // a conflict. (Two copies of one request racing each other may both
-        // be answered; their retries get the first.)
+        // a conflict. (Copies racing each other past this point are settled
+        // by the trail, which keeps one row per id: see `record` below.)
         let request_id = command.request_id.as_str();
         let prior = match &self.replays {
             Some(replays) => {

@@ -263,8 +263,8 @@ impl Default for DatabaseSettings {
 
 impl DatabaseSettings {
     /// A pool of `max_connections` with these bounds.
-    pub fn pool(&self, max_connections: u32) -> crate::mirror::postgres::PoolSettings {
-        crate::mirror::postgres::PoolSettings {
+    pub fn pool(&self, max_connections: u32) -> crate::infra::sql::PoolSettings {
+        crate::infra::sql::PoolSettings {
             max_connections,
             acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
             statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms.max(1)),

@@ -32,8 +32,13 @@
 //! `vnid verify-batch` client),
 //! [`config`] (typed settings), [`telemetry`] (logs), [`clock`] (the one
 //! reader of the wall clock), [`devcerts`] (a development CA for trying
-//! mutual TLS), [`gather`] (reads from many calls sent as one query),
-//! [`files`] (keys and secrets written whole, private directories).
+//! mutual TLS), [`files`] (keys and secrets written whole, private
+//! directories).
+//!
+//! Beneath them all, [`infra`]: plumbing the rooms draw on and that
+//! imports nothing of theirs — the boxed future of the store traits, SQL
+//! pools that bound every session, embedded migrations, and the gatherer
+//! that sends reads from many calls as one query.
 //!
 //! Personal data — ID numbers, names, birth dates, and the caller's
 //! `request_id` — never reaches a log line or an error message: the domain
@@ -51,8 +56,8 @@ pub mod defence;
 pub mod devcerts;
 pub mod domain;
 pub mod files;
-pub mod gather;
 pub mod grpc;
+pub mod infra;
 pub mod lookup;
 pub mod mirror;
 pub mod policy;

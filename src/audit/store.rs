@@ -21,10 +21,9 @@ use sqlx::{
 use super::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint, Summary, row_hash};
 use super::{AuditEntry, AuditError, AuditKind, AuditRecord};
 use crate::attest::Jwks;
-use crate::gather::{self, Gatherer, ReadMany};
-use crate::mirror::BoxFuture;
-use crate::mirror::migrate::{Embedded, Migrations};
-use crate::mirror::postgres::{PoolSettings, UNBOUNDED_STATEMENTS, lazy_pool};
+use crate::infra::BoxFuture;
+use crate::infra::gather::{self, Gatherer, ReadMany};
+use crate::infra::sql::{Embedded, Migrations, PoolSettings, UNBOUNDED_STATEMENTS, lazy_pool};
 
 /// Where the audit's own migrations are recorded: apart from the mirror's,
 /// since the trail may share the mirror's database or have its own.
@@ -169,7 +168,7 @@ impl Dialect for Postgres {
     const BOUNDED: Option<&'static str> = Some("SELECT set_config('statement_timeout', $1, true)");
 
     fn is_unavailable(error: &sqlx::Error) -> bool {
-        crate::mirror::postgres::is_unavailable(error)
+        crate::infra::sql::is_unavailable(error)
     }
 
     fn append<'a>(

@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::store::AuditStore;
 use super::{AuditEntry, AuditError, Checkpointer, Head};
 use crate::clock::Clock;
-use crate::mirror::BoxFuture;
+use crate::infra::BoxFuture;
 
 /// Where a check's audit row goes. The answer may leave only once
 /// `record` has returned `Ok`.

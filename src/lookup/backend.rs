@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
-use super::BoxFuture;
+use crate::infra::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cache: {0}")]

@@ -37,7 +37,8 @@ pub use breaker::{Breaker, BreakerState};
 pub use seal::{KEY_PREFIX, Sealer};
 
 use crate::domain::PersonalIdNumber;
-use crate::mirror::{BoxFuture, Lookup, MirrorStore, StoreError};
+use crate::infra::BoxFuture;
+use crate::mirror::{Lookup, MirrorStore, StoreError};
 
 /// How the cache behaves; see `CacheSettings` in the configuration.
 #[derive(Debug, Clone)]

@@ -13,13 +13,11 @@ pub mod import;
 mod load;
 pub(crate) mod migrate;
 pub(crate) mod postgres;
-pub use postgres::PoolSettings;
 mod row;
 mod sqlite;
 
-use std::future::Future;
-use std::pin::Pin;
-
+use crate::infra::BoxFuture;
+pub use crate::infra::sql::PoolSettings;
 pub use postgres::PgMirror;
 pub use sqlite::SqliteMirror;
 
@@ -27,8 +25,6 @@ use crate::clock::UnixSeconds;
 use crate::domain::{
     CitizenRecord, CitizenStatus, Gender, OldIdNumber, PartialDate, PersonalIdNumber,
 };
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The answer of a point lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,19 +4,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::mpsc;
 
 use super::load::{self, LoadSteps};
 use super::row::{StoredDetails, StoredPerson};
 use super::{
-    BoxFuture, Duplicate, ExportRecord, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
-    Lookup, MirrorAdmin, MirrorStore, RowOrigin, StoreError, migrate,
+    Duplicate, ExportRecord, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome, Lookup,
+    MirrorAdmin, MirrorStore, RowOrigin, StoreError, migrate,
 };
 use crate::clock::UnixSeconds;
 use crate::domain::{CitizenRecord, PersonalIdNumber};
-use crate::gather::{self, Gatherer, ReadMany};
+use crate::infra::BoxFuture;
+use crate::infra::gather::{self, Gatherer, ReadMany};
+use crate::infra::sql::{
+    PING_AFTER_IDLE, PoolSettings, UNBOUNDED_STATEMENTS, is_unavailable, lazy_pool,
+};
 
 #[derive(Debug, Clone)]
 pub struct PgMirror {
@@ -24,78 +28,6 @@ pub struct PgMirror {
     /// Lookups, gathered into shared queries.
     reads: Arc<Gatherer<Lookups>>,
 }
-
-/// A connection idle this long is pinged before it is used again; one in
-/// steady use is not.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
-
-/// A pool that connects on first use, so that a server starts while the
-/// database is down and answers UNAVAILABLE until it is back.
-///
-/// sqlx pings every connection it hands out by default: a round trip
-/// before each query, 5.5 % of the server's CPU in a `perf record` of it
-/// under `benches/batch.sh`. Here only connections idle for `PING_AFTER_IDLE`
-/// are pinged: those a restarted or vanished database would have broken
-/// while nobody used them. One broken in use fails its call UNAVAILABLE,
-/// as it would have with the ping, and is closed.
-///
-/// Every session is bounded: a statement runs at most `statement_timeout`
-/// and a transaction idles at most `idle_in_transaction_timeout`, so a
-/// stuck query or a lost client never holds a connection or a lock
-/// forever. (Imports and prunes lift the statement bound inside their own
-/// transaction.)
-pub(crate) fn lazy_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, sqlx::Error> {
-    let millis = |d: Duration| d.as_millis().to_string();
-    let options = url.parse::<sqlx::postgres::PgConnectOptions>()?.options([
-        ("statement_timeout", millis(settings.statement_timeout)),
-        (
-            "idle_in_transaction_session_timeout",
-            millis(settings.idle_in_transaction_timeout),
-        ),
-    ]);
-    Ok(PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(settings.acquire_timeout)
-        .test_before_acquire(false)
-        .before_acquire(|connection, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_AFTER_IDLE {
-                    sqlx::Connection::ping(connection).await?;
-                }
-                Ok(true)
-            })
-        })
-        .connect_lazy_with(options))
-}
-
-/// How a Postgres pool is sized and bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolSettings {
-    pub max_connections: u32,
-    /// How long a query waits for a connection before it fails UNAVAILABLE.
-    pub acquire_timeout: Duration,
-    /// Postgres' `statement_timeout` for every session.
-    pub statement_timeout: Duration,
-    /// Postgres' `idle_in_transaction_session_timeout`.
-    pub idle_in_transaction_timeout: Duration,
-}
-
-impl PoolSettings {
-    /// `max_connections` and `acquire_timeout`, with the default session
-    /// bounds (30 s a statement, 60 s idle in a transaction).
-    pub fn new(max_connections: u32, acquire_timeout: Duration) -> Self {
-        Self {
-            max_connections,
-            acquire_timeout,
-            statement_timeout: Duration::from_secs(30),
-            idle_in_transaction_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Lifts the session's statement bound for the rest of a transaction that
-/// may rightly take long (a whole import, a prune).
-pub(crate) const UNBOUNDED_STATEMENTS: &str = "SET LOCAL statement_timeout = 0";
 
 /// Connections kept between the mirror's reads. sqlx pings every
 /// connection that goes back to its pool: a round trip per query that a
@@ -165,24 +97,6 @@ impl KeptConnection<'_> {
         if idle.len() < home.max {
             idle.push((connection, Instant::now()));
         }
-    }
-}
-
-/// Whether an error means "the database is not there right now" (retry
-/// later) rather than "this query is wrong".
-pub(crate) fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // Connection exceptions, admin shutdown, cannot connect now,
-            // too many connections, read-only standby.
-            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "25006"
-        }),
-        _ => false,
     }
 }
 

@@ -14,11 +14,12 @@ use tokio::sync::mpsc;
 use super::load::{self, LoadSteps};
 use super::row::{StoredDetails, StoredPerson};
 use super::{
-    BoxFuture, Duplicate, ExportRecord, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
-    Lookup, MirrorAdmin, MirrorStore, RowOrigin, SourcedRecord, StoreError, migrate,
+    Duplicate, ExportRecord, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome, Lookup,
+    MirrorAdmin, MirrorStore, RowOrigin, SourcedRecord, StoreError, migrate,
 };
 use crate::clock::UnixSeconds;
 use crate::domain::{CitizenRecord, OldIdNumber, PersonalIdNumber};
+use crate::infra::BoxFuture;
 
 #[derive(Debug, Clone)]
 pub struct SqliteMirror {

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
-use crate::mirror::BoxFuture;
+use super::BoxFuture;
 
 /// Keys in one query at most, for the stores' gatherers.
 pub const MAX_KEYS: usize = 64;

@@ -37,8 +37,10 @@
 //!
 //! Beneath them all, [`infra`]: plumbing the rooms draw on and that
 //! imports nothing of theirs — the boxed future of the store traits, SQL
-//! pools that bound every session, embedded migrations, and the gatherer
-//! that sends reads from many calls as one query.
+//! pools that bound every session, embedded migrations, the gatherer that
+//! sends reads from many calls as one query, the Redis connection with a
+//! deadline on every call, and the circuit breaker (used by the cache and
+//! the quotas alike).
 //!
 //! Personal data — ID numbers, names, birth dates, and the caller's
 //! `request_id` — never reaches a log line or an error message: the domain

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::domain::{Assessment, FieldChecks, NameMatchLevel, Purpose, Reason, Verdict};
-use crate::quota::Limits;
 
 /// How much of an answer an agency sees beyond the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -144,6 +143,16 @@ impl AgencyConfig {
             certificate_sha256: Vec::new(),
         }
     }
+}
+
+/// An agency's rate and quota, as the registry grants them; `None` is
+/// unlimited. (How they are counted is `quota`'s.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub rate_per_second: Option<u32>,
+    /// Checks allowed at once (at least 1).
+    pub burst: u32,
+    pub daily: Option<u64>,
 }
 
 /// The call a check arrives by; each may be allowed or not.

@@ -22,16 +22,9 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 
 use crate::audit::{AuditError, AuditStore};
-use crate::lookup::{BackendError, Breaker, managed_connection, timed};
-
-/// An agency's limits; `None` is unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Limits {
-    pub rate_per_second: Option<u32>,
-    /// Checks allowed at once (at least 1).
-    pub burst: u32,
-    pub daily: Option<u64>,
-}
+use crate::infra::breaker::Breaker;
+use crate::infra::redis::{RedisError, managed_connection, timed};
+use crate::policy::Limits;
 
 impl Limits {
     fn unlimited(&self) -> bool {
@@ -225,7 +218,7 @@ impl Quotas {
         timeout: Duration,
         failures: u32,
         cooldown: Duration,
-    ) -> Result<Self, BackendError> {
+    ) -> Result<Self, RedisError> {
         let shared = match redis_url {
             Some(url) => Some((managed_connection(url, timeout)?, timeout)),
             None => None,

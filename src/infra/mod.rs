@@ -1,8 +1,11 @@
 //! Plumbing every feature room draws on, and which imports nothing of vnid
 //! but `domain`: the boxed future of the store traits, SQL pools and
-//! embedded migrations, and the read gatherer.
+//! embedded migrations, the read gatherer, the Redis connection with its
+//! deadlines, and the circuit breaker.
 
+pub mod breaker;
 pub mod gather;
+pub mod redis;
 pub mod sql;
 
 use std::future::Future;

@@ -7,10 +7,17 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 
 use crate::infra::BoxFuture;
+use crate::infra::redis::{RedisError, managed_connection, timed};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cache: {0}")]
 pub struct BackendError(String);
+
+impl From<RedisError> for BackendError {
+    fn from(error: RedisError) -> Self {
+        Self(error.to_string())
+    }
+}
 
 pub trait CacheBackend: Send + Sync + 'static {
     /// Whether every instance sees the same entries (Redis), so that an
@@ -53,30 +60,6 @@ impl RedisBackend {
     }
 }
 
-/// One managed, multiplexed Redis connection that connects on first use
-/// and reconnects by itself, with `timeout` on connecting and answering.
-pub fn managed_connection(url: &str, timeout: Duration) -> Result<ConnectionManager, BackendError> {
-    let client = redis::Client::open(url).map_err(|e| BackendError(e.to_string()))?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(1));
-    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| BackendError(e.to_string()))
-}
-
-/// Runs a Redis command with a deadline.
-pub async fn timed<T>(
-    timeout: Duration,
-    what: &str,
-    call: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, BackendError> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result.map_err(|e| BackendError(e.to_string())),
-        Err(_) => Err(BackendError(format!("{what} timed out"))),
-    }
-}
-
 impl RedisBackend {
     /// One command on the shared connection, with the deadline.
     async fn run<T: redis::FromRedisValue>(
@@ -85,12 +68,12 @@ impl RedisBackend {
         command: redis::Cmd,
     ) -> Result<T, BackendError> {
         let mut connection = self.connection.clone();
-        timed(
+        Ok(timed(
             self.timeout,
             what,
             command.query_async::<T>(&mut connection),
         )
-        .await
+        .await?)
     }
 }
 

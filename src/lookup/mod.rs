@@ -20,7 +20,6 @@
 //!   outage is UNAVAILABLE, not a verdict from a cached copy.
 
 mod backend;
-mod breaker;
 pub mod seal;
 
 use std::collections::HashMap;
@@ -30,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OnceCell, Semaphore};
 
-pub use backend::{
-    BackendError, CacheBackend, MemoryBackend, RedisBackend, managed_connection, timed,
-};
-pub use breaker::{Breaker, BreakerState};
+pub use backend::{BackendError, CacheBackend, MemoryBackend, RedisBackend};
+
+use crate::infra::breaker::Breaker;
+pub use crate::infra::breaker::BreakerState;
 pub use seal::{KEY_PREFIX, Sealer};
 
 use crate::domain::PersonalIdNumber;

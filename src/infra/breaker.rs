@@ -1,5 +1,7 @@
-//! A circuit breaker for the cache: after a run of failures, stop asking
-//! (lookups go straight to the mirror) and probe again after a cool-down.
+//! A circuit breaker for a remote service (the cache's Redis, the quotas'):
+//! after a run of failures, stop asking (the caller falls back: lookups go
+//! straight to the mirror, quotas count per instance) and probe again after
+//! a cool-down.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

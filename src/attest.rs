@@ -441,9 +441,35 @@ impl SubjectKey {
     }
 }
 
+/// A new attestation id (`jti`): a random (version 4) UUID.
+pub fn new_attestation_id() -> Result<String, getrandom::Error> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attestation_ids_are_v4_uuids() {
+        let id = new_attestation_id().unwrap();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(id, new_attestation_id().unwrap());
+    }
 
     fn keyring() -> Keyring {
         Keyring::new(SigningKey::from_bytes(&[7; 32]), vec![])

@@ -16,7 +16,9 @@
 //!   the one mapping of errors to `tonic::Status` (`grpc::error`), and the
 //!   listener that lets connections in (`grpc::listener`, `grpc::tls`:
 //!   cap, deadlines, mutual TLS with CRLs).
-//! - [`verify`]: the use case — policy, lookup, match, attest, audit.
+//! - [`verify`]: the use case — policy, lookup, match, attest, audit —
+//!   with retries (`verify::replay`) and the attestation's spelling of
+//!   enumerated values (`verify::names`) beside it.
 //! - [`lookup`]: cache-aside (Redis or in-process) in front of the mirror:
 //!   sealed values, coalesced misses, a circuit breaker.
 //! - [`mirror`]: the store traits, Postgres and the embedded SQLite, the

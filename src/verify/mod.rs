@@ -1,22 +1,35 @@
 //! The use case: one check of one person for one agency. Policy, lookup,
-//! match, attest, audit — in that order, and nothing else. The answer
-//! leaves only once its audit row is durable.
+//! match, attest, audit — in that order. The answer leaves only once its
+//! audit row is durable.
+//!
+//! - `replay`: retries, and the first answer read back from its row.
+//! - `names`: the attestation's spelling of enumerated values.
+
+mod names;
+mod replay;
 
 use std::sync::Arc;
 
 pub use crate::attest::Attester;
-use crate::attest::{AttestationClaims, ChecksClaim, FieldClaim};
-use crate::audit::{AuditEntry, AuditError, AuditKind, AuditRecord, AuditSink, AuditStore};
+use crate::attest::{AttestationClaims, new_attestation_id};
+use crate::audit::{AuditEntry, AuditError, AuditKind, AuditSink};
 use crate::clock::{Clock, UnixSeconds};
 use crate::defence::{ShareChange, ShareWatch};
 use crate::domain::{
-    CitizenRecord, CitizenStatus, Claims, DatePrecision, FieldChecks, FieldOutcome, NameMatchLevel,
-    PartialDate, PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Verdict, assess,
+    CitizenRecord, CitizenStatus, Claims, FieldChecks, NameMatchLevel, PartialDate, PersonName,
+    PersonalIdNumber, Purpose, Reason, RequestId, Verdict, assess,
 };
-use crate::lookup::{Claim, RequestIndex};
 use crate::mirror::{MirrorStore, StoreError};
 use crate::policy::{Agency, CheckCall, Denial};
 use crate::quota::{Exhausted, QuotaError, Quotas};
+
+pub use names::{
+    name_level_name, outcome_name, precision_name, purpose_name, reason_name, verdict_name,
+};
+pub use replay::Replays;
+
+use names::checks_claim;
+use replay::{Prior, answer_again};
 
 /// One check, parsed and valid.
 #[derive(Debug, Clone)]
@@ -366,257 +379,3 @@ fn stand_in_for_a_record(command: &VerifyCommand) {
 
 /// A name of the usual length and diacritics.
 const STAND_IN_NAME: &str = "Nguyễn Thị Thanh Hương";
-
-/// Where retries find their first answer: the audit trail, which is the
-/// record; and a shared mark of used ids, set as a check begins, which
-/// spares a new request the trail's read.
-pub struct Replays {
-    pub trail: Arc<dyn AuditStore>,
-    pub index: Option<Arc<dyn RequestIndex>>,
-}
-
-/// What came before a request under its `request_id`.
-enum Prior {
-    /// Nothing kept: a new check (`marked`: this call set the index's
-    /// mark, to take back if the check is refused).
-    New { marked: bool },
-    /// The index holds the id for another request.
-    Conflict,
-    /// The first check under the id, from the trail.
-    First(Box<AuditRecord>),
-}
-
-impl Replays {
-    /// What the agency sent before under `request_id`: the index answers
-    /// for a new id and a conflict at once; a retry reads the trail.
-    async fn prior(
-        &self,
-        agency: &str,
-        request_id: &str,
-        digest: &str,
-    ) -> Result<Prior, AuditError> {
-        if let Some(index) = &self.index {
-            match index.claim(agency, request_id, digest).await {
-                Claim::New => return Ok(Prior::New { marked: true }),
-                Claim::Other => return Ok(Prior::Conflict),
-                Claim::Same | Claim::Unknown => {}
-            }
-        }
-        Ok(match self.trail.first_request(agency, request_id).await? {
-            Some(first) => Prior::First(Box::new(first)),
-            None => Prior::New { marked: false },
-        })
-    }
-
-    /// Takes back a mark `first` set.
-    async fn release(&self, agency: &str, request_id: &str) {
-        if let Some(index) = &self.index {
-            index.release(agency, request_id).await;
-        }
-    }
-}
-
-/// The first answer under a `request_id` if it answered the same request
-/// (`digest`); a conflict otherwise.
-fn answer_again(
-    first: &AuditRecord,
-    digest: &str,
-    request_id: RequestId,
-) -> Result<VerifyOutcome, VerifyError> {
-    if first.entry.request_digest == digest {
-        replayed(&first.entry, request_id)
-    } else {
-        Err(VerifyError::RequestIdReused)
-    }
-}
-
-/// The first answer to a request, read back from its audit row: the same
-/// verdict, reason and checks, and the same attestation.
-fn replayed(first: &AuditEntry, request_id: RequestId) -> Result<VerifyOutcome, VerifyError> {
-    let claims = crate::attest::stored_claims(&first.attestation)
-        .ok_or(VerifyError::StoredAnswer("its attestation does not parse"))?;
-    let unknown = || VerifyError::StoredAnswer("it holds a name this version does not know");
-    let reason = match &claims.reason {
-        Some(name) => Some(named(&REASONS, reason_name, name).ok_or_else(unknown)?),
-        None => None,
-    };
-    // The verdict is the signed one, never the row's unsigned column; the
-    // row's whole reason stands in only where the agency was shown none.
-    let verdict = if claims.verdict == verdict_name(Verdict::Verified) {
-        Verdict::Verified
-    } else if claims.verdict == verdict_name(Verdict::NotVerified(Reason::NotFound)) {
-        Verdict::NotVerified(match reason {
-            Some(shown) => shown,
-            None => named(&REASONS, reason_name, &first.reason).ok_or_else(unknown)?,
-        })
-    } else {
-        return Err(unknown());
-    };
-    let checks = match &claims.checks {
-        Some(c) => Some(field_checks(c).ok_or_else(unknown)?),
-        None => None,
-    };
-    Ok(VerifyOutcome {
-        request_id,
-        verdict,
-        reason,
-        checks,
-        attestation_id: claims.jti,
-        data_as_of: (claims.data_as_of != 0).then_some(claims.data_as_of),
-        attestation: first.attestation.clone(),
-    })
-}
-
-const REASONS: [Reason; 4] = [
-    Reason::NotFound,
-    Reason::FieldMismatch,
-    Reason::Deceased,
-    Reason::Cancelled,
-];
-const OUTCOMES: [FieldOutcome; 3] = [
-    FieldOutcome::Match,
-    FieldOutcome::Mismatch,
-    FieldOutcome::NotClaimed,
-];
-const LEVELS: [NameMatchLevel; 3] = [
-    NameMatchLevel::Exact,
-    NameMatchLevel::Folded,
-    NameMatchLevel::Partial,
-];
-const PRECISIONS: [DatePrecision; 3] = [
-    DatePrecision::Year,
-    DatePrecision::Month,
-    DatePrecision::Day,
-];
-
-/// The value whose proto name is `name`.
-fn named<T: Copy>(all: &[T], name_of: fn(T) -> &'static str, name: &str) -> Option<T> {
-    all.iter().copied().find(|v| name_of(*v) == name)
-}
-
-/// The inverse of `checks_claim`.
-fn field_checks(c: &ChecksClaim) -> Option<FieldChecks> {
-    let outcome = |f: &FieldClaim| named(&OUTCOMES, outcome_name, &f.outcome);
-    Some(FieldChecks {
-        full_name: crate::domain::NameCheck {
-            outcome: outcome(&c.full_name)?,
-            level: match &c.full_name.level {
-                Some(l) => Some(named(&LEVELS, name_level_name, l)?),
-                None => None,
-            },
-        },
-        date_of_birth: crate::domain::DateCheck {
-            outcome: outcome(&c.date_of_birth)?,
-            record_precision: named(
-                &PRECISIONS,
-                precision_name,
-                c.date_of_birth.record_precision.as_deref()?,
-            )?,
-        },
-        gender: outcome(&c.gender)?,
-        old_id_number: outcome(&c.old_id_number)?,
-    })
-}
-
-/// A random (version 4) UUID.
-fn new_attestation_id() -> Result<String, getrandom::Error> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b)?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    ))
-}
-
-// The attestation spells enumerated values as the proto does; the gRPC
-// layer's tests hold these names equal to the generated ones.
-
-pub fn purpose_name(p: Purpose) -> &'static str {
-    match p {
-        Purpose::Healthcare => "PURPOSE_HEALTHCARE",
-        Purpose::Examination => "PURPOSE_EXAMINATION",
-        Purpose::SocialInsurance => "PURPOSE_SOCIAL_INSURANCE",
-        Purpose::PublicService => "PURPOSE_PUBLIC_SERVICE",
-    }
-}
-
-pub fn verdict_name(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Verified => "VERDICT_VERIFIED",
-        Verdict::NotVerified(_) => "VERDICT_NOT_VERIFIED",
-    }
-}
-
-pub fn reason_name(r: Reason) -> &'static str {
-    match r {
-        Reason::NotFound => "REASON_NOT_FOUND",
-        Reason::FieldMismatch => "REASON_FIELD_MISMATCH",
-        Reason::Deceased => "REASON_DECEASED",
-        Reason::Cancelled => "REASON_CANCELLED",
-    }
-}
-
-pub fn outcome_name(o: FieldOutcome) -> &'static str {
-    match o {
-        FieldOutcome::Match => "FIELD_OUTCOME_MATCH",
-        FieldOutcome::Mismatch => "FIELD_OUTCOME_MISMATCH",
-        FieldOutcome::NotClaimed => "FIELD_OUTCOME_NOT_CLAIMED",
-    }
-}
-
-pub fn name_level_name(l: NameMatchLevel) -> &'static str {
-    match l {
-        NameMatchLevel::Exact => "NAME_MATCH_EXACT",
-        NameMatchLevel::Folded => "NAME_MATCH_FOLDED",
-        NameMatchLevel::Partial => "NAME_MATCH_PARTIAL",
-    }
-}
-
-pub fn precision_name(p: DatePrecision) -> &'static str {
-    match p {
-        DatePrecision::Year => "DATE_PRECISION_YEAR",
-        DatePrecision::Month => "DATE_PRECISION_MONTH",
-        DatePrecision::Day => "DATE_PRECISION_DAY",
-    }
-}
-
-fn checks_claim(c: &FieldChecks) -> ChecksClaim {
-    let plain = |o: FieldOutcome| FieldClaim {
-        outcome: outcome_name(o).to_owned(),
-        level: None,
-        record_precision: None,
-    };
-    ChecksClaim {
-        full_name: FieldClaim {
-            level: c.full_name.level.map(|l| name_level_name(l).to_owned()),
-            ..plain(c.full_name.outcome)
-        },
-        date_of_birth: FieldClaim {
-            record_precision: Some(precision_name(c.date_of_birth.record_precision).to_owned()),
-            ..plain(c.date_of_birth.outcome)
-        },
-        gender: plain(c.gender),
-        old_id_number: plain(c.old_id_number),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attestation_ids_are_v4_uuids() {
-        let id = new_attestation_id().unwrap();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
-        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"));
-        assert_ne!(id, new_attestation_id().unwrap());
-    }
-}

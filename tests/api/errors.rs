@@ -152,31 +152,27 @@ struct NotAVerifyRequest {
     request_id: u64,
 }
 
+/// Sends a `NotAVerifyRequest` to `path`; the refusal.
+async fn send_not_a_request(app: &TestApp, path: &'static str) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        tonic::Request::new(NotAVerifyRequest { request_id: 7 }),
+        http::uri::PathAndQuery::from_static(path),
+        tonic_prost::ProstCodec::<NotAVerifyRequest, pb::VerifyResponse>::default(),
+    )
+    .await
+    .unwrap_err()
+}
+
 #[tokio::test]
 async fn undecodable_requests_carry_an_error_info_too() {
     let app = spawn_app().await;
-    let mut grpc = tonic::client::Grpc::new(app.channel.clone());
-    grpc.ready().await.unwrap();
-    let status = grpc
-        .unary(
-            tonic::Request::new(NotAVerifyRequest { request_id: 7 }),
-            http::uri::PathAndQuery::from_static("/vnid.v1.VerificationService/Verify"),
-            tonic_prost::ProstCodec::<NotAVerifyRequest, pb::VerifyResponse>::default(),
-        )
-        .await
-        .unwrap_err();
+    let status = send_not_a_request(&app, "/vnid.v1.VerificationService/Verify").await;
     assert_ne!(status.code(), Code::Ok);
     assert_eq!(reason(&status), "MESSAGE_UNDECODABLE");
     // A method this server does not have.
-    grpc.ready().await.unwrap();
-    let status = grpc
-        .unary(
-            tonic::Request::new(NotAVerifyRequest { request_id: 7 }),
-            http::uri::PathAndQuery::from_static("/vnid.v1.VerificationService/Nope"),
-            tonic_prost::ProstCodec::<NotAVerifyRequest, pb::VerifyResponse>::default(),
-        )
-        .await
-        .unwrap_err();
+    let status = send_not_a_request(&app, "/vnid.v1.VerificationService/Nope").await;
     assert_eq!(status.code(), Code::Unimplemented);
     assert_eq!(reason(&status), "METHOD_UNKNOWN");
 }

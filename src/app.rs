@@ -1,8 +1,9 @@
-//! Server assembly: configuration in, a bound server out.
+//! Server assembly: configuration in, a bound server out; it runs until
+//! a signal stops it (SIGTERM, SIGINT) and reloads its registry and TLS
+//! files on SIGHUP.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,63 +12,23 @@ use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 
-use sqlx::{Postgres, Sqlite};
-
-use crate::attest::{KeyError, Keyring, SubjectKey, generate_key_pem};
 use crate::audit::history::AccessHistory;
-use crate::audit::{
-    AuditError, AuditLog, AuditSink, AuditStore, Checkpointer, NoAudit, SqlAudit, WriterHandle,
-    WriterParams,
-};
+use crate::audit::{AuditLog, AuditSink, Checkpointer, NoAudit, WriterHandle};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditSinkKind, Secret, Settings};
 use crate::defence::ShareWatch;
-use crate::grpc::batch::BatchParams;
-use crate::grpc::caller::Identities;
 use crate::grpc::listener::{self, Admission, Connections};
-use crate::grpc::tls::{ServerTls, TlsError};
+use crate::grpc::tls::ServerTls;
 use crate::grpc::{AuditApi, Callers, ErrorDetailsLayer, VerificationApi, call_span};
-use crate::lookup::RequestIndex;
-use crate::lookup::{CacheBackend, CacheParams, CachedMirror, MemoryBackend, RedisBackend, Sealer};
-use crate::mirror::generate::{GenOptions, Generator};
-use crate::mirror::{
-    ExportRecord, LoadMode, MirrorAdmin, MirrorStore, PgMirror, SqliteMirror, StoreError,
-    load_records,
-};
+use crate::lookup::{CachedMirror, RequestIndex};
+use crate::mirror::MirrorStore;
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
-use crate::policy::{Registry, Role};
 use crate::quota::Quotas;
-use crate::verify::{Attester, Verifier};
-use crate::verify::{Defences, Replays};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error("{0}")]
-    Refused(String),
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot prepare {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("server reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-}
+use crate::startup::{
+    Seed, StartupError, cache_in_front_of, identities, load_attester, open_audit_store, open_mirror,
+};
+use crate::verify::{Defences, Replays, Verifier};
 
 /// HTTP/2 flow-control window of one stream: HTTP/2's own default. At
 /// about 60 bytes a `VerifyRequest`, a thousand batch items.
@@ -158,7 +119,7 @@ impl Application {
                     audit_store.clone(),
                     Checkpointer::new(attester.clone(), clock.clone()),
                     clock.clone(),
-                    writer_params(settings),
+                    settings.audit.writer_params(),
                 );
                 (Arc::new(log), Some(writer))
             }
@@ -200,16 +161,7 @@ impl Application {
         ));
         let history = Arc::new(AccessHistory::new(audit_store, audit, attester, clock));
         let callers = Arc::new(Callers::new(identities, settings.tls.is_some()));
-        let api = VerificationApi::new(
-            verifier,
-            callers.clone(),
-            BatchParams {
-                window: settings.batch.window,
-                max_items: settings.batch.max_items,
-                idle_timeout: Duration::from_millis(settings.batch.idle_timeout_ms.max(1)),
-                item_timeout: Duration::from_millis(settings.batch.item_timeout_ms.max(1)),
-            },
-        );
+        let api = VerificationApi::new(verifier, callers.clone(), settings.batch.params());
         let callers_handle = callers.clone();
         let audit_api = AuditApi::new(history, callers);
 
@@ -285,13 +237,7 @@ impl Application {
             cache,
             callers: callers_handle,
             tls,
-            admission: Admission {
-                max_connections: server.max_connections,
-                handshake_timeout: Duration::from_millis(server.tls_handshake_timeout_ms.max(1)),
-                first_bytes_timeout: Duration::from_millis(server.first_bytes_timeout_ms.max(1)),
-                tcp_keepalive: (server.tcp_keepalive_seconds > 0)
-                    .then(|| Duration::from_secs(server.tcp_keepalive_seconds)),
-            },
+            admission: server.admission(),
             connections: Arc::default(),
             audit_writer,
         })
@@ -390,260 +336,44 @@ impl Application {
     }
 }
 
-/// The registry, and the plaintext callers' identities in it, checked.
-pub fn identities(settings: &Settings) -> Result<Identities, StartupError> {
-    // The built-in demo agency and operator have every right: they exist
-    // only for the plaintext loopback default, never behind TLS.
-    if settings.tls.is_some() && settings.agencies.is_empty() {
-        return Err(StartupError::Refused(
-            "with TLS, the registry must list its agencies ([[agencies]]): the built-in demo \
-             agency and operator serve only the plaintext loopback default"
-                .into(),
-        ));
-    }
-    let registry =
-        Registry::new(&settings.agencies()).map_err(|e| StartupError::Refused(e.to_string()))?;
-    let must_be = |id: &str, key: &str, role: Role| match registry.agency(id) {
-        Ok(caller) if caller.role == role => Ok(()),
-        _ => Err(StartupError::Refused(format!(
-            "{key} {id:?} is not an enabled {role:?} of the registry"
-        ))),
+/// On SIGHUP, reads the configuration again (`load`) and takes its agency
+/// registry (and plaintext identities) for every call from then on, and
+/// its TLS files (CRLs included) for every handshake; connections stay up.
+/// A configuration that does not load or check keeps the old one.
+pub async fn reload_on_hangup<E: std::fmt::Display>(
+    reloader: Reloader,
+    load: impl Fn() -> Result<Settings, E>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; the registry cannot be reloaded");
+        return;
     };
-    // With TLS, callers are their certificates: no one is plaintext.
-    if settings.tls.is_none() {
-        must_be(&settings.plaintext_agency, "plaintext_agency", Role::Agency)?;
-    }
-    if settings.tls.is_none() && !settings.plaintext_operator.is_empty() {
-        must_be(
-            &settings.plaintext_operator,
-            "plaintext_operator",
-            Role::Operator,
-        )?;
-    }
-    Ok(Identities {
-        registry,
-        plaintext_agency: settings.plaintext_agency.clone(),
-        plaintext_operator: settings.plaintext_operator.clone(),
-    })
-}
-
-fn writer_params(settings: &Settings) -> WriterParams {
-    let a = &settings.audit;
-    WriterParams {
-        queue: a.queue,
-        max_batch: a.max_batch.max(1),
-        write_timeout: Duration::from_millis(a.write_timeout_ms),
-        checkpoint_rows: a.checkpoint_rows.max(1),
-        checkpoint_interval: Duration::from_secs(a.checkpoint_interval_seconds.max(1)),
-    }
-}
-
-/// The audit trail: Postgres at `audit.database_url`, else at
-/// `database_url`, else SQLite under the data directory; migrated when
-/// `database.migrate` says so.
-pub async fn open_audit_store(settings: &Settings) -> Result<Arc<dyn AuditStore>, StartupError> {
-    let url = settings
-        .audit
-        .database_url
-        .as_ref()
-        .or(settings.database_url.as_ref());
-    let store: Arc<dyn AuditStore> = match url {
-        Some(url) => Arc::new(SqlAudit::<Postgres>::connect_with(
-            url.expose(),
-            &settings
-                .database
-                .pool(settings.audit.max_connections.max(1)),
-        )?),
-        None => {
-            Arc::new(SqlAudit::<Sqlite>::open(&private_database(settings, "audit.sqlite3")?).await?)
+    while hangup.recv().await.is_some() {
+        let reloaded = load()
+            .map_err(|e| e.to_string())
+            .and_then(|s| reloader.reload(&s).map_err(|e| e.to_string()));
+        match reloaded {
+            Ok(()) => tracing::info!("agency registry and TLS files reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "agency registry NOT reloaded; the previous one stays")
+            }
         }
-    };
-    if settings.database.migrate || url.is_none() {
-        store.migrate().await?;
-    }
-    Ok(store)
-}
-
-/// The population the embedded default is seeded with on first run.
-const DEMO_POPULATION: GenOptions = GenOptions {
-    count: 20_000,
-    province: 82,
-    seed: 2026,
-    as_of: crate::mirror::generate::DEFAULT_AS_OF,
-};
-
-/// Whether an empty embedded mirror is seeded with the demo population:
-/// yes for `vnid serve`, never for `vnid import` (an operator's first
-/// import must not be mixed with synthetic people).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seed {
-    Demo,
-    Nothing,
-}
-
-/// The configured mirror: Postgres at `database_url`, or the embedded
-/// SQLite mirror under the data directory (created on first run, and
-/// seeded with a synthetic demo population when `seed` says so).
-pub async fn open_mirror(
-    settings: &Settings,
-    seed: Seed,
-) -> Result<Arc<dyn MirrorAdmin>, StartupError> {
-    let db = &settings.database;
-    let Some(url) = &settings.database_url else {
-        let mirror = SqliteMirror::open(&private_database(settings, "mirror.sqlite3")?).await?;
-        mirror.migrate().await?;
-        if seed == Seed::Demo && mirror.count().await? == 0 {
-            tracing::info!(
-                people = DEMO_POPULATION.count,
-                "seeding the embedded mirror with a synthetic population"
-            );
-            let people = Generator::new(DEMO_POPULATION.clone());
-            load_records(&mirror, LoadMode::Full, None, people)
-                .await
-                .map_err(|e| StartupError::Refused(e.to_string()))?;
-        }
-        return Ok(Arc::new(mirror));
-    };
-    let mirror = PgMirror::connect_with(url.expose(), &db.pool(db.max_connections))?;
-    if db.migrate {
-        mirror.migrate().await?;
-    }
-    Ok(Arc::new(mirror))
-}
-
-/// A few people of the embedded demo population to try, when the mirror is
-/// the embedded one.
-pub async fn demo_identities(settings: &Settings) -> Vec<ExportRecord> {
-    if settings.database_url.is_some() {
-        return Vec::new();
-    }
-    match SqliteMirror::open(&settings.data_dir.join("mirror.sqlite3")).await {
-        Ok(mirror) => mirror.sample_active(3).await.unwrap_or_default(),
-        Err(_) => Vec::new(),
     }
 }
 
-/// The cache in front of the mirror: Redis at `redis_url`, or in-process;
-/// `None` when the cache is disabled.
-pub fn cache_in_front_of(
-    settings: &Settings,
-    mirror: Arc<dyn MirrorAdmin>,
-) -> Result<Option<Arc<CachedMirror>>, StartupError> {
-    let c = &settings.cache;
-    if !c.enabled {
-        return Ok(None);
+/// Resolves on SIGTERM or SIGINT: the `shutdown` of `run_until_stopped`.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
-    let key_file = match &c.key_file {
-        Some(path) => path.clone(),
-        None => {
-            let path = data_dir(settings)?.join("cache.key");
-            create_secret_file_once(&path, || Ok(SubjectKey::generate_bytes()?.to_vec()))?;
-            path
-        }
-    };
-    let secret = zeroize::Zeroizing::new(std::fs::read(&key_file).map_err(|source| {
-        StartupError::DataDir {
-            path: key_file.clone(),
-            source,
-        }
-    })?);
-    let sealer = Sealer::new(&secret)
-        .map_err(|e| StartupError::Refused(format!("{}: {e}", key_file.display())))?;
-    let timeout = Duration::from_millis(c.timeout_ms);
-    let backend: Arc<dyn CacheBackend> = match &settings.redis_url {
-        Some(url) => Arc::new(
-            RedisBackend::new(url.expose(), timeout)
-                .map_err(|e| StartupError::Refused(e.to_string()))?,
-        ),
-        None => Arc::new(MemoryBackend::new(c.memory_capacity)),
-    };
-    let params = CacheParams {
-        ttl: Duration::from_secs(c.ttl_seconds),
-        negative_ttl: Duration::from_secs(c.negative_ttl_seconds),
-        jitter: f64::from(c.ttl_jitter_percent) / 100.0,
-        generation_poll: Duration::from_millis(c.generation_poll_ms.max(10)),
-        breaker_failures: c.breaker_failures,
-        breaker_cooldown: Duration::from_millis(c.breaker_cooldown_ms),
-        max_db_queries: c.max_db_queries,
-        metrics_log: Duration::from_secs(c.metrics_log_seconds.max(1)),
-        request_ttl: Duration::from_secs(c.request_mark_seconds.max(1)),
-    };
-    Ok(Some(Arc::new(CachedMirror::new(
-        mirror, backend, sealer, params,
-    ))))
-}
-
-pub fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
-    let a = &settings.attestation;
-    let signing = match &a.signing_key_file {
-        Some(path) => path.clone(),
-        None => {
-            let path = data_dir(settings)?.join("dev-signing-key.pem");
-            create_secret_file_once(&path, || Ok(generate_key_pem()?.as_bytes().to_vec()))?;
-            tracing::warn!(
-                "no attestation.signing_key_file configured: signing with a generated dev key"
-            );
-            path
-        }
-    };
-    let subject = match &a.subject_key_file {
-        Some(path) => path.clone(),
-        None => {
-            let path = data_dir(settings)?.join("subject.key");
-            create_secret_file_once(&path, || Ok(SubjectKey::generate_bytes()?.to_vec()))?;
-            path
-        }
-    };
-    Ok(Attester {
-        keyring: Keyring::load(&signing, &a.published_key_files)?,
-        subject_key: SubjectKey::load(&subject)?,
-        issuer: a.issuer.clone(),
-        ttl_seconds: a.ttl_seconds,
-    })
-}
-
-/// The data directory, created if missing and made its owner's alone: it
-/// holds the population mirror, the audit trail and the keys.
-pub fn data_dir(settings: &Settings) -> Result<&Path, StartupError> {
-    let dir = &settings.data_dir;
-    crate::files::private_dir(dir).map_err(|source| StartupError::DataDir {
-        path: dir.clone(),
-        source,
-    })?;
-    Ok(dir)
-}
-
-/// A SQLite database under the data directory, its owner's alone (SQLite
-/// gives its journal files the database's mode).
-fn private_database(settings: &Settings, name: &str) -> Result<PathBuf, StartupError> {
-    let path = data_dir(settings)?.join(name);
-    crate::files::private_file(&path).map_err(|source| StartupError::DataDir {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(path)
-}
-
-/// Writes a new secret file, readable by its owner only, unless it exists
-/// (never through a symlink; whole or not at all). A missing directory is
-/// made its owner's alone. Returns whether it wrote one.
-pub fn create_secret_file_once(
-    path: &Path,
-    contents: impl FnOnce() -> Result<Vec<u8>, KeyError>,
-) -> Result<bool, StartupError> {
-    let io_error = |source| StartupError::DataDir {
-        path: path.to_owned(),
-        source,
-    };
-    if std::fs::symlink_metadata(path).is_ok() {
-        return Ok(false);
-    }
-    if let Some(dir) = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-    {
-        crate::files::private_dir(dir).map_err(io_error)?;
-    }
-    let bytes = zeroize::Zeroizing::new(contents()?);
-    crate::files::write_new(path, &bytes, 0o600).map_err(io_error)
 }

@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,9 +52,6 @@ pub struct BatchJob {
     pub output: PathBuf,
     pub purpose: pb::Purpose,
     pub name_match: pb::NameMatch,
-    /// Show progress: a redrawn bar on a terminal, a line every 10 s
-    /// otherwise.
-    pub progress: bool,
 }
 
 /// What a run did.
@@ -424,68 +421,14 @@ impl Columns {
     }
 }
 
-/// Progress on standard error.
-struct Progress {
-    enabled: bool,
-    terminal: bool,
-    total: u64,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(enabled: bool, total: u64) -> Self {
-        Self {
-            enabled,
-            terminal: std::io::stderr().is_terminal(),
-            total,
-            started: Instant::now(),
-            last: Instant::now(),
-        }
-    }
-
-    fn tick(&mut self, done: u64, finished: bool) {
-        let every = if self.terminal { 200 } else { 10_000 };
-        if !self.enabled || (!finished && self.last.elapsed() < Duration::from_millis(every)) {
-            return;
-        }
-        self.last = Instant::now();
-        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = done as f64 / elapsed;
-        let share = if self.total == 0 {
-            1.0
-        } else {
-            done as f64 / self.total as f64
-        };
-        let eta = if rate > 0.0 {
-            (self.total.saturating_sub(done)) as f64 / rate
-        } else {
-            0.0
-        };
-        const WIDTH: usize = 30;
-        let filled = ((share * WIDTH as f64) as usize).min(WIDTH);
-        let line = format!(
-            "[{}{}] {done}/{} {:.0}/s ETA {:.0}s",
-            "#".repeat(filled),
-            " ".repeat(WIDTH - filled),
-            self.total,
-            rate,
-            eta
-        );
-        if self.terminal {
-            eprint!("\r{line}");
-            if finished {
-                eprintln!();
-            }
-        } else {
-            eprintln!("{line}");
-        }
-    }
-}
-
 /// Sends every candidate not yet done on one `VerifyBatch` stream and
-/// writes each answer as it comes.
-pub async fn verify_batch(channel: Channel, job: &BatchJob) -> Result<Summary, ClientError> {
+/// writes each answer as it comes, telling `progress` how many of how many
+/// are done (and, once, that the run is over).
+pub async fn verify_batch(
+    channel: Channel,
+    job: &BatchJob,
+    progress: &mut (dyn FnMut(u64, u64, bool) + Send),
+) -> Result<Summary, ClientError> {
     let csv_error = |path: &Path| {
         let path = path.to_owned();
         move |source| ClientError::Csv { path, source }
@@ -544,7 +487,6 @@ pub async fn verify_batch(channel: Channel, job: &BatchJob) -> Result<Summary, C
         .await
         .map_err(ClientError::Refused)?
         .into_inner();
-    let mut progress = Progress::new(job.progress, total);
     let mut answered = 0;
     let ended = loop {
         match answers.next().await {
@@ -560,7 +502,7 @@ pub async fn verify_batch(channel: Channel, job: &BatchJob) -> Result<Summary, C
                 }
                 output_lock(&output).write(&row)?;
                 answered += 1;
-                progress.tick(summary.skipped + answered, false);
+                progress(summary.skipped + answered, total, false);
             }
             Some(Err(status)) => break Some(status),
             None => break None,
@@ -581,7 +523,7 @@ pub async fn verify_batch(channel: Channel, job: &BatchJob) -> Result<Summary, C
     };
     summary.errors += refused;
     output_lock(&output).flush()?;
-    progress.tick(summary.skipped + answered + refused, true);
+    progress(summary.skipped + answered + refused, total, true);
     match ended {
         Some(status) => Err(ClientError::Interrupted {
             done: answered,

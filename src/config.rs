@@ -8,6 +8,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -196,6 +197,17 @@ pub struct BatchSettings {
     pub item_timeout_ms: u64,
 }
 
+impl BatchSettings {
+    pub fn params(&self) -> crate::grpc::batch::BatchParams {
+        crate::grpc::batch::BatchParams {
+            window: self.window,
+            max_items: self.max_items,
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
+            item_timeout: Duration::from_millis(self.item_timeout_ms.max(1)),
+        }
+    }
+}
+
 impl Default for BatchSettings {
     fn default() -> Self {
         Self {
@@ -212,6 +224,19 @@ impl Default for BatchSettings {
 pub enum AuditSinkKind {
     Store,
     None,
+}
+
+impl AuditSettings {
+    /// How the group-commit writer batches, times out and checkpoints.
+    pub fn writer_params(&self) -> crate::audit::WriterParams {
+        crate::audit::WriterParams {
+            queue: self.queue,
+            max_batch: self.max_batch.max(1),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            checkpoint_rows: self.checkpoint_rows.max(1),
+            checkpoint_interval: Duration::from_secs(self.checkpoint_interval_seconds.max(1)),
+        }
+    }
 }
 
 impl Default for AuditSettings {
@@ -266,9 +291,9 @@ impl DatabaseSettings {
     pub fn pool(&self, max_connections: u32) -> crate::infra::sql::PoolSettings {
         crate::infra::sql::PoolSettings {
             max_connections,
-            acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
-            statement_timeout: std::time::Duration::from_millis(self.statement_timeout_ms.max(1)),
-            idle_in_transaction_timeout: std::time::Duration::from_millis(
+            acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms.max(1)),
+            idle_in_transaction_timeout: Duration::from_millis(
                 self.idle_in_transaction_timeout_ms.max(1),
             ),
         }
@@ -306,6 +331,27 @@ pub struct CacheSettings {
     /// How long Redis marks an agency's `request_id` as used. Within it, a
     /// new request costs no audit-trail read; the trail stays the record.
     pub request_mark_seconds: u64,
+}
+
+impl CacheSettings {
+    /// The deadline of every cache call.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn params(&self) -> crate::lookup::CacheParams {
+        crate::lookup::CacheParams {
+            ttl: Duration::from_secs(self.ttl_seconds),
+            negative_ttl: Duration::from_secs(self.negative_ttl_seconds),
+            jitter: f64::from(self.ttl_jitter_percent) / 100.0,
+            generation_poll: Duration::from_millis(self.generation_poll_ms.max(10)),
+            breaker_failures: self.breaker_failures,
+            breaker_cooldown: Duration::from_millis(self.breaker_cooldown_ms),
+            max_db_queries: self.max_db_queries,
+            metrics_log: Duration::from_secs(self.metrics_log_seconds.max(1)),
+            request_ttl: Duration::from_secs(self.request_mark_seconds.max(1)),
+        }
+    }
 }
 
 impl Default for CacheSettings {
@@ -382,6 +428,19 @@ pub struct ServerSettings {
     pub max_connection_age_seconds: u64,
     /// ... and is closed this long after that, calls under way or not.
     pub max_connection_age_grace_seconds: u64,
+}
+
+impl ServerSettings {
+    /// How the listener lets connections in.
+    pub fn admission(&self) -> crate::grpc::listener::Admission {
+        crate::grpc::listener::Admission {
+            max_connections: self.max_connections,
+            handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms.max(1)),
+            first_bytes_timeout: Duration::from_millis(self.first_bytes_timeout_ms.max(1)),
+            tcp_keepalive: (self.tcp_keepalive_seconds > 0)
+                .then(|| Duration::from_secs(self.tcp_keepalive_seconds)),
+        }
+    }
 }
 
 impl Default for ServerSettings {

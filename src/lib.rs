@@ -66,6 +66,7 @@ pub mod lookup;
 pub mod mirror;
 pub mod policy;
 pub mod quota;
+pub mod startup;
 pub mod telemetry;
 pub mod verify;
 

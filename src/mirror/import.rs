@@ -7,11 +7,11 @@
 //! end marker and the loader rolls back.
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::Digest;
 use tokio::sync::mpsc;
@@ -67,76 +67,15 @@ pub enum ImportError {
     EmptyFullLoad,
 }
 
-/// Where the importer says what it is doing: error lines and progress.
+/// Where the importer says what it is doing: error lines and progress
+/// (the command line draws them; tests and embedders may ignore them).
 pub trait ImportObserver: Send + Sync {
     /// One bad row, already formatted as `file:line: field: REASON (…)`.
     fn bad_row(&self, line: &str);
-    fn progress(&self, rows: u64, bytes: u64, total_bytes: u64, elapsed: Duration);
-    fn done(&self) {}
-}
-
-/// Reports to standard error: a redrawn progress bar on a terminal, a
-/// plain line every few seconds otherwise.
-pub struct StderrObserver {
-    terminal: bool,
-    last_line: std::sync::Mutex<Option<Instant>>,
-}
-
-impl Default for StderrObserver {
-    fn default() -> Self {
-        Self {
-            terminal: std::io::stderr().is_terminal(),
-            last_line: Default::default(),
-        }
-    }
-}
-
-impl ImportObserver for StderrObserver {
-    fn bad_row(&self, line: &str) {
-        let clear = if self.terminal { "\r\x1b[2K" } else { "" };
-        eprintln!("{clear}{line}");
-    }
-
-    fn progress(&self, rows: u64, bytes: u64, total_bytes: u64, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64().max(1e-3);
-        let rate = rows as f64 / secs;
-        let fraction = if total_bytes == 0 {
-            1.0
-        } else {
-            bytes as f64 / total_bytes as f64
-        };
-        let eta = if fraction > 0.0 {
-            secs / fraction - secs
-        } else {
-            0.0
-        };
-        if self.terminal {
-            let width = 30;
-            let filled = ((fraction * width as f64) as usize).min(width);
-            eprint!(
-                "\r\x1b[2K[{}{}] {:>3.0}% {rows} rows, {rate:.0} rows/s, ETA {eta:.0}s",
-                "#".repeat(filled),
-                "-".repeat(width - filled),
-                fraction * 100.0
-            );
-            let _ = std::io::stderr().flush();
-        } else {
-            let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                eprintln!(
-                    "import: {rows} rows, {rate:.0} rows/s, {:.0}% read, ETA {eta:.0}s",
-                    fraction * 100.0
-                );
-                *last = Some(Instant::now());
-            }
-        }
-    }
-
-    fn done(&self) {
-        if self.terminal {
-            eprintln!();
-        }
-    }
+    /// `rows` read so far, which are `bytes` of `total_bytes`.
+    fn progress(&self, rows: u64, bytes: u64, total_bytes: u64);
+    /// Every one of `rows` read.
+    fn done(&self, _rows: u64) {}
 }
 
 fn default_reject_file(first: &Path) -> PathBuf {
@@ -333,7 +272,6 @@ pub async fn run(
             read_files(&options, &tx, observer.as_ref(), &tap, &rows_read)
         })
     };
-    let started = Instant::now();
     let ticker = {
         let (observer, tap, rows_read) = (observer.clone(), tap.clone(), rows_read.clone());
         tokio::spawn(async move {
@@ -344,7 +282,6 @@ pub async fn run(
                     rows_read.load(Ordering::Relaxed),
                     tap.bytes.load(Ordering::Relaxed),
                     total_bytes,
-                    started.elapsed(),
                 );
             }
         })
@@ -352,13 +289,7 @@ pub async fn run(
     let loaded = store.load(options.mode, rx).await;
     ticker.abort();
     let read = reader.await.map_err(|_| ImportError::Reader)?;
-    observer.progress(
-        rows_read.load(Ordering::Relaxed),
-        total_bytes,
-        total_bytes,
-        started.elapsed(),
-    );
-    observer.done();
+    observer.done(rows_read.load(Ordering::Relaxed));
     let (mut summary, loaded) = match (read, loaded) {
         // The loader stopped first; the reader only saw its channel close.
         (Err(ImportError::Reader), Err(e)) => return Err(e.into()),

@@ -436,7 +436,7 @@ async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
         .await
         .unwrap();
     let jwks = Jwks::parse(
-        vnid::app::load_attester(&{
+        vnid::startup::load_attester(&{
             let mut s = test_settings(&url);
             s.data_dir = dir.path().to_owned();
             s

@@ -73,7 +73,7 @@ pub struct TestApp {
     /// Connections the listener refused.
     pub connections: Arc<vnid::grpc::listener::Connections>,
     shutdown: Option<oneshot::Sender<()>>,
-    pub server: Option<JoinHandle<Result<(), vnid::app::StartupError>>>,
+    pub server: Option<JoinHandle<Result<(), vnid::startup::StartupError>>>,
 }
 
 pub fn test_settings(database_url: &str) -> Settings {
@@ -150,7 +150,7 @@ pub async fn spawn_bare(settings: Settings) -> TestApp {
 
 impl TestApp {
     /// Sends the shutdown signal; returns the server's task.
-    pub fn begin_shutdown(&mut self) -> JoinHandle<Result<(), vnid::app::StartupError>> {
+    pub fn begin_shutdown(&mut self) -> JoinHandle<Result<(), vnid::startup::StartupError>> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

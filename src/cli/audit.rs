@@ -1,0 +1,105 @@
+//! `vnid audit verify` and `vnid audit prune`: the trail, checked or cut
+//! back to its retention.
+
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use super::{Failure, Place, block_on, fail};
+use crate::attest::Jwks;
+use crate::audit::Checkpointer;
+use crate::clock::{Clock, SystemClock};
+use crate::startup::{load_attester, open_audit_store};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum AuditCommand {
+    /// Recomputes the hash chain and checks every signed checkpoint and
+    /// attestation; names the first row changed, removed, moved or cut off.
+    /// Exit status 0: verified; 1: tampering found; 2: could not check.
+    Verify(Verify),
+    /// Removes rows older than the retention period (audit.retention_days),
+    /// leaving a signed cut checkpoint so that the rest still verifies.
+    Prune(Prune),
+}
+
+pub(super) fn run(command: AuditCommand) -> Result<(), Failure> {
+    match command {
+        AuditCommand::Verify(args) => verify(args),
+        AuditCommand::Prune(args) => prune(args),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct Verify {
+    #[command(flatten)]
+    place: Place,
+}
+
+/// The exit status of a check that could not be made (as `diff` uses it).
+const CANNOT_CHECK: u8 = 2;
+
+fn verify(args: Verify) -> Result<(), Failure> {
+    // Anything but a finding means the trail was not checked.
+    let cannot_check = |failure: Failure| Failure {
+        message: format!("cannot verify the audit trail: {}", failure.message),
+        status: CANNOT_CHECK,
+    };
+    let settings = args.place.settings().map_err(cannot_check)?;
+    let finding = block_on(async {
+        let attester = load_attester(&settings).map_err(fail)?;
+        let jwks = Jwks::parse(attester.keyring.jwks_json()).map_err(fail)?;
+        let store = open_audit_store(&settings).await.map_err(fail)?;
+        store.verify(&jwks).await.map_err(fail)
+    })
+    .map_err(cannot_check)?;
+    let summary =
+        finding.map_err(|finding| fail(format!("audit trail NOT verified: {finding}")))?;
+    println!(
+        "audit trail verified: {} rows (rows {} to {}), head {}, newest signed checkpoint: {}",
+        summary.rows,
+        summary.anchor + 1,
+        summary.head.seq,
+        <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(&summary.head.hash),
+        summary
+            .checkpoint
+            .map_or_else(|| "none".to_owned(), |seq| format!("row {seq}")),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(super) struct Prune {
+    #[command(flatten)]
+    place: Place,
+    /// Overrides audit.retention_days.
+    #[arg(long)]
+    older_than_days: Option<u32>,
+}
+
+fn prune(args: Prune) -> Result<(), Failure> {
+    let settings = args.place.settings()?;
+    let days = args
+        .older_than_days
+        .unwrap_or(settings.audit.retention_days);
+    let outcome = block_on(async {
+        let attester = Arc::new(load_attester(&settings).map_err(fail)?);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let before_us = clock
+            .now_micros()
+            .saturating_sub(i64::from(days) * 86_400 * 1_000_000);
+        let checkpointer = Checkpointer::new(attester, clock);
+        let store = open_audit_store(&settings).await.map_err(fail)?;
+        store
+            .prune(before_us, &|head| checkpointer.sign(head, true))
+            .await
+            .map_err(|e| fail(format!("prune failed: {e}")))
+    })?;
+    match outcome.cut {
+        Some(cut) => eprintln!(
+            "vnid audit prune: removed {} rows older than {days} days; the trail now starts after row {cut}",
+            outcome.removed
+        ),
+        None => eprintln!("vnid audit prune: no row is older than {days} days"),
+    }
+    Ok(())
+}

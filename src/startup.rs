@@ -1,0 +1,290 @@
+//! What both the server and the command line open before they work: the
+//! stores (mirror, audit trail), the cache in front of the mirror, the
+//! attestation keys, the agency registry, and the secrets kept under the
+//! data directory. `app` assembles a server from these; `cli` commands
+//! such as `vnid import` and `vnid audit verify` use them alone.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sqlx::{Postgres, Sqlite};
+
+use crate::attest::{KeyError, Keyring, SubjectKey, generate_key_pem};
+use crate::audit::{AuditError, AuditStore, SqlAudit};
+use crate::config::Settings;
+use crate::grpc::caller::Identities;
+use crate::grpc::tls::TlsError;
+use crate::lookup::{CacheBackend, CachedMirror, MemoryBackend, RedisBackend, Sealer};
+use crate::mirror::generate::{GenOptions, Generator};
+use crate::mirror::{
+    ExportRecord, LoadMode, MirrorAdmin, PgMirror, SqliteMirror, StoreError, load_records,
+};
+use crate::policy::{Registry, Role};
+use crate::verify::Attester;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot prepare {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// The registry, and the plaintext callers' identities in it, checked.
+pub fn identities(settings: &Settings) -> Result<Identities, StartupError> {
+    // The built-in demo agency and operator have every right: they exist
+    // only for the plaintext loopback default, never behind TLS.
+    if settings.tls.is_some() && settings.agencies.is_empty() {
+        return Err(StartupError::Refused(
+            "with TLS, the registry must list its agencies ([[agencies]]): the built-in demo \
+             agency and operator serve only the plaintext loopback default"
+                .into(),
+        ));
+    }
+    let registry =
+        Registry::new(&settings.agencies()).map_err(|e| StartupError::Refused(e.to_string()))?;
+    let must_be = |id: &str, key: &str, role: Role| match registry.agency(id) {
+        Ok(caller) if caller.role == role => Ok(()),
+        _ => Err(StartupError::Refused(format!(
+            "{key} {id:?} is not an enabled {role:?} of the registry"
+        ))),
+    };
+    // With TLS, callers are their certificates: no one is plaintext.
+    if settings.tls.is_none() {
+        must_be(&settings.plaintext_agency, "plaintext_agency", Role::Agency)?;
+    }
+    if settings.tls.is_none() && !settings.plaintext_operator.is_empty() {
+        must_be(
+            &settings.plaintext_operator,
+            "plaintext_operator",
+            Role::Operator,
+        )?;
+    }
+    Ok(Identities {
+        registry,
+        plaintext_agency: settings.plaintext_agency.clone(),
+        plaintext_operator: settings.plaintext_operator.clone(),
+    })
+}
+
+/// The audit trail: Postgres at `audit.database_url`, else at
+/// `database_url`, else SQLite under the data directory; migrated when
+/// `database.migrate` says so.
+pub async fn open_audit_store(settings: &Settings) -> Result<Arc<dyn AuditStore>, StartupError> {
+    let url = settings
+        .audit
+        .database_url
+        .as_ref()
+        .or(settings.database_url.as_ref());
+    let store: Arc<dyn AuditStore> = match url {
+        Some(url) => Arc::new(SqlAudit::<Postgres>::connect_with(
+            url.expose(),
+            &settings
+                .database
+                .pool(settings.audit.max_connections.max(1)),
+        )?),
+        None => {
+            Arc::new(SqlAudit::<Sqlite>::open(&private_database(settings, "audit.sqlite3")?).await?)
+        }
+    };
+    if settings.database.migrate || url.is_none() {
+        store.migrate().await?;
+    }
+    Ok(store)
+}
+
+/// The population the embedded default is seeded with on first run.
+const DEMO_POPULATION: GenOptions = GenOptions {
+    count: 20_000,
+    province: 82,
+    seed: 2026,
+    as_of: crate::mirror::generate::DEFAULT_AS_OF,
+};
+
+/// Whether an empty embedded mirror is seeded with the demo population:
+/// yes for `vnid serve`, never for `vnid import` (an operator's first
+/// import must not be mixed with synthetic people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    Demo,
+    Nothing,
+}
+
+/// The configured mirror: Postgres at `database_url`, or the embedded
+/// SQLite mirror under the data directory (created on first run, and
+/// seeded with a synthetic demo population when `seed` says so).
+pub async fn open_mirror(
+    settings: &Settings,
+    seed: Seed,
+) -> Result<Arc<dyn MirrorAdmin>, StartupError> {
+    let db = &settings.database;
+    let Some(url) = &settings.database_url else {
+        let mirror = SqliteMirror::open(&private_database(settings, "mirror.sqlite3")?).await?;
+        mirror.migrate().await?;
+        if seed == Seed::Demo && mirror.count().await? == 0 {
+            tracing::info!(
+                people = DEMO_POPULATION.count,
+                "seeding the embedded mirror with a synthetic population"
+            );
+            let people = Generator::new(DEMO_POPULATION.clone());
+            load_records(&mirror, LoadMode::Full, None, people)
+                .await
+                .map_err(|e| StartupError::Refused(e.to_string()))?;
+        }
+        return Ok(Arc::new(mirror));
+    };
+    let mirror = PgMirror::connect_with(url.expose(), &db.pool(db.max_connections))?;
+    if db.migrate {
+        mirror.migrate().await?;
+    }
+    Ok(Arc::new(mirror))
+}
+
+/// A few people of the embedded demo population to try, when the mirror is
+/// the embedded one.
+pub async fn demo_identities(settings: &Settings) -> Vec<ExportRecord> {
+    if settings.database_url.is_some() {
+        return Vec::new();
+    }
+    match SqliteMirror::open(&settings.data_dir.join("mirror.sqlite3")).await {
+        Ok(mirror) => mirror.sample_active(3).await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The cache in front of the mirror: Redis at `redis_url`, or in-process;
+/// `None` when the cache is disabled.
+pub fn cache_in_front_of(
+    settings: &Settings,
+    mirror: Arc<dyn MirrorAdmin>,
+) -> Result<Option<Arc<CachedMirror>>, StartupError> {
+    let c = &settings.cache;
+    if !c.enabled {
+        return Ok(None);
+    }
+    let key_file = match &c.key_file {
+        Some(path) => path.clone(),
+        None => {
+            let path = data_dir(settings)?.join("cache.key");
+            create_secret_file_once(&path, || Ok(SubjectKey::generate_bytes()?.to_vec()))?;
+            path
+        }
+    };
+    let secret = zeroize::Zeroizing::new(std::fs::read(&key_file).map_err(|source| {
+        StartupError::DataDir {
+            path: key_file.clone(),
+            source,
+        }
+    })?);
+    let sealer = Sealer::new(&secret)
+        .map_err(|e| StartupError::Refused(format!("{}: {e}", key_file.display())))?;
+    let backend: Arc<dyn CacheBackend> = match &settings.redis_url {
+        Some(url) => Arc::new(
+            RedisBackend::new(url.expose(), c.timeout())
+                .map_err(|e| StartupError::Refused(e.to_string()))?,
+        ),
+        None => Arc::new(MemoryBackend::new(c.memory_capacity)),
+    };
+    Ok(Some(Arc::new(CachedMirror::new(
+        mirror,
+        backend,
+        sealer,
+        c.params(),
+    ))))
+}
+
+pub fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
+    let a = &settings.attestation;
+    let signing = match &a.signing_key_file {
+        Some(path) => path.clone(),
+        None => {
+            let path = data_dir(settings)?.join("dev-signing-key.pem");
+            create_secret_file_once(&path, || Ok(generate_key_pem()?.as_bytes().to_vec()))?;
+            tracing::warn!(
+                "no attestation.signing_key_file configured: signing with a generated dev key"
+            );
+            path
+        }
+    };
+    let subject = match &a.subject_key_file {
+        Some(path) => path.clone(),
+        None => {
+            let path = data_dir(settings)?.join("subject.key");
+            create_secret_file_once(&path, || Ok(SubjectKey::generate_bytes()?.to_vec()))?;
+            path
+        }
+    };
+    Ok(Attester {
+        keyring: Keyring::load(&signing, &a.published_key_files)?,
+        subject_key: SubjectKey::load(&subject)?,
+        issuer: a.issuer.clone(),
+        ttl_seconds: a.ttl_seconds,
+    })
+}
+
+/// The data directory, created if missing and made its owner's alone: it
+/// holds the population mirror, the audit trail and the keys.
+pub fn data_dir(settings: &Settings) -> Result<&Path, StartupError> {
+    let dir = &settings.data_dir;
+    crate::files::private_dir(dir).map_err(|source| StartupError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// A SQLite database under the data directory, its owner's alone (SQLite
+/// gives its journal files the database's mode).
+fn private_database(settings: &Settings, name: &str) -> Result<PathBuf, StartupError> {
+    let path = data_dir(settings)?.join(name);
+    crate::files::private_file(&path).map_err(|source| StartupError::DataDir {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// Writes a new secret file, readable by its owner only, unless it exists
+/// (never through a symlink; whole or not at all). A missing directory is
+/// made its owner's alone. Returns whether it wrote one.
+pub fn create_secret_file_once(
+    path: &Path,
+    contents: impl FnOnce() -> Result<Vec<u8>, KeyError>,
+) -> Result<bool, StartupError> {
+    let io_error = |source| StartupError::DataDir {
+        path: path.to_owned(),
+        source,
+    };
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(false);
+    }
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        crate::files::private_dir(dir).map_err(io_error)?;
+    }
+    let bytes = zeroize::Zeroizing::new(contents()?);
+    crate::files::write_new(path, &bytes, 0o600).map_err(io_error)
+}

@@ -16,19 +16,18 @@ use crate::audit::history::AccessHistory;
 use crate::audit::{AuditLog, AuditSink, Checkpointer, NoAudit, WriterHandle};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditSinkKind, Secret, Settings};
-use crate::defence::ShareWatch;
 use crate::grpc::listener::{self, Admission, Connections};
 use crate::grpc::tls::ServerTls;
 use crate::grpc::{AuditApi, Callers, ErrorDetailsLayer, VerificationApi, call_span};
+use crate::guard::Guard;
 use crate::lookup::{CachedMirror, RequestIndex};
 use crate::mirror::MirrorStore;
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
-use crate::quota::Quotas;
 use crate::startup::{
     Seed, StartupError, cache_in_front_of, identities, load_attester, open_audit_store, open_mirror,
 };
-use crate::verify::{Defences, Replays, Verifier};
+use crate::verify::{Replays, Verifier};
 
 /// HTTP/2 flow-control window of one stream: HTTP/2's own default. At
 /// about 60 bytes a `VerifyRequest`, a thousand batch items.
@@ -130,19 +129,13 @@ impl Application {
                 (Arc::new(NoAudit), None)
             }
         };
-        let quotas = Quotas::new(
+        let trail = (settings.audit.sink == AuditSinkKind::Store).then(|| audit_store.clone());
+        let guard = Guard::new(
             settings.redis_url.as_ref().map(Secret::expose),
-            Duration::from_millis(settings.cache.timeout_ms),
-            settings.cache.breaker_failures,
-            Duration::from_millis(settings.cache.breaker_cooldown_ms),
+            trail,
+            settings.guard_params(),
         )
         .map_err(|e| StartupError::Refused(format!("redis_url: {e}")))?;
-        let quotas = match settings.audit.sink {
-            AuditSinkKind::Store => {
-                quotas.with_trail(audit_store.clone(), settings.quota.instances)
-            }
-            AuditSinkKind::None => quotas,
-        };
         let verifier = Arc::new(Verifier::new(
             store,
             attester.clone(),
@@ -151,12 +144,7 @@ impl Application {
                 trail: audit_store.clone(),
                 index: cache.clone().map(|c| -> Arc<dyn RequestIndex> { c }),
             }),
-            Arc::new(quotas),
-            Defences {
-                id_failure_limit: settings.defences.id_failures_per_day,
-                id_failure_agencies_alert: settings.defences.id_failure_agencies_alert,
-                shares: ShareWatch::new(settings.defences.share_limits()),
-            },
+            guard,
             clock.clone(),
         ));
         let history = Arc::new(AccessHistory::new(audit_store, audit, attester, clock));

@@ -153,18 +153,8 @@ impl Default for DefenceSettings {
     }
 }
 
-impl DefenceSettings {
-    pub fn share_limits(&self) -> crate::defence::ShareLimits {
-        crate::defence::ShareLimits {
-            alert_share: self.not_verified_alert_share,
-            weight: self.not_verified_weight.clamp(0.0, 1.0),
-            min_checks: self.not_verified_min_checks,
-            throttle_per_second: self.throttle_per_second,
-        }
-    }
-}
-
-/// Agencies' rates and daily quotas across instances.
+/// Agencies' rates and daily quotas across instances, and the Redis
+/// counters the guard keeps (quotas, per-number failures).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotaSettings {
@@ -172,11 +162,46 @@ pub struct QuotaSettings {
     /// reached, each grants `1 / instances` of an agency's rate and of what
     /// the audit trail says is left of its day.
     pub instances: u32,
+    /// The deadline of every counter call to Redis.
+    pub timeout_ms: u64,
+    /// Consecutive counter failures that open the breaker (counting then
+    /// goes per instance at once) ...
+    pub breaker_failures: u32,
+    /// ... for this long, before Redis is probed again.
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for QuotaSettings {
     fn default() -> Self {
-        Self { instances: 1 }
+        Self {
+            instances: 1,
+            timeout_ms: 100,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 2_000,
+        }
+    }
+}
+
+impl Settings {
+    /// The guard: quotas (`quota.*`) and defences (`defences.*`).
+    pub fn guard_params(&self) -> crate::guard::GuardParams {
+        let (q, d) = (&self.quota, &self.defences);
+        crate::guard::GuardParams {
+            shared: crate::guard::SharedParams {
+                timeout: Duration::from_millis(q.timeout_ms),
+                breaker_failures: q.breaker_failures,
+                breaker_cooldown: Duration::from_millis(q.breaker_cooldown_ms),
+            },
+            instances: q.instances,
+            id_failure_limit: d.id_failures_per_day,
+            id_failure_agencies_alert: d.id_failure_agencies_alert,
+            shares: crate::guard::ShareLimits {
+                alert_share: d.not_verified_alert_share,
+                weight: d.not_verified_weight.clamp(0.0, 1.0),
+                min_checks: d.not_verified_min_checks,
+                throttle_per_second: d.throttle_per_second,
+            },
+        }
     }
 }
 
@@ -589,6 +614,9 @@ impl Settings {
         bound(&mut c.breaker_cooldown_ms, 1, HOUR * 1_000);
         bound(&mut c.metrics_log_seconds, 1, DAY);
         bound(&mut c.ttl_jitter_percent, 0, 90);
+        let q = &mut self.quota;
+        bound(&mut q.timeout_ms, 1, MINUTE * 1_000);
+        bound(&mut q.breaker_cooldown_ms, 1, HOUR * 1_000);
         bound(&mut self.attestation.ttl_seconds, 60, 366 * DAY as i64);
         let s = &mut self.server;
         bound(&mut s.request_timeout_ms, 1, HOUR * 1_000);

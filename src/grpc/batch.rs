@@ -9,7 +9,7 @@
 //! Each item is one check as `Verify` makes it (policy, quotas, audit row,
 //! attestation), audited as `verify_batch`. A bad item is answered with an
 //! error item and the stream goes on. Over its rate, an item waits for the
-//! rate to allow it rather than failing: a batch is paced, not refused. The
+//! rate to allow it (`Verifier::check_batch_item`: paced, not refused). The
 //! stream ends with an error status only when the caller sends more than
 //! `max_items` items (`BATCH_TOO_LONG`, after every accepted item is
 //! answered) or a message that is not a `VerifyRequest`.
@@ -43,8 +43,7 @@ use crate::grpc::caller::Callers;
 use crate::grpc::error::{ApiError, Deadline};
 use crate::pb;
 use crate::policy::{Agency, CheckCall};
-use crate::quota::Exhausted;
-use crate::verify::{Verifier, VerifyCommand, VerifyError};
+use crate::verify::{Verifier, VerifyCommand};
 
 /// How a batch stream is run.
 #[derive(Debug, Clone, Copy)]
@@ -223,17 +222,7 @@ async fn check_item(
     let request_id = request.request_id.clone();
     let check = async {
         let command = VerifyCommand::try_from(request)?;
-        loop {
-            match verifier
-                .check(&agency, command.clone(), CheckCall::BatchItem)
-                .await
-            {
-                Err(VerifyError::Exhausted(Exhausted::Rate { retry_after })) => {
-                    tokio::time::sleep(retry_after).await;
-                }
-                other => return other.map_err(ApiError::from),
-            }
-        }
+        Ok(verifier.check_batch_item(&agency, command).await?)
     };
     let result = tokio::time::timeout(deadline, check)
         .await

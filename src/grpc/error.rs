@@ -12,9 +12,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::audit::AuditError;
 use crate::audit::history::HistoryError;
+use crate::guard::Refusal;
 use crate::mirror::StoreError;
 use crate::policy::Denial;
-use crate::quota::Exhausted;
 use crate::verify::VerifyError;
 
 /// The `domain` of every `ErrorInfo` vnid returns.
@@ -47,7 +47,7 @@ pub enum ApiError {
     /// A store cannot be reached: retry later.
     Unavailable(Unreachable),
     Internal,
-    ResourceExhausted(Exhausted),
+    ResourceExhausted(Refusal),
     /// The caller's `request_id` names another request.
     AlreadyExists,
     /// A batch stream carried more than this many items.
@@ -123,7 +123,7 @@ impl From<VerifyError> for ApiError {
                 Self::Unavailable(Unreachable::Mirror)
             }
             VerifyError::Audit(error) => error.into(),
-            VerifyError::Exhausted(why) => Self::ResourceExhausted(why),
+            VerifyError::Refused(why) => Self::ResourceExhausted(why),
             VerifyError::RequestIdReused => Self::AlreadyExists,
             other => {
                 tracing::error!(error = %other, "verification failed");
@@ -251,10 +251,10 @@ impl From<ApiError> for Status {
             ),
             ApiError::ResourceExhausted(why) => {
                 let (reason, retry_after) = match why {
-                    Exhausted::Rate { retry_after } => ("RATE_LIMITED", retry_after),
-                    Exhausted::Daily { retry_after } => ("DAILY_QUOTA_EXCEEDED", retry_after),
-                    Exhausted::Suspended { retry_after } => ("ID_NUMBER_SUSPENDED", retry_after),
-                    Exhausted::Throttled { retry_after } => ("AGENCY_THROTTLED", retry_after),
+                    Refusal::Rate { retry_after } => ("RATE_LIMITED", retry_after),
+                    Refusal::Daily { retry_after } => ("DAILY_QUOTA_EXCEEDED", retry_after),
+                    Refusal::Suspended { retry_after } => ("ID_NUMBER_SUSPENDED", retry_after),
+                    Refusal::Throttled { retry_after } => ("AGENCY_THROTTLED", retry_after),
                 };
                 let mut details = error_info(reason);
                 details.set_retry_info(Some(retry_after));
@@ -320,21 +320,21 @@ mod tests {
                 "REQUEST_ID_REUSED",
             ),
             (
-                ApiError::ResourceExhausted(Exhausted::Rate {
+                ApiError::ResourceExhausted(Refusal::Rate {
                     retry_after: Duration::from_millis(100),
                 }),
                 Code::ResourceExhausted,
                 "RATE_LIMITED",
             ),
             (
-                ApiError::ResourceExhausted(Exhausted::Throttled {
+                ApiError::ResourceExhausted(Refusal::Throttled {
                     retry_after: Duration::from_secs(1),
                 }),
                 Code::ResourceExhausted,
                 "AGENCY_THROTTLED",
             ),
             (
-                ApiError::ResourceExhausted(Exhausted::Suspended {
+                ApiError::ResourceExhausted(Refusal::Suspended {
                     retry_after: Duration::from_secs(1),
                 }),
                 Code::ResourceExhausted,
@@ -376,7 +376,7 @@ mod tests {
                 "CARD_QR_NOT_ALLOWED",
             ),
             (
-                ApiError::ResourceExhausted(Exhausted::Daily {
+                ApiError::ResourceExhausted(Refusal::Daily {
                     retry_after: Duration::from_secs(60),
                 }),
                 Code::ResourceExhausted,

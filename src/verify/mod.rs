@@ -14,14 +14,13 @@ pub use crate::attest::Attester;
 use crate::attest::{AttestationClaims, new_attestation_id};
 use crate::audit::{AuditEntry, AuditError, AuditKind, AuditSink};
 use crate::clock::{Clock, UnixSeconds};
-use crate::defence::{ShareChange, ShareWatch};
 use crate::domain::{
     CitizenRecord, CitizenStatus, Claims, FieldChecks, NameMatchLevel, PartialDate, PersonName,
     PersonalIdNumber, Purpose, Reason, RequestId, Verdict, assess,
 };
+use crate::guard::{Guard, GuardError, Refusal};
 use crate::mirror::{MirrorStore, StoreError};
 use crate::policy::{Agency, CheckCall, Denial};
-use crate::quota::{Exhausted, QuotaError, Quotas};
 
 pub use names::{
     name_level_name, outcome_name, precision_name, purpose_name, reason_name, verdict_name,
@@ -83,7 +82,7 @@ pub enum VerifyError {
     #[error(transparent)]
     Audit(#[from] AuditError),
     #[error(transparent)]
-    Exhausted(#[from] Exhausted),
+    Refused(#[from] Refusal),
     /// The agency used this `request_id` for another request.
     #[error("the request_id was already used for another request")]
     RequestIdReused,
@@ -102,20 +101,8 @@ pub struct Verifier {
     /// Where the first answer to a `request_id` is found again (`None`:
     /// nothing is kept, so nothing is replayed).
     replays: Option<Replays>,
-    quotas: Arc<Quotas>,
-    defences: Defences,
+    guard: Guard,
     clock: Arc<dyn Clock>,
-}
-
-/// Against harvesting.
-pub struct Defences {
-    /// Failed checks of one number by one agency in 24 h beyond which
-    /// that agency's checks of it are suspended (0: no limit).
-    pub id_failure_limit: u64,
-    /// Agencies failing on one number in 24 h that raise an alert (0: off).
-    pub id_failure_agencies_alert: u64,
-    /// Each agency's share of NOT_VERIFIED answers.
-    pub shares: ShareWatch,
 }
 
 impl Verifier {
@@ -124,8 +111,7 @@ impl Verifier {
         attester: Arc<Attester>,
         audit: Arc<dyn AuditSink>,
         replays: Option<Replays>,
-        quotas: Arc<Quotas>,
-        defences: Defences,
+        guard: Guard,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -133,8 +119,7 @@ impl Verifier {
             attester,
             audit,
             replays,
-            quotas,
-            defences,
+            guard,
             clock,
         }
     }
@@ -175,7 +160,15 @@ impl Verifier {
             }
         };
         let subject_index = subject_key.subject_index(&command.id_number);
-        if let Err(refused) = self.admit(agency, &subject_index).await {
+        let admitted = self
+            .guard
+            .admit(agency, &subject_index, self.clock.now_micros())
+            .await
+            .map_err(|e| match e {
+                GuardError::Refused(why) => VerifyError::Refused(why),
+                GuardError::Trail(error) => VerifyError::Audit(error),
+            });
+        if let Err(refused) = admitted {
             // Only a mark this check set: another copy of the request may
             // be under way with its own.
             if marked && let Some(replays) = &self.replays {
@@ -200,55 +193,9 @@ impl Verifier {
             assessment.verdict,
             Verdict::NotVerified(Reason::NotFound | Reason::FieldMismatch)
         );
-        match self.defences.shares.record(&agency.id, failed) {
-            ShareChange::Raised { share, checks } => tracing::warn!(
-                target: "vnid::alert",
-                alert = "not_verified_share",
-                agency = %agency.id,
-                share,
-                checks,
-                "most of an agency's checks fail, as when numbers are enumerated; it is throttled"
-            ),
-            ShareChange::Cleared { share } => tracing::info!(
-                target: "vnid::alert",
-                alert = "not_verified_share_cleared",
-                agency = %agency.id,
-                share,
-                "the agency's share of failed checks fell back; its throttle is lifted"
-            ),
-            ShareChange::None => {}
-        }
-        let id_failure_limit = self.defences.id_failure_limit;
-        if id_failure_limit > 0 && failed {
-            let failures = self
-                .quotas
-                .count_failure(&agency.id, &subject_index, self.clock.now_micros())
-                .await;
-            // The subject index finds the person's rows in the audit trail;
-            // it is no ID number.
-            if failures.by_agency == id_failure_limit + 1 {
-                tracing::warn!(
-                    target: "vnid::alert",
-                    alert = "id_number_failures",
-                    agency = %agency.id,
-                    subject_index = %subject_index,
-                    failures = failures.by_agency,
-                    "an agency failed too many checks of one ID number in 24 h; \
-                     its checks of that number are suspended"
-                );
-            }
-            let agencies_alert = self.defences.id_failure_agencies_alert;
-            if agencies_alert > 0 && failures.new_agency && failures.agencies == agencies_alert {
-                tracing::warn!(
-                    target: "vnid::alert",
-                    alert = "id_number_failures_across_agencies",
-                    agency = %agency.id,
-                    subject_index = %subject_index,
-                    agencies = failures.agencies,
-                    "several agencies failed checks of one ID number in 24 h"
-                );
-            }
-        }
+        self.guard
+            .record(&agency.id, &subject_index, failed, self.clock.now_micros())
+            .await;
         let (reason, checks) = agency.disclose(&assessment);
         let attestation_id = new_attestation_id().map_err(VerifyError::Random)?;
         let at_us = self.clock.now_micros();
@@ -317,29 +264,26 @@ impl Verifier {
         })
     }
 
-    /// The agency's quotas and throttle, and the number's suspension.
-    async fn admit(&self, agency: &Agency, subject_index: &str) -> Result<(), VerifyError> {
-        self.quotas
-            .admit(&agency.id, &agency.limits, self.clock.now_micros())
-            .await
-            .map_err(|e| match e {
-                QuotaError::Exhausted(why) => VerifyError::Exhausted(why),
-                QuotaError::Trail(error) => VerifyError::Audit(error),
-            })?;
-        self.defences
-            .shares
-            .admit(&agency.id, self.clock.now_micros())
-            .map_err(|retry_after| Exhausted::Throttled { retry_after })?;
-        let limit = self.defences.id_failure_limit;
-        if limit > 0
-            && let Some(retry_after) = self
-                .quotas
-                .suspended(&agency.id, subject_index, limit, self.clock.now_micros())
+    /// One item of a batch: a batch is paced, not refused, so over its
+    /// agency's rate the item waits until the rate allows it (the caller
+    /// bounds the wait with the item's deadline). Any other refusal is the
+    /// item's answer.
+    pub async fn check_batch_item(
+        &self,
+        agency: &Agency,
+        command: VerifyCommand,
+    ) -> Result<VerifyOutcome, VerifyError> {
+        loop {
+            match self
+                .check(agency, command.clone(), CheckCall::BatchItem)
                 .await
-        {
-            return Err(Exhausted::Suspended { retry_after }.into());
+            {
+                Err(VerifyError::Refused(Refusal::Rate { retry_after })) => {
+                    tokio::time::sleep(retry_after).await;
+                }
+                other => return other,
+            }
         }
-        Ok(())
     }
 }
 

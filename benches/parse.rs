@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bare_secs = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
-    let mut reader = vnid::mirror::export::ExportReader::open(&path, Arc::default())?;
+    let mut reader = vnid::import::format::ExportReader::open(&path, Arc::default())?;
     let (mut rows, mut bad) = (0u64, 0u64);
     while let Some(row) = reader.next_row()? {
         rows += 1;

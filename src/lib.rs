@@ -61,6 +61,7 @@ pub mod domain;
 pub mod files;
 pub mod grpc;
 pub mod guard;
+pub mod import;
 pub mod infra;
 pub mod lookup;
 pub mod mirror;

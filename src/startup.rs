@@ -15,8 +15,8 @@ use crate::audit::{AuditError, AuditStore, SqlAudit};
 use crate::config::Settings;
 use crate::grpc::caller::Identities;
 use crate::grpc::tls::TlsError;
+use crate::import::generate::{GenOptions, Generator};
 use crate::lookup::{CacheBackend, CachedMirror, MemoryBackend, RedisBackend, Sealer};
-use crate::mirror::generate::{GenOptions, Generator};
 use crate::mirror::{
     ExportRecord, LoadMode, MirrorAdmin, PgMirror, SqliteMirror, StoreError, load_records,
 };
@@ -119,7 +119,7 @@ const DEMO_POPULATION: GenOptions = GenOptions {
     count: 20_000,
     province: 82,
     seed: 2026,
-    as_of: crate::mirror::generate::DEFAULT_AS_OF,
+    as_of: crate::import::generate::DEFAULT_AS_OF,
 };
 
 /// Whether an empty embedded mirror is seeded with the demo population:

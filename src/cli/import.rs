@@ -10,10 +10,10 @@ use clap::Args;
 use super::progress::Progress;
 use super::{Failure, Place, block_on, fail};
 use crate::clock::parse_rfc3339;
+use crate::import::format::{ExportWriter, Format};
+use crate::import::generate::{DEFAULT_AS_OF, GenOptions, Generator};
+use crate::import::{ImportObserver, ImportOptions};
 use crate::mirror::LoadMode;
-use crate::mirror::export::{ExportWriter, Format};
-use crate::mirror::generate::{DEFAULT_AS_OF, GenOptions, Generator};
-use crate::mirror::import::{ImportObserver, ImportOptions};
 use crate::startup::{Seed, open_mirror};
 
 #[derive(Debug, Args)]
@@ -51,7 +51,7 @@ pub(super) fn run(args: Import) -> Result<(), Failure> {
     let report = block_on(async {
         let mirror = open_mirror(&settings, Seed::Nothing).await.map_err(fail)?;
         let observer = Arc::new(ImportProgress(Mutex::new(Progress::new("rows", true))));
-        crate::mirror::import::run(mirror.as_ref(), options, observer)
+        crate::import::run(mirror.as_ref(), options, observer)
             .await
             .map_err(|e| fail(format!("import failed: {e}")))
     })?;

@@ -1,15 +1,13 @@
 //! The mirror of the national population database: the store traits the
 //! verifier reads through and `vnid import` writes through, with their
-//! Postgres and SQLite implementations, the export format and the importer.
+//! Postgres and SQLite implementations. The files it is loaded from are
+//! `import`'s.
 //!
 //! The mirror changes only in whole transactions: a full load streams the
 //! rows into a staging table and swaps it in; a delta stages its rows and
 //! upserts them, bumping the version of each record that changed. A failed
 //! or interrupted load changes nothing.
 
-pub mod export;
-pub mod generate;
-pub mod import;
 mod load;
 pub(crate) mod migrate;
 pub(crate) mod postgres;

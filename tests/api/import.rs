@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 use vnid::domain::{CitizenStatus, PersonalIdNumber};
-use vnid::mirror::export::{ExportReader, ExportWriter, Format};
+use vnid::import::format::{ExportReader, ExportWriter, Format};
 use vnid::mirror::{ExportRecord, MirrorStore, PgMirror};
 use vnid::pb;
 

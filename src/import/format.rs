@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
 
-use super::ExportRecord;
 use crate::clock::{format_rfc3339, parse_rfc3339};
 use crate::domain::{
     CitizenStatus, Gender, OldIdNumber, PartialDate, PersonName, PersonalIdNumber,
 };
+use crate::mirror::ExportRecord;
 
 pub const HEADER: [&str; 11] = [
     "id_number",

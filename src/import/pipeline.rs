@@ -16,8 +16,8 @@ use std::time::Duration;
 use sha2::Digest;
 use tokio::sync::mpsc;
 
-use super::export::{ExportReader, ExportWriter, FileError, Format, RawRow, ReadTap, RowError};
-use super::{
+use super::format::{ExportReader, ExportWriter, FileError, Format, RawRow, ReadTap, RowError};
+use crate::mirror::{
     Duplicate, LoadError, LoadItem, LoadMode, MirrorAdmin, RowOrigin, SourcedRecord, StoreError,
 };
 

@@ -15,7 +15,7 @@ use crate::domain::{
     CitizenStatus, Gender, OldIdNumber, PartialDate, PersonalIdNumber, province_name,
 };
 
-use super::ExportRecord;
+use crate::mirror::ExportRecord;
 
 #[derive(Debug, Clone)]
 pub struct GenOptions {

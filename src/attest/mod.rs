@@ -1,0 +1,82 @@
+//! Attestations: compact JWS (RFC 7515) signed with Ed25519 (`alg` EdDSA,
+//! RFC 8037).
+//!
+//! - `claims`: what an attestation says, and its id.
+//! - `keys`: the keyring that signs (and the JWKS it publishes).
+//! - `jws`: a JWKS read back, that verifies tokens.
+//! - `subject`: the keyed pairwise subject token, request digest and
+//!   subject index.
+//!
+//! Any standard JOSE library verifies a token against the JWKS that
+//! `GetSigningKeys` publishes: the header names the key by its RFC 7638
+//! thumbprint (`kid`), and the claims are plain JSON.
+
+mod claims;
+mod jws;
+mod keys;
+mod subject;
+
+use std::path::PathBuf;
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+
+use crate::clock::UnixSeconds;
+
+pub use claims::{AttestationClaims, ChecksClaim, FieldClaim, new_attestation_id, stored_claims};
+pub use jws::Jwks;
+pub use keys::{Keyring, generate_key_pem, thumbprint};
+pub use subject::{MIN_SUBJECT_KEY_BYTES, SubjectKey};
+
+/// The JWS `typ` of every attestation.
+pub const TOKEN_TYPE: &str = "vnid-attestation+jwt";
+
+/// The JWS `typ` of a signed audit checkpoint: a different type, so that
+/// neither can pass for the other.
+pub const CHECKPOINT_TYPE: &str = "vnid-audit-checkpoint+jwt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is neither a PKCS#8 Ed25519 private key nor an SPKI public key (PEM)")]
+    Parse { path: PathBuf },
+    #[error("cannot gather randomness: {0}")]
+    Random(getrandom::Error),
+    #[error("cannot encode the key: {0}")]
+    Encode(String),
+    #[error("the JWKS is not valid: {0}")]
+    Jwks(String),
+}
+
+/// Why a token does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("not a compact JWS")]
+    Malformed,
+    #[error("unsupported header (alg must be EdDSA, and typ the expected one)")]
+    Header,
+    #[error("no published key has kid {0:?}")]
+    UnknownKey(String),
+    #[error("the signature does not verify")]
+    BadSignature,
+    #[error("the claims are not valid JSON")]
+    Claims,
+    #[error("expired at {exp} (now {now})")]
+    Expired { exp: UnixSeconds, now: UnixSeconds },
+}
+
+/// What is needed to attest: keys, issuer, lifetime.
+#[derive(Debug)]
+pub struct Attester {
+    pub keyring: Keyring,
+    pub subject_key: SubjectKey,
+    pub issuer: String,
+    pub ttl_seconds: i64,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    Base64UrlUnpadded::encode_string(bytes)
+}

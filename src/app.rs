@@ -14,13 +14,13 @@ use tonic_health::server::HealthReporter;
 
 use crate::audit::history::AccessHistory;
 use crate::audit::{AuditLog, AuditSink, Checkpointer, NoAudit, WriterHandle};
+use crate::cache::{CachedMirror, RequestIndex};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuditSinkKind, Secret, Settings};
 use crate::grpc::listener::{self, Admission, Connections};
 use crate::grpc::tls::ServerTls;
 use crate::grpc::{AuditApi, Callers, ErrorDetailsLayer, VerificationApi, call_span};
 use crate::guard::Guard;
-use crate::lookup::{CachedMirror, RequestIndex};
 use crate::mirror::MirrorStore;
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;

@@ -364,8 +364,8 @@ impl CacheSettings {
         Duration::from_millis(self.timeout_ms)
     }
 
-    pub fn params(&self) -> crate::lookup::CacheParams {
-        crate::lookup::CacheParams {
+    pub fn params(&self) -> crate::cache::CacheParams {
+        crate::cache::CacheParams {
             ttl: Duration::from_secs(self.ttl_seconds),
             negative_ttl: Duration::from_secs(self.negative_ttl_seconds),
             jitter: f64::from(self.ttl_jitter_percent) / 100.0,

@@ -52,6 +52,7 @@
 pub mod app;
 pub mod attest;
 pub mod audit;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -63,7 +64,6 @@ pub mod grpc;
 pub mod guard;
 pub mod import;
 pub mod infra;
-pub mod lookup;
 pub mod mirror;
 pub mod policy;
 pub mod startup;

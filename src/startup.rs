@@ -12,11 +12,11 @@ use sqlx::{Postgres, Sqlite};
 
 use crate::attest::{KeyError, Keyring, SubjectKey, generate_key_pem};
 use crate::audit::{AuditError, AuditStore, SqlAudit};
+use crate::cache::{CacheBackend, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::config::Settings;
 use crate::grpc::caller::Identities;
 use crate::grpc::tls::TlsError;
 use crate::import::generate::{GenOptions, Generator};
-use crate::lookup::{CacheBackend, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::mirror::{
     ExportRecord, LoadMode, MirrorAdmin, PgMirror, SqliteMirror, StoreError, load_records,
 };

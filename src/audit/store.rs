@@ -22,7 +22,7 @@ use super::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint, Summary, r
 use super::{AuditEntry, AuditError, AuditKind, AuditRecord};
 use crate::attest::Jwks;
 use crate::infra::BoxFuture;
-use crate::infra::gather::{self, Gatherer, ReadMany};
+use crate::infra::read_batch::{self, ReadBatcher, ReadMany};
 use crate::infra::sql::{Embedded, Migrations, PoolSettings, UNBOUNDED_STATEMENTS, lazy_pool};
 
 /// Where the audit's own migrations are recorded: apart from the mirror's,
@@ -236,7 +236,7 @@ pub struct SqlAudit<DB: Database> {
     /// `append_expecting`).
     last_head: Arc<std::sync::Mutex<Option<Head>>>,
     /// Retries' first answers, gathered into shared queries (Postgres).
-    first_requests: Option<Arc<Gatherer<FirstRequests>>>,
+    first_requests: Option<Arc<ReadBatcher<FirstRequests>>>,
 }
 
 impl SqlAudit<Postgres> {
@@ -265,12 +265,12 @@ impl SqlAudit<Postgres> {
         };
         let reads = pool(settings.max_connections)?;
         Ok(Self {
-            first_requests: Some(Arc::new(Gatherer::new(
+            first_requests: Some(Arc::new(ReadBatcher::new(
                 FirstRequests {
                     pool: reads.clone(),
                 },
-                gather::MAX_KEYS,
-                gather::SLOTS,
+                read_batch::MAX_KEYS,
+                read_batch::SLOTS,
             ))),
             pool: reads,
             writes: pool(WRITE_CONNECTIONS)?,

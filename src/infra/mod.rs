@@ -1,10 +1,10 @@
 //! Plumbing every feature room draws on, and which imports nothing of vnid
 //! but `domain`: the boxed future of the store traits, SQL pools and
-//! embedded migrations, the read gatherer, the Redis connection with its
+//! embedded migrations, the read batcher, the Redis connection with its
 //! deadlines, and the circuit breaker.
 
 pub mod breaker;
-pub mod gather;
+pub mod read_batch;
 pub mod redis;
 pub mod sql;
 

@@ -26,7 +26,7 @@ use crate::domain::{
 
 /// The answer of a point lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lookup {
+pub struct Found {
     pub record: Option<CitizenRecord>,
     /// When the mirror was last updated; `None` before the first load.
     pub data_as_of: Option<UnixSeconds>,
@@ -210,18 +210,18 @@ pub trait MirrorAdmin: MirrorStore {
 /// Read access to the mirror. Object-safe so that the verifier holds an
 /// `Arc<dyn MirrorStore>` whatever the backing database.
 pub trait MirrorStore: Send + Sync + 'static {
-    fn lookup<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Lookup, StoreError>>;
+    fn find<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Found, StoreError>>;
 
     /// A lookup that is not expected to repeat soon (a batch item: each
     /// candidate of an exam list is checked once). A cache in front of the
     /// mirror neither reads nor keeps it, so that a million single-use
     /// lookups cost no cache round trips and do not push the desks' hot
     /// entries out of the cache. By default, a plain lookup.
-    fn lookup_once<'a>(
+    fn find_once<'a>(
         &'a self,
         id: &'a PersonalIdNumber,
-    ) -> BoxFuture<'a, Result<Lookup, StoreError>> {
-        self.lookup(id)
+    ) -> BoxFuture<'a, Result<Found, StoreError>> {
+        self.find(id)
     }
 
     /// The mirror's generation: bumped by every committed load, so that

@@ -11,13 +11,13 @@ use tokio::sync::mpsc;
 use super::load::{self, LoadSteps};
 use super::row::{StoredDetails, StoredPerson};
 use super::{
-    Duplicate, ExportRecord, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome, Lookup,
+    Duplicate, ExportRecord, Found, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
     MirrorAdmin, MirrorStore, RowOrigin, StoreError, migrate,
 };
 use crate::clock::UnixSeconds;
 use crate::domain::{CitizenRecord, PersonalIdNumber};
 use crate::infra::BoxFuture;
-use crate::infra::gather::{self, Gatherer, ReadMany};
+use crate::infra::read_batch::{self, ReadBatcher, ReadMany};
 use crate::infra::sql::{
     PING_AFTER_IDLE, PoolSettings, UNBOUNDED_STATEMENTS, is_unavailable, lazy_pool,
 };
@@ -25,23 +25,23 @@ use crate::infra::sql::{
 #[derive(Debug, Clone)]
 pub struct PgMirror {
     pool: PgPool,
-    /// Lookups, gathered into shared queries.
-    reads: Arc<Gatherer<Lookups>>,
+    /// PointReads, gathered into shared queries.
+    reads: Arc<ReadBatcher<PointReads>>,
 }
 
 /// Connections kept between the mirror's reads. sqlx pings every
 /// connection that goes back to its pool: a round trip per query that a
 /// kept connection does not make.
-struct Kept {
+struct WarmConnections {
     pool: PgPool,
     /// Most recently used last, each with when it was put back.
     idle: std::sync::Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
-    /// Kept at most: fewer than the pool holds, so that its other users
+    /// WarmConnections at most: fewer than the pool holds, so that its other users
     /// (the generation poll, imports) are never starved by idle ones.
     max: usize,
 }
 
-impl Kept {
+impl WarmConnections {
     fn new(pool: PgPool, max_connections: u32, max: usize) -> Self {
         let half = usize::try_from(max_connections / 2).unwrap_or(0);
         Self {
@@ -55,7 +55,7 @@ impl Kept {
     /// pool (which pings those idle longer). Older kept ones go back to the
     /// pool, whose ping of each returning connection closes any that a
     /// database restart broke.
-    async fn take(&self) -> Result<KeptConnection<'_>, sqlx::Error> {
+    async fn take(&self) -> Result<WarmConnection<'_>, sqlx::Error> {
         let (hot, stale) = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             match idle.pop() {
@@ -75,22 +75,22 @@ impl Kept {
             Some(connection) => connection,
             None => self.pool.acquire().await?,
         };
-        Ok(KeptConnection {
+        Ok(WarmConnection {
             connection,
             home: self,
         })
     }
 }
 
-/// A connection taken from `Kept`. `keep` puts it back after a query that
+/// A connection taken from `WarmConnections`. `keep` puts it back after a query that
 /// succeeded; dropped otherwise (an error, a cancelled read), it goes back
 /// to the pool, whose ping closes it if it is broken.
-struct KeptConnection<'a> {
+struct WarmConnection<'a> {
     connection: PoolConnection<Postgres>,
-    home: &'a Kept,
+    home: &'a WarmConnections,
 }
 
-impl KeptConnection<'_> {
+impl WarmConnection<'_> {
     fn keep(self) {
         let Self { connection, home } = self;
         let mut idle = home.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -227,12 +227,16 @@ impl PgMirror {
         let max_connections = settings.max_connections;
         let pool = lazy_pool(url, settings).map_err(|e| StoreError::Query(Box::new(e)))?;
         Ok(Self {
-            reads: Arc::new(Gatherer::new(
-                Lookups {
-                    connections: Kept::new(pool.clone(), max_connections, gather::SLOTS),
+            reads: Arc::new(ReadBatcher::new(
+                PointReads {
+                    connections: WarmConnections::new(
+                        pool.clone(),
+                        max_connections,
+                        read_batch::SLOTS,
+                    ),
                 },
-                gather::MAX_KEYS,
-                gather::SLOTS,
+                read_batch::MAX_KEYS,
+                read_batch::SLOTS,
             )),
             pool,
         })
@@ -242,7 +246,7 @@ impl PgMirror {
         &self.pool
     }
 
-    /// Lookup queries sent so far: fewer than lookups when they are
+    /// Point-read queries sent so far: fewer than lookups when they are
     /// gathered.
     pub fn lookup_queries(&self) -> u64 {
         self.reads.queries()
@@ -601,8 +605,8 @@ fn decode(id: &PersonalIdNumber, row: &PgRow) -> Result<Option<CitizenRecord>, S
         .map(Some)
 }
 
-fn lookup_of(id: &PersonalIdNumber, row: &PgRow) -> Result<Lookup, StoreError> {
-    Ok(Lookup {
+fn found_in(id: &PersonalIdNumber, row: &PgRow) -> Result<Found, StoreError> {
+    Ok(Found {
         record: decode(id, row)?,
         data_as_of: row.try_get("data_as_of").map_err(store_error)?,
         generation: row.try_get("generation").map_err(store_error)?,
@@ -611,19 +615,19 @@ fn lookup_of(id: &PersonalIdNumber, row: &PgRow) -> Result<Lookup, StoreError> {
 
 /// The mirror's lookups, one number or several in one query, on kept
 /// connections.
-struct Lookups {
-    connections: Kept,
+struct PointReads {
+    connections: WarmConnections,
 }
 
-impl ReadMany for Lookups {
+impl ReadMany for PointReads {
     type Key = PersonalIdNumber;
-    type Value = Lookup;
+    type Value = Found;
     type Error = StoreError;
 
     fn read_many<'a>(
         &'a self,
         ids: &'a [PersonalIdNumber],
-    ) -> BoxFuture<'a, Result<Vec<Lookup>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<Found>, StoreError>> {
         Box::pin(async move {
             let mut connection = self.connections.take().await.map_err(store_error)?;
             let rows = match ids {
@@ -649,7 +653,7 @@ impl ReadMany for Lookups {
             }
             ids.iter()
                 .zip(&rows)
-                .map(|(id, row)| lookup_of(id, row))
+                .map(|(id, row)| found_in(id, row))
                 .collect()
         })
     }
@@ -664,7 +668,7 @@ impl ReadMany for Lookups {
 }
 
 impl MirrorStore for PgMirror {
-    fn lookup<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Lookup, StoreError>> {
+    fn find<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Found, StoreError>> {
         Box::pin(self.reads.read(id.clone()))
     }
 

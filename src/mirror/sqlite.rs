@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::load::{self, LoadSteps};
 use super::row::{StoredDetails, StoredPerson};
 use super::{
-    Duplicate, ExportRecord, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome, Lookup,
+    Duplicate, ExportRecord, Found, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
     MirrorAdmin, MirrorStore, RowOrigin, SourcedRecord, StoreError, migrate,
 };
 use crate::clock::UnixSeconds;
@@ -398,14 +398,14 @@ impl LoadSteps for SqliteLoad<'_> {
 }
 
 impl MirrorStore for SqliteMirror {
-    fn lookup<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Lookup, StoreError>> {
+    fn find<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Found, StoreError>> {
         Box::pin(async move {
             let row = sqlx::query(LOOKUP)
                 .bind(id.expose())
                 .fetch_one(&self.pool)
                 .await
                 .map_err(store_error)?;
-            Ok(Lookup {
+            Ok(Found {
                 record: decode(id, &row)?,
                 data_as_of: row.try_get("data_as_of").map_err(store_error)?,
                 generation: row.try_get("generation").map_err(store_error)?,

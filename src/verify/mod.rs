@@ -176,18 +176,18 @@ impl Verifier {
             }
             return Err(refused);
         }
-        let lookup = match call {
-            CheckCall::BatchItem => self.mirror.lookup_once(&command.id_number).await?,
-            CheckCall::Verify | CheckCall::CardQr => self.mirror.lookup(&command.id_number).await?,
+        let found = match call {
+            CheckCall::BatchItem => self.mirror.find_once(&command.id_number).await?,
+            CheckCall::Verify | CheckCall::CardQr => self.mirror.find(&command.id_number).await?,
         };
-        if lookup.record.is_none() {
+        if found.record.is_none() {
             stand_in_for_a_record(&command);
         }
         let assessment = assess(
             &command.id_number,
             &command.claims,
             command.name_match,
-            lookup.record.as_ref(),
+            found.record.as_ref(),
         );
         let failed = matches!(
             assessment.verdict,
@@ -212,7 +212,7 @@ impl Verifier {
             verdict: verdict_name(assessment.verdict).to_owned(),
             reason: reason.map(|r| reason_name(r).to_owned()),
             checks: checks.as_ref().map(checks_claim),
-            data_as_of: lookup.data_as_of.unwrap_or(0),
+            data_as_of: found.data_as_of.unwrap_or(0),
         };
         let attestation = self.attester.keyring.sign(&claims)?;
         let reason_recorded = match assessment.verdict {
@@ -260,7 +260,7 @@ impl Verifier {
             checks,
             attestation,
             attestation_id,
-            data_as_of: lookup.data_as_of,
+            data_as_of: found.data_as_of,
         })
     }
 

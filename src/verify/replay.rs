@@ -7,10 +7,10 @@ use super::names::{name_level_name, outcome_name, precision_name, reason_name, v
 use super::{VerifyError, VerifyOutcome};
 use crate::attest::{ChecksClaim, FieldClaim};
 use crate::audit::{AuditEntry, AuditError, AuditRecord, AuditStore};
+use crate::cache::{Claim, RequestIndex};
 use crate::domain::{
     DatePrecision, FieldChecks, FieldOutcome, NameMatchLevel, Reason, RequestId, Verdict,
 };
-use crate::lookup::{Claim, RequestIndex};
 
 /// Where retries find their first answer: the audit trail, which is the
 /// record; and a shared mark of used ids, set as a check begins, which

@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use vnid::cache::{BreakerState, CachedMirror, MetricsSnapshot};
 use vnid::domain::CitizenStatus;
-use vnid::lookup::{BreakerState, CachedMirror, MetricsSnapshot};
 use vnid::mirror::{LoadMode, load_records};
 use vnid::pb;
 

@@ -67,7 +67,7 @@ pub struct TestApp {
     pub clock: Arc<FixedClock>,
     pub data_dir: PathBuf,
     /// The cache in front of the mirror, for its counters.
-    pub cache: Option<Arc<vnid::lookup::CachedMirror>>,
+    pub cache: Option<Arc<vnid::cache::CachedMirror>>,
     /// What SIGHUP would reload.
     pub reloader: vnid::app::Reloader,
     /// Connections the listener refused.

@@ -78,7 +78,7 @@ async fn mirror(url: &str) -> PgMirror {
 }
 
 async fn exists(mirror: &PgMirror, id: &PersonalIdNumber) -> bool {
-    mirror.lookup(id).await.unwrap().record.is_some()
+    mirror.find(id).await.unwrap().record.is_some()
 }
 
 fn verify_request(r: &ExportRecord) -> pb::VerifyRequest {
@@ -352,7 +352,7 @@ async fn every_bad_row_is_reported_with_its_line_field_and_reason() {
     assert_eq!(rejected.lines().count(), 1 + 9, "{rejected}");
     assert!(rejected.starts_with("id_number,full_name,"));
     let dam = mirror
-        .lookup(&PersonalIdNumber::parse(DAM.id).unwrap())
+        .find(&PersonalIdNumber::parse(DAM.id).unwrap())
         .await
         .unwrap()
         .record

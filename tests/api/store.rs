@@ -51,9 +51,9 @@ pub mod tempdir {
     }
 }
 
-async fn lookup(store: &dyn MirrorAdmin, id: &str) -> vnid::mirror::Lookup {
+async fn lookup(store: &dyn MirrorAdmin, id: &str) -> vnid::mirror::Found {
     store
-        .lookup(&PersonalIdNumber::parse(id).unwrap())
+        .find(&PersonalIdNumber::parse(id).unwrap())
         .await
         .unwrap()
 }
@@ -282,7 +282,7 @@ async fn concurrent_lookups_each_get_their_own_answer(store: &dyn MirrorAdmin) {
         .iter()
         .map(|id| PersonalIdNumber::parse(id).unwrap())
         .collect();
-    let answers = futures_util_join(parsed.iter().map(|id| store.lookup(id))).await;
+    let answers = futures_util_join(parsed.iter().map(|id| store.find(id))).await;
     for (id, answer) in asks.iter().zip(answers) {
         let answer = answer.unwrap();
         match answer.record {
@@ -330,10 +330,10 @@ async fn postgres_gathers_concurrent_lookups_into_fewer_queries() {
         .unwrap();
     let id = PersonalIdNumber::parse(DAM.id).unwrap();
     let before = mirror.lookup_queries();
-    assert!(mirror.lookup(&id).await.unwrap().record.is_some());
+    assert!(mirror.find(&id).await.unwrap().record.is_some());
     assert_eq!(mirror.lookup_queries() - before, 1, "alone, at once");
     let before = mirror.lookup_queries();
-    let answers = futures_util_join((0..400).map(|_| mirror.lookup(&id))).await;
+    let answers = futures_util_join((0..400).map(|_| mirror.find(&id))).await;
     assert!(answers.iter().all(|a| a.as_ref().unwrap().record.is_some()));
     let queries = mirror.lookup_queries() - before;
     assert!(queries < 100, "400 lookups took {queries} queries");

@@ -1,4 +1,4 @@
-//! Reads gathered into shared queries. Each read is queued for a gatherer
+//! Reads batched into shared queries. Each read is queued for a batcher
 //! task. With no query running, whatever has queued goes at once as one
 //! query; while queries run, the next waits for them to end, or for a full
 //! query's worth of reads, which then takes a further slot. Alone, a read
@@ -16,12 +16,12 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use super::BoxFuture;
 
-/// Keys in one query at most, for the stores' gatherers.
+/// Keys in one query at most, for the stores' batchers.
 pub const MAX_KEYS: usize = 64;
-/// Queries at once, for the stores' gatherers.
+/// Queries at once, for the stores' batchers.
 pub const SLOTS: usize = 4;
 
-/// What a [`Gatherer`] reads.
+/// What a [`ReadBatcher`] reads.
 pub trait ReadMany: Send + Sync + 'static {
     type Key: Clone + Send + Sync + 'static;
     type Value: Send + 'static;
@@ -46,7 +46,7 @@ struct Pending<R: ReadMany> {
     reply: oneshot::Sender<Result<R::Value, R::Error>>,
 }
 
-pub struct Gatherer<R: ReadMany> {
+pub struct ReadBatcher<R: ReadMany> {
     reader: Arc<R>,
     /// Started by the first read, on its runtime.
     queue: OnceLock<mpsc::Sender<Pending<R>>>,
@@ -58,9 +58,9 @@ pub struct Gatherer<R: ReadMany> {
     slots: usize,
 }
 
-impl<R: ReadMany> std::fmt::Debug for Gatherer<R> {
+impl<R: ReadMany> std::fmt::Debug for ReadBatcher<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gatherer")
+        f.debug_struct("ReadBatcher")
             .field("queries", &self.queries())
             .field("max_keys", &self.max_keys)
             .field("slots", &self.slots)
@@ -68,7 +68,7 @@ impl<R: ReadMany> std::fmt::Debug for Gatherer<R> {
     }
 }
 
-impl<R: ReadMany> Gatherer<R> {
+impl<R: ReadMany> ReadBatcher<R> {
     pub fn new(reader: R, max_keys: usize, slots: usize) -> Self {
         Self {
             reader: Arc::new(reader),
@@ -255,7 +255,10 @@ mod tests {
     /// A spawned read: its key and what it got.
     type Read = tokio::task::JoinHandle<(u32, Result<u32, String>)>;
 
-    fn spawn_reads(gatherer: &Arc<Gatherer<Arc<Gated>>>, keys: std::ops::Range<u32>) -> Vec<Read> {
+    fn spawn_reads(
+        gatherer: &Arc<ReadBatcher<Arc<Gated>>>,
+        keys: std::ops::Range<u32>,
+    ) -> Vec<Read> {
         keys.map(|k| {
             let g = gatherer.clone();
             tokio::spawn(async move { (k, g.read(k).await) })
@@ -273,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn while_a_query_runs_the_next_waits_for_it_to_end() {
         let reader = Gated::new();
-        let gatherer = Arc::new(Gatherer::new(reader.clone(), 8, 4));
+        let gatherer = Arc::new(ReadBatcher::new(reader.clone(), 8, 4));
         let first = spawn_reads(&gatherer, 0..1);
         reader.sent(&[1]).await;
         let next = spawn_reads(&gatherer, 1..6);
@@ -290,7 +293,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_query_takes_a_further_slot() {
         let reader = Gated::new();
-        let gatherer = Arc::new(Gatherer::new(reader.clone(), 8, 3));
+        let gatherer = Arc::new(ReadBatcher::new(reader.clone(), 8, 3));
         let first = spawn_reads(&gatherer, 0..1);
         reader.sent(&[1]).await;
         let full = spawn_reads(&gatherer, 1..9);
@@ -313,7 +316,7 @@ mod tests {
     async fn alone_a_read_goes_at_once() {
         let reader = Gated::new();
         reader.gate.add_permits(1);
-        let gatherer = Gatherer::new(reader.clone(), 8, 4);
+        let gatherer = ReadBatcher::new(reader.clone(), 8, 4);
         assert_eq!(gatherer.read(21).await, Ok(42));
         assert_eq!(reader.sizes(), [1]);
     }

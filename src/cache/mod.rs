@@ -37,7 +37,7 @@ pub use seal::{KEY_PREFIX, Sealer};
 
 use crate::domain::PersonalIdNumber;
 use crate::infra::BoxFuture;
-use crate::mirror::{Lookup, MirrorStore, StoreError};
+use crate::mirror::{Found, MirrorStore, StoreError};
 
 /// How the cache behaves; see `CacheSettings` in the configuration.
 #[derive(Debug, Clone)]
@@ -67,9 +67,9 @@ pub struct CacheMetrics {
     pub errors: AtomicU64,
     /// Values that did not open (tampered or moved): refused, never served.
     pub corrupt: AtomicU64,
-    /// Lookups that skipped the cache because the breaker was open.
+    /// PointReads that skipped the cache because the breaker was open.
     pub bypassed: AtomicU64,
-    /// Lookups not expected to repeat (batch items), sent past the cache.
+    /// PointReads not expected to repeat (batch items), sent past the cache.
     pub single_use: AtomicU64,
     pub mirror_queries: AtomicU64,
     /// Misses answered by another call's mirror query.
@@ -110,7 +110,7 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-type Shared = Arc<OnceCell<Result<Lookup, Arc<StoreError>>>>;
+type Shared = Arc<OnceCell<Result<Found, Arc<StoreError>>>>;
 
 struct Inner {
     mirror: Arc<dyn MirrorStore>,
@@ -245,7 +245,7 @@ impl Inner {
         key: &str,
         id: &PersonalIdNumber,
         second_look: bool,
-    ) -> Option<Lookup> {
+    ) -> Option<Found> {
         if !self.breaker.allow(Instant::now()) {
             if !second_look {
                 bump(&self.metrics.bypassed);
@@ -253,7 +253,7 @@ impl Inner {
             return None;
         }
         let read = self.backend.get(key).await;
-        let Some(value) = self.settle("cache read", read)? else {
+        let Some(value) = self.note_outcome("cache read", read)? else {
             if !second_look {
                 bump(&self.metrics.misses);
             }
@@ -278,20 +278,20 @@ impl Inner {
         }
     }
 
-    async fn query_mirror(&self, id: &PersonalIdNumber) -> Result<Lookup, StoreError> {
+    async fn query_mirror(&self, id: &PersonalIdNumber) -> Result<Found, StoreError> {
         let _permit = self
             .db_permits
             .acquire()
             .await
             .map_err(|_| StoreError::Unavailable("the mirror query queue is closed".into()))?;
         bump(&self.metrics.mirror_queries);
-        let lookup = self.mirror.lookup(id).await?;
+        let lookup = self.mirror.find(id).await?;
         self.generation
             .fetch_max(lookup.generation, Ordering::Relaxed);
         Ok(lookup)
     }
 
-    fn ttl(&self, lookup: &Lookup) -> Duration {
+    fn ttl(&self, lookup: &Found) -> Duration {
         let base = if lookup.record.is_some() {
             self.params.ttl
         } else {
@@ -307,7 +307,7 @@ impl Inner {
 
     /// A cache call's outcome, told to the breaker and counted: the value,
     /// or `None` when the call failed.
-    fn settle<T>(&self, what: &str, result: Result<T, BackendError>) -> Option<T> {
+    fn note_outcome<T>(&self, what: &str, result: Result<T, BackendError>) -> Option<T> {
         match result {
             Ok(value) => {
                 self.breaker.success();
@@ -345,7 +345,7 @@ impl Inner {
         &self,
         id_hash: String,
         shared: Shared,
-        result: Result<Lookup, Arc<StoreError>>,
+        result: Result<Found, Arc<StoreError>>,
     ) {
         if let Ok(lookup) = result
             && self.breaker.allow(Instant::now())
@@ -355,7 +355,7 @@ impl Inner {
             match self.sealer.seal(&key, &lookup) {
                 Ok(value) => {
                     let written = self.backend.set(&key, value, self.ttl(&lookup)).await;
-                    self.settle("cache write", written);
+                    self.note_outcome("cache write", written);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot seal a cache value"),
             }
@@ -415,7 +415,7 @@ impl RequestIndex for CachedMirror {
             let ttl = inner.params.request_ttl;
             let mark = digest.as_bytes().to_vec();
             let held = inner.backend.set_if_absent(&key, mark, ttl).await;
-            match inner.settle("request index call", held) {
+            match inner.note_outcome("request index call", held) {
                 None => Claim::Unknown,
                 Some(None) => Claim::New,
                 Some(Some(held)) if held == digest.as_bytes() => Claim::Same,
@@ -432,14 +432,14 @@ impl RequestIndex for CachedMirror {
             if inner.index_usable() {
                 let key = inner.sealer.request_key(agency, request_id);
                 let deleted = inner.backend.delete(&key).await;
-                inner.settle("request index call", deleted);
+                inner.note_outcome("request index call", deleted);
             }
         })
     }
 }
 
 impl MirrorStore for CachedMirror {
-    fn lookup<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Lookup, StoreError>> {
+    fn find<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Found, StoreError>> {
         Box::pin(async move {
             let inner = &self.inner;
             if inner.mirror_down.load(Ordering::Relaxed) {
@@ -497,10 +497,10 @@ impl MirrorStore for CachedMirror {
         })
     }
 
-    fn lookup_once<'a>(
+    fn find_once<'a>(
         &'a self,
         id: &'a PersonalIdNumber,
-    ) -> BoxFuture<'a, Result<Lookup, StoreError>> {
+    ) -> BoxFuture<'a, Result<Found, StoreError>> {
         Box::pin(async move {
             bump(&self.inner.metrics.single_use);
             self.inner.query_mirror(id).await

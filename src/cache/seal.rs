@@ -15,7 +15,7 @@ use crate::clock::UnixSeconds;
 use crate::domain::{
     CitizenRecord, CitizenStatus, Gender, OldIdNumber, PartialDate, PersonName, PersonalIdNumber,
 };
-use crate::mirror::Lookup;
+use crate::mirror::Found;
 
 /// The prefix of every key: the key scheme's version. Keys look like
 /// `vnid:v1:<generation>:<22 characters of base64url>`.
@@ -107,7 +107,7 @@ impl Sealer {
     }
 
     /// Encrypts `lookup`, bound to `key`.
-    pub fn seal(&self, key: &str, lookup: &Lookup) -> Result<Vec<u8>, SealError> {
+    pub fn seal(&self, key: &str, lookup: &Found) -> Result<Vec<u8>, SealError> {
         let mut body = serde_json::to_vec(&Cached::from(lookup)).map_err(|_| SealError::Encode)?;
         // Padded with spaces (which JSON ignores) to a whole block: a value's
         // length does not say whether the number has a record, and sealing
@@ -132,12 +132,7 @@ impl Sealer {
     /// Decrypts a value read under `key`. Anything that does not open —
     /// tampered, moved from another key, another format — is an error,
     /// never a record.
-    pub fn open(
-        &self,
-        key: &str,
-        id: &PersonalIdNumber,
-        value: &[u8],
-    ) -> Result<Lookup, SealError> {
+    pub fn open(&self, key: &str, id: &PersonalIdNumber, value: &[u8]) -> Result<Found, SealError> {
         let [version, rest @ ..] = value else {
             return Err(SealError::Open);
         };
@@ -174,8 +169,8 @@ struct CachedRecord {
     version: i64,
 }
 
-impl From<&Lookup> for Cached {
-    fn from(l: &Lookup) -> Self {
+impl From<&Found> for Cached {
+    fn from(l: &Found) -> Self {
         Self {
             r: l.record.as_ref().map(|r| CachedRecord {
                 name: r.full_name.canonical().to_owned(),
@@ -196,7 +191,7 @@ impl From<&Lookup> for Cached {
 }
 
 impl Cached {
-    fn into_lookup(self, id: &PersonalIdNumber) -> Option<Lookup> {
+    fn into_lookup(self, id: &PersonalIdNumber) -> Option<Found> {
         let record = match self.r {
             None => None,
             Some(r) => Some(CitizenRecord {
@@ -213,7 +208,7 @@ impl Cached {
                 record_version: r.version,
             }),
         };
-        Some(Lookup {
+        Some(Found {
             record,
             data_as_of: self.a,
             generation: self.g,
@@ -225,8 +220,8 @@ impl Cached {
 mod tests {
     use super::*;
 
-    fn lookup() -> Lookup {
-        Lookup {
+    fn lookup() -> Found {
+        Found {
             record: Some(CitizenRecord {
                 id_number: PersonalIdNumber::parse("082090012345").unwrap(),
                 full_name: PersonName::parse("Nguyễn Văn Đàm").unwrap(),
@@ -284,7 +279,7 @@ mod tests {
         let sealer = Sealer::new(&[5; 32]).unwrap();
         let id = PersonalIdNumber::parse("082090012345").unwrap();
         let key = sealer.key(1, &id);
-        let none = Lookup {
+        let none = Found {
             record: None,
             data_as_of: None,
             generation: 1,

@@ -1,5 +1,6 @@
 //! Compiles `proto/` into `OUT_DIR` with the protoc that `protoc-bin-vendored`
-//! ships, so no system `protoc` is needed.
+//! ships, so no system `protoc` is needed; and, apart, the load benchmark's
+//! baseline service (`benches/proto/`), which only `benches/` includes.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
     let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc);
+    config.protoc_executable(&protoc);
 
     tonic_prost_build::configure()
         .build_client(true)
@@ -22,10 +23,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 PathBuf::from("proto/vnid/v1/verification.proto"),
                 PathBuf::from("proto/vnid/v1/audit.proto"),
-                PathBuf::from("proto/vnid/bench/v1/hello.proto"),
             ],
             &[PathBuf::from("proto"), well_known],
         )?;
     println!("cargo:rerun-if-changed=proto");
+
+    let mut bench = tonic_prost_build::Config::new();
+    bench.protoc_executable(&protoc);
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .compile_with_config(
+            bench,
+            &[PathBuf::from("benches/proto/hello.proto")],
+            &[PathBuf::from("benches/proto")],
+        )?;
+    println!("cargo:rerun-if-changed=benches/proto");
     Ok(())
 }

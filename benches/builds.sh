@@ -41,7 +41,7 @@ for round in $(seq "$rounds"); do
     stop "hello-$v"
 
     port=$(free_port)
-    start_vnid "checks-$v" "$port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" VNID__AUDIT__SINK=none
+    start_vnid_without_trail "checks-$v" "$port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"
     warm "$port"
     run "checks-$v" "$port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
     cp "$work/checks-$v.pid" "$work/checks-5000-$v.pid"
@@ -56,7 +56,7 @@ for round in $(seq "$rounds"); do
     stop "audit-$v"
 
     port=$(free_port)
-    start_vnid "misses-$v" "$port" VNID__CACHE__ENABLED=false VNID__AUDIT__SINK=none
+    start_vnid_without_trail "misses-$v" "$port" VNID__CACHE__ENABLED=false
     run "misses-$v" "$port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
     cp "$work/misses-$v.pid" "$work/misses-5000-$v.pid"
     run "misses-5000-$v" "$port" "$verify_path" "$work/verify.bin" 50000 -c 10 --rps 500

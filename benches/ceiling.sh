@@ -23,7 +23,7 @@ populate 10000 7
 "$tools" frame hello "$work/hello.bin"
 
 check_port=$(free_port)
-start_vnid check "$check_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" VNID__AUDIT__SINK=none
+start_vnid_without_trail check "$check_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"
 hello_port=$(free_port)
 start_hello hello "$hello_port"
 signed_port=$(free_port)

@@ -77,6 +77,22 @@ start_vnid() { # NAME PORT [ENV=VALUE...]: a release server, its pid in $work/NA
   echo $! >"$work/$name.pid"
 }
 
+# start_vnid_without_trail NAME PORT [ENV=VALUE...]: the same server keeping
+# NO audit trail (load_tools serve-without-trail), to measure what the trail
+# costs. A build from before that command runs `vnid serve` with the
+# audit.sink = "none" it had then.
+start_vnid_without_trail() {
+  local name=$1 port=$2; shift 2
+  if grep -qa serve-without-trail "$tools"; then
+    env "$@" VNID__LOG__FILTER=warn "$tools" serve-without-trail "127.0.0.1:$port" "$work/$name" >"$work/$name.log" 2>&1 &
+  else
+    env "$@" VNID__AUDIT__SINK=none VNID__LOG__FILTER=warn "$vnid" serve --listen "127.0.0.1:$port" --data-dir "$work/$name" >"$work/$name.log" 2>&1 &
+  fi
+  pids+=($!)
+  wait_port "$port"
+  echo $! >"$work/$name.pid"
+}
+
 # start_hello NAME PORT [signed]: the hello baseline of load_tools (signing an
 # attestation per call with `signed`), its pid in $work/NAME.pid
 start_hello() {

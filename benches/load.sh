@@ -11,8 +11,8 @@
 # Reports throughput, p50/p99 latency, server CPU per request, the ratio
 # Verify/hello, and p99 at a fixed 5,000 req/s. A second hello server signs
 # an attestation in each answer, as every check must: its ratio to hello is
-# the most any check can reach on this machine. A third vnid with the audit
-# sink "none" (no trail: for this measurement only) gives what the durable
+# the most any check can reach on this machine. A third vnid keeping no
+# trail (load_tools serve-without-trail: for this measurement only) gives what the durable
 # audit trail costs: cache hits with the trail vs without, run alternately
 # twice (A B A B) in the same run.
 # With the trail, h2load's one frame repeats one request_id, so every call
@@ -35,10 +35,10 @@ populate "$people" 7
 
 hit_port=$(free_port); miss_port=$(free_port); hello_port=$(free_port); noaudit_port=$(free_port)
 start_vnid hit "$hit_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"
-start_vnid noaudit "$noaudit_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" VNID__AUDIT__SINK=none
+start_vnid_without_trail noaudit "$noaudit_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"
 start_vnid miss "$miss_port" VNID__CACHE__ENABLED=false
 miss_cache_port=$(free_port)
-start_vnid miss-cache "$miss_cache_port" VNID__CACHE__ENABLED=false VNID__AUDIT__SINK=none
+start_vnid_without_trail miss-cache "$miss_cache_port" VNID__CACHE__ENABLED=false
 cp "$work/noaudit.pid" "$work/hit-cache.pid"
 start_hello hello "$hello_port"
 # Hello that also signs an attestation per call: the floor under a check.

@@ -16,7 +16,7 @@ use crate::audit::history::AccessHistory;
 use crate::audit::{AuditLog, AuditSink, Checkpointer, NoAudit, WriterHandle};
 use crate::cache::{CachedMirror, RequestIndex};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AuditSinkKind, Secret, Settings};
+use crate::config::{Secret, Settings};
 use crate::grpc::listener::{self, Admission, Connections};
 use crate::grpc::tls::ServerTls;
 use crate::grpc::{AuditApi, Callers, ErrorDetailsLayer, VerificationApi, call_span};
@@ -85,6 +85,13 @@ impl Reloader {
 
 type Service = VerificationServiceServer<VerificationApi>;
 
+/// Whether checks are written to the audit trail: always, in service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trail {
+    Kept,
+    NotKept,
+}
+
 impl Application {
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
@@ -93,6 +100,23 @@ impl Application {
     pub async fn build_with_clock(
         settings: &Settings,
         clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        Self::assemble(settings, clock, Trail::Kept).await
+    }
+
+    /// A server that keeps NO audit trail (so no retries, and quotas only
+    /// in Redis), which DESIGN never lets serve: for the benchmarks that
+    /// measure what the trail costs, and nothing else. No configuration
+    /// reaches it.
+    #[doc(hidden)]
+    pub async fn build_to_measure_without_trail(settings: &Settings) -> Result<Self, StartupError> {
+        Self::assemble(settings, Arc::new(SystemClock), Trail::NotKept).await
+    }
+
+    async fn assemble(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        trail: Trail,
     ) -> Result<Self, StartupError> {
         if settings.tls.is_none() && !settings.listen.ip().is_loopback() {
             return Err(StartupError::Refused(format!(
@@ -112,8 +136,8 @@ impl Application {
             None => mirror,
         };
         let audit_store = open_audit_store(settings).await?;
-        let (audit, audit_writer): (Arc<dyn AuditSink>, _) = match settings.audit.sink {
-            AuditSinkKind::Store => {
+        let (audit, audit_writer): (Arc<dyn AuditSink>, _) = match trail {
+            Trail::Kept => {
                 let (log, writer) = AuditLog::spawn(
                     audit_store.clone(),
                     Checkpointer::new(attester.clone(), clock.clone()),
@@ -122,17 +146,17 @@ impl Application {
                 );
                 (Arc::new(log), Some(writer))
             }
-            AuditSinkKind::None => {
+            Trail::NotKept => {
                 tracing::error!(
-                    "audit.sink = \"none\": NO AUDIT TRAIL IS KEPT. For measurements only."
+                    "NO AUDIT TRAIL IS KEPT: a server built to measure, never to serve"
                 );
                 (Arc::new(NoAudit), None)
             }
         };
-        let trail = (settings.audit.sink == AuditSinkKind::Store).then(|| audit_store.clone());
+        let trail = (trail == Trail::Kept).then(|| audit_store.clone());
         let guard = Guard::new(
             settings.redis_url.as_ref().map(Secret::expose),
-            trail,
+            trail.clone(),
             settings.guard_params(),
         )
         .map_err(|e| StartupError::Refused(format!("redis_url: {e}")))?;
@@ -140,8 +164,8 @@ impl Application {
             store,
             attester.clone(),
             audit.clone(),
-            (settings.audit.sink == AuditSinkKind::Store).then(|| Replays {
-                trail: audit_store.clone(),
+            trail.clone().map(|trail| Replays {
+                trail,
                 index: cache.clone().map(|c| -> Arc<dyn RequestIndex> { c }),
             }),
             guard,
@@ -156,15 +180,10 @@ impl Application {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<Service>().await;
         health.set_serving::<AuditServiceServer<AuditApi>>().await;
-        // Only the services served here: the descriptor set also holds the
-        // load benchmark's baseline service.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .with_service_name("vnid.v1.VerificationService")
-                .with_service_name("vnid.v1.AuditService")
-                .with_service_name("grpc.health.v1.Health")
         };
         let server = &settings.server;
         let tls = match &settings.tls {

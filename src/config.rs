@@ -94,9 +94,11 @@ pub struct AuditSettings {
     /// Connections for reads (retries' first answers, histories); appends
     /// have two of their own.
     pub max_connections: u32,
-    /// `store`; `none` keeps no trail and exists only to measure what the
-    /// trail costs (it is logged loudly at start-up).
-    pub sink: AuditSinkKind,
+    /// Accepted for older configurations: `store`, the only value. A trail
+    /// is always kept; the benchmarks that measure its cost start a server
+    /// without one themselves (`benches/load_tools.rs`).
+    #[serde(rename = "sink")]
+    pub legacy_sink: Option<LegacySink>,
     /// Rows waiting for the group-commit writer at most.
     pub queue: usize,
     /// Rows per group commit at most.
@@ -244,11 +246,11 @@ impl Default for BatchSettings {
     }
 }
 
+/// The one value `audit.sink` ever takes now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AuditSinkKind {
+pub enum LegacySink {
     Store,
-    None,
 }
 
 impl AuditSettings {
@@ -269,7 +271,7 @@ impl Default for AuditSettings {
         Self {
             database_url: None,
             max_connections: 16,
-            sink: AuditSinkKind::Store,
+            legacy_sink: None,
             queue: 8_192,
             max_batch: 512,
             write_timeout_ms: 5_000,
@@ -810,6 +812,14 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn no_configuration_turns_the_audit_trail_off() {
+        // Older configurations said `sink = "store"`, which still loads.
+        assert!(Settings::load(None, env(&[("VNID__AUDIT__SINK", "store")])).is_ok());
+        let err = Settings::load(None, env(&[("VNID__AUDIT__SINK", "none")])).unwrap_err();
+        assert!(err.to_string().contains("sink"), "{err}");
     }
 
     #[test]

@@ -83,9 +83,4 @@ pub mod pb {
 
     /// For server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vnid_descriptor");
-
-    /// The load benchmark's baseline service (not part of the API).
-    pub mod bench {
-        tonic::include_proto!("vnid.bench.v1");
-    }
 }

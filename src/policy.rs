@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::domain::{Assessment, FieldChecks, NameMatchLevel, Purpose, Reason, Verdict};
+use crate::domain::{Assessment, CheckCall, FieldChecks, NameMatchLevel, Purpose, Reason, Verdict};
 
 /// How much of an answer an agency sees beyond the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -153,15 +153,6 @@ pub struct Limits {
     /// Checks allowed at once (at least 1).
     pub burst: u32,
     pub daily: Option<u64>,
-}
-
-/// The call a check arrives by; each may be allowed or not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckCall {
-    Verify,
-    /// One item of a `VerifyBatch` stream.
-    BatchItem,
-    CardQr,
 }
 
 /// An agency as a call sees it.

@@ -4,10 +4,15 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixSeconds;
+use crate::domain::{
+    DateCheck, DatePrecision, FieldChecks, FieldOutcome, NameCheck, NameMatchLevel, Purpose,
+    Reason, VerdictKind, by_name,
+};
 
-/// The signed claims. Enumerated values use the proto enum names
-/// (`VERDICT_VERIFIED`, `REASON_NOT_FOUND`, …), as protobuf's JSON mapping
-/// does, so an attestation reads like the response it came with.
+/// The signed claims. Enumerated values are typed here and written by
+/// their one spelling, the proto enum names (`VERDICT_VERIFIED`,
+/// `REASON_NOT_FOUND`, …), as protobuf's JSON mapping does, so an
+/// attestation reads like the response it came with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttestationClaims {
     pub iss: String,
@@ -21,10 +26,17 @@ pub struct AttestationClaims {
     pub jti: String,
     /// The caller's `request_id`.
     pub nonce: String,
-    pub purpose: String,
-    pub verdict: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    #[serde(with = "by_name")]
+    pub purpose: Purpose,
+    #[serde(with = "by_name")]
+    pub verdict: VerdictKind,
+    /// The reason the agency may see (absent: verified, or withheld).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "by_name::option"
+    )]
+    pub reason: Option<Reason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<ChecksClaim>,
     /// When the mirror was last updated.
@@ -41,11 +53,61 @@ pub struct ChecksClaim {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldClaim {
-    pub outcome: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub level: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record_precision: Option<String>,
+    #[serde(with = "by_name")]
+    pub outcome: FieldOutcome,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "by_name::option"
+    )]
+    pub level: Option<NameMatchLevel>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "by_name::option"
+    )]
+    pub record_precision: Option<DatePrecision>,
+}
+
+impl From<&FieldChecks> for ChecksClaim {
+    fn from(c: &FieldChecks) -> Self {
+        let plain = |outcome| FieldClaim {
+            outcome,
+            level: None,
+            record_precision: None,
+        };
+        Self {
+            full_name: FieldClaim {
+                level: c.full_name.level,
+                ..plain(c.full_name.outcome)
+            },
+            date_of_birth: FieldClaim {
+                record_precision: Some(c.date_of_birth.record_precision),
+                ..plain(c.date_of_birth.outcome)
+            },
+            gender: plain(c.gender),
+            old_id_number: plain(c.old_id_number),
+        }
+    }
+}
+
+impl ChecksClaim {
+    /// The field checks these claims state (`None` if the birth date's
+    /// precision is missing, which no attestation of this service lacks).
+    pub fn field_checks(&self) -> Option<FieldChecks> {
+        Some(FieldChecks {
+            full_name: NameCheck {
+                outcome: self.full_name.outcome,
+                level: self.full_name.level,
+            },
+            date_of_birth: DateCheck {
+                outcome: self.date_of_birth.outcome,
+                record_precision: self.date_of_birth.record_precision?,
+            },
+            gender: self.gender.outcome,
+            old_id_number: self.old_id_number.outcome,
+        })
+    }
 }
 
 /// The claims of an attestation this service stored itself, unverified

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use super::{AuditEntry, AuditKind, AuditRecord};
 use crate::attest::{AttestationClaims, CHECKPOINT_TYPE, Jwks, TOKEN_TYPE};
 use crate::clock::UnixSeconds;
+use crate::domain::Spelled;
 
 pub type Hash = [u8; 32];
 
@@ -34,7 +35,7 @@ pub fn row_hash(prev: &Hash, entry: &AuditEntry) -> Hash {
     h.update(prev);
     h.update(entry.at_us.to_be_bytes());
     for field in [
-        entry.kind.as_str(),
+        entry.kind.name(),
         &entry.agency,
         &entry.purpose,
         &entry.request_id,
@@ -250,8 +251,8 @@ impl<'a> ChainCheck<'a> {
             && claims.aud == e.agency
             && claims.nonce == e.request_id
             && claims.sub == e.subject
-            && claims.purpose == e.purpose
-            && claims.verdict == e.verdict;
+            && claims.purpose.name() == e.purpose
+            && claims.verdict.name() == e.verdict;
         if agrees {
             Ok(())
         } else {
@@ -296,6 +297,7 @@ impl<'a> ChainCheck<'a> {
 mod tests {
     use super::*;
     use crate::attest::Keyring;
+    use crate::domain::{CheckCall, Purpose, VerdictKind};
     use ed25519_dalek::SigningKey;
 
     fn keyring() -> Keyring {
@@ -311,21 +313,21 @@ mod tests {
             exp: 2,
             jti: format!("att-{n}"),
             nonce: format!("req-{n}"),
-            purpose: "PURPOSE_HEALTHCARE".into(),
-            verdict: "VERDICT_VERIFIED".into(),
+            purpose: Purpose::Healthcare,
+            verdict: VerdictKind::Verified,
             reason: None,
             checks: None,
             data_as_of: 0,
         };
         AuditEntry {
             at_us: 1_000 + n,
-            kind: AuditKind::Verify,
+            kind: AuditKind::Check(CheckCall::Verify),
             agency: claims.aud.clone(),
-            purpose: claims.purpose.clone(),
+            purpose: claims.purpose.name().to_owned(),
             request_id: claims.nonce.clone(),
             subject: claims.sub.clone(),
             subject_index: format!("idx-{}", n % 3),
-            verdict: claims.verdict.clone(),
+            verdict: claims.verdict.name().to_owned(),
             reason: String::new(),
             attestation_id: claims.jti.clone(),
             attestation: ring.sign(&claims).unwrap(),
@@ -555,7 +557,7 @@ mod tests {
         let h = row_hash(&GENESIS, &base);
         let variants: [fn(&mut AuditEntry); 12] = [
             |e| e.at_us += 1,
-            |e| e.kind = AuditKind::VerifyBatch,
+            |e| e.kind = AuditKind::Check(CheckCall::BatchItem),
             |e| e.agency.push('x'),
             |e| e.purpose.push('x'),
             |e| e.request_id.push('x'),

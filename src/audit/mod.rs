@@ -28,46 +28,33 @@ pub use writer::{AuditLog, AuditSink, NoAudit, WriterHandle, WriterParams};
 
 use crate::attest::Attester;
 use crate::clock::Clock;
+use crate::domain::{CheckCall, Spelled};
 
-/// What touched a person's data.
+/// What touched a person's data: a check, by the call it arrived by, or
+/// an operator's read of the person's access history. Spelled in the
+/// trail (and its hash) as `verify`, `verify_batch`, `verify_card_qr`,
+/// `access_history`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditKind {
-    Verify,
-    VerifyBatch,
-    VerifyCardQr,
+    Check(CheckCall),
     /// An operator listed the person's access history.
     AccessHistory,
 }
 
-impl AuditKind {
-    pub const ALL: [Self; 4] = [
-        Self::Verify,
-        Self::VerifyBatch,
-        Self::VerifyCardQr,
+impl Spelled for AuditKind {
+    const ALL: &'static [Self] = &[
+        Self::Check(CheckCall::Verify),
+        Self::Check(CheckCall::BatchItem),
+        Self::Check(CheckCall::CardQr),
         Self::AccessHistory,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
-            Self::Verify => "verify",
-            Self::VerifyBatch => "verify_batch",
-            Self::VerifyCardQr => "verify_card_qr",
+            Self::Check(CheckCall::Verify) => "verify",
+            Self::Check(CheckCall::BatchItem) => "verify_batch",
+            Self::Check(CheckCall::CardQr) => "verify_card_qr",
             Self::AccessHistory => "access_history",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl From<crate::policy::CheckCall> for AuditKind {
-    fn from(call: crate::policy::CheckCall) -> Self {
-        use crate::policy::CheckCall;
-        match call {
-            CheckCall::Verify => Self::Verify,
-            CheckCall::BatchItem => Self::VerifyBatch,
-            CheckCall::CardQr => Self::VerifyCardQr,
         }
     }
 }

@@ -21,6 +21,7 @@ use sqlx::{
 use super::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint, Summary, row_hash};
 use super::{AuditEntry, AuditError, AuditKind, AuditRecord};
 use crate::attest::Jwks;
+use crate::domain::Spelled;
 use crate::infra::BoxFuture;
 use crate::infra::read_batch::{self, ReadBatcher, ReadMany};
 use crate::infra::sql::{Embedded, Migrations, PoolSettings, UNBOUNDED_STATEMENTS, lazy_pool};
@@ -450,7 +451,7 @@ impl SqlAudit<Postgres> {
                 .bind(expected.hash.to_vec())
                 .bind(seq)
                 .bind(at)
-                .bind(text(|e| e.kind.as_str()))
+                .bind(text(|e| e.kind.name()))
                 .bind(text(|e| &e.agency))
                 .bind(text(|e| &e.purpose))
                 .bind(text(|e| &e.request_id))
@@ -562,7 +563,7 @@ where
         let kind = text(2)?;
         let entry = AuditEntry {
             at_us: row.try_get(1).map_err(corrupt)?,
-            kind: AuditKind::parse(&kind)
+            kind: AuditKind::from_name(&kind)
                 .ok_or_else(|| AuditError::Corrupt(format!("row {seq} has an unknown kind")))?,
             agency: text(3)?,
             purpose: text(4)?,
@@ -606,7 +607,7 @@ where
                 insert = insert
                     .bind(head.seq)
                     .bind(e.at_us)
-                    .bind(e.kind.as_str())
+                    .bind(e.kind.name())
                     .bind(e.agency.as_str())
                     .bind(e.purpose.as_str())
                     .bind(e.request_id.as_str())

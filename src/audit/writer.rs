@@ -24,9 +24,10 @@ pub trait AuditSink: Send + Sync + 'static {
     fn record(&self, entry: AuditEntry) -> BoxFuture<'_, Result<i64, AuditError>>;
 }
 
-/// Keeps nothing. Only for measuring what the audit costs (`audit.sink =
-/// "none"`); never in service: DESIGN has no attestation leave without its
-/// row.
+/// Keeps nothing. Only for measuring what the audit costs
+/// (`Application::build_to_measure_without_trail`, which the benchmarks
+/// alone call); never in service: DESIGN has no attestation leave without
+/// its row.
 #[derive(Debug, Default)]
 pub struct NoAudit;
 

@@ -27,6 +27,23 @@ pub enum Verdict {
     NotVerified(Reason),
 }
 
+/// A verdict without its reason: what an attestation states, where the
+/// reason may be withheld from the agency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerdictKind {
+    Verified,
+    NotVerified,
+}
+
+impl Verdict {
+    pub fn kind(self) -> VerdictKind {
+        match self {
+            Self::Verified => VerdictKind::Verified,
+            Self::NotVerified(_) => VerdictKind::NotVerified,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FieldOutcome {
     Match,

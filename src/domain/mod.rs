@@ -8,9 +8,11 @@ mod name;
 mod person;
 mod qr;
 mod request;
+mod spelling;
 
 pub use check::{
-    Assessment, DateCheck, FieldChecks, FieldOutcome, NameCheck, Reason, Verdict, assess,
+    Assessment, DateCheck, FieldChecks, FieldOutcome, NameCheck, Reason, Verdict, VerdictKind,
+    assess,
 };
 pub use date::{DateError, DatePrecision, PartialDate};
 pub use id_number::{
@@ -19,4 +21,5 @@ pub use id_number::{
 pub use name::{NameError, NameMatchLevel, PersonName, normalize as normalize_name};
 pub use person::{CitizenRecord, CitizenStatus, Claims, Gender};
 pub use qr::{CardQr, MAX_QR_PAYLOAD_BYTES, QrError, QrField};
-pub use request::{MAX_REQUEST_ID_LEN, Purpose, RequestId, RequestIdError};
+pub use request::{CheckCall, MAX_REQUEST_ID_LEN, Purpose, RequestId, RequestIdError};
+pub use spelling::{Spelled, by_name};

@@ -15,12 +15,22 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    /// Every purpose, in the proto's order (as [`super::Spelled::ALL`]).
     pub const ALL: [Purpose; 4] = [
         Self::Healthcare,
         Self::Examination,
         Self::SocialInsurance,
         Self::PublicService,
     ];
+}
+
+/// The call a check arrives by; each may be allowed or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckCall {
+    Verify,
+    /// One item of a `VerifyBatch` stream.
+    BatchItem,
+    CardQr,
 }
 
 /// The longest request id accepted.

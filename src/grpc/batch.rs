@@ -39,10 +39,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
+use crate::domain::CheckCall;
 use crate::grpc::caller::Callers;
 use crate::grpc::error::{ApiError, Deadline};
 use crate::pb;
-use crate::policy::{Agency, CheckCall};
+use crate::policy::Agency;
 use crate::verify::{Verifier, VerifyCommand};
 
 /// How a batch stream is run.

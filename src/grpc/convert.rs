@@ -7,8 +7,8 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use crate::audit::history::{DEFAULT_PAGE_SIZE, HistoryPage, HistoryQuery};
 use crate::audit::{AuditKind, AuditRecord};
 use crate::domain::{
-    CardQr, Claims, DatePrecision, FieldChecks, FieldOutcome, Gender, NameMatchLevel, OldIdNumber,
-    PartialDate, PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Verdict,
+    CardQr, CheckCall, Claims, DatePrecision, FieldChecks, FieldOutcome, Gender, NameMatchLevel,
+    OldIdNumber, PartialDate, PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Verdict,
 };
 use crate::grpc::error::FieldViolation;
 use crate::pb;
@@ -181,9 +181,9 @@ fn parse_page_token(token: &str) -> Option<i64> {
 
 fn access_kind(kind: AuditKind) -> pb::AccessKind {
     match kind {
-        AuditKind::Verify => pb::AccessKind::Verify,
-        AuditKind::VerifyBatch => pb::AccessKind::VerifyBatch,
-        AuditKind::VerifyCardQr => pb::AccessKind::VerifyCardQr,
+        AuditKind::Check(CheckCall::Verify) => pb::AccessKind::Verify,
+        AuditKind::Check(CheckCall::BatchItem) => pb::AccessKind::VerifyBatch,
+        AuditKind::Check(CheckCall::CardQr) => pb::AccessKind::VerifyCardQr,
         AuditKind::AccessHistory => pb::AccessKind::AccessHistory,
     }
 }
@@ -406,7 +406,7 @@ impl From<VerifyOutcome> for pb::VerifyResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify;
+    use crate::domain::Spelled;
 
     fn request() -> pb::VerifyRequest {
         pb::VerifyRequest {
@@ -524,7 +524,7 @@ mod tests {
     #[test]
     fn attestation_names_equal_the_proto_names() {
         for p in Purpose::ALL {
-            let proto = pb::Purpose::from_str_name(verify::purpose_name(p)).unwrap();
+            let proto = pb::Purpose::from_str_name(p.name()).unwrap();
             assert_eq!(
                 parse_purpose(proto.into(), &mut Violations::default()),
                 Some(p)
@@ -536,10 +536,10 @@ mod tests {
             Reason::Deceased,
             Reason::Cancelled,
         ] {
-            assert_eq!(verify::reason_name(r), reason(r).as_str_name());
+            assert_eq!(r.name(), reason(r).as_str_name());
         }
         for v in [Verdict::Verified, Verdict::NotVerified(Reason::NotFound)] {
-            assert_eq!(verify::verdict_name(v), verdict(v).as_str_name());
+            assert_eq!(v.kind().name(), verdict(v).as_str_name());
         }
         for o in [
             FieldOutcome::Match,
@@ -547,7 +547,7 @@ mod tests {
             FieldOutcome::NotClaimed,
         ] {
             assert_eq!(
-                Some(verify::outcome_name(o)),
+                Some(o.name()),
                 pb::FieldOutcome::try_from(outcome(o))
                     .ok()
                     .map(|x| x.as_str_name())
@@ -558,17 +558,14 @@ mod tests {
             NameMatchLevel::Folded,
             NameMatchLevel::Partial,
         ] {
-            assert_eq!(
-                verify::name_level_name(l),
-                name_level(Some(l)).as_str_name()
-            );
+            assert_eq!(l.name(), name_level(Some(l)).as_str_name());
         }
         for p in [
             DatePrecision::Year,
             DatePrecision::Month,
             DatePrecision::Day,
         ] {
-            assert_eq!(verify::precision_name(p), precision(p).as_str_name());
+            assert_eq!(p.name(), precision(p).as_str_name());
         }
     }
 
@@ -620,8 +617,8 @@ mod tests {
     #[test]
     fn every_audit_kind_has_its_access_kind() {
         let names: Vec<_> = AuditKind::ALL
-            .into_iter()
-            .map(|k| access_kind(k).as_str_name())
+            .iter()
+            .map(|k| access_kind(*k).as_str_name())
             .collect();
         assert_eq!(
             names,

@@ -8,14 +8,16 @@ use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Span;
 
+use crate::domain::CheckCall;
+use crate::domain::Spelled;
 use crate::grpc::batch::{self, BatchParams, BatchStream};
 use crate::grpc::caller::Callers;
 use crate::grpc::error::ApiError;
 use crate::grpc::respond;
 use crate::pb;
 use crate::pb::verification_service_server::VerificationService;
-use crate::policy::{Agency, CheckCall};
-use crate::verify::{Verifier, VerifyCommand, purpose_name, reason_name, verdict_name};
+use crate::policy::Agency;
+use crate::verify::{Verifier, VerifyCommand};
 
 pub struct VerificationApi {
     verifier: Arc<Verifier>,
@@ -43,11 +45,11 @@ impl VerificationApi {
         call: CheckCall,
     ) -> Result<pb::VerifyResponse, ApiError> {
         let span = Span::current();
-        span.record("purpose", purpose_name(command.purpose));
+        span.record("purpose", command.purpose.name());
         let outcome = self.verifier.check(agency, command, call).await?;
-        span.record("verdict", verdict_name(outcome.verdict));
+        span.record("verdict", outcome.verdict.kind().name());
         if let crate::domain::Verdict::NotVerified(reason) = outcome.verdict {
-            span.record("reason", reason_name(reason));
+            span.record("reason", reason.name());
         }
         span.record("attestation_id", outcome.attestation_id.as_str());
         Ok(pb::VerifyResponse::from(outcome))

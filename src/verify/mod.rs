@@ -3,31 +3,25 @@
 //! audit row is durable.
 //!
 //! - `replay`: retries, and the first answer read back from its row.
-//! - `names`: the attestation's spelling of enumerated values.
 
-mod names;
 mod replay;
 
 use std::sync::Arc;
 
 pub use crate::attest::Attester;
-use crate::attest::{AttestationClaims, new_attestation_id};
+use crate::attest::{AttestationClaims, ChecksClaim, new_attestation_id};
 use crate::audit::{AuditEntry, AuditError, AuditKind, AuditSink};
 use crate::clock::{Clock, UnixSeconds};
 use crate::domain::{
-    CitizenRecord, CitizenStatus, Claims, FieldChecks, NameMatchLevel, PartialDate, PersonName,
-    PersonalIdNumber, Purpose, Reason, RequestId, Verdict, assess,
+    CheckCall, CitizenRecord, CitizenStatus, Claims, FieldChecks, NameMatchLevel, PartialDate,
+    PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Spelled, Verdict, assess,
 };
 use crate::guard::{Guard, GuardError, Refusal};
 use crate::mirror::{MirrorStore, StoreError};
-use crate::policy::{Agency, CheckCall, Denial};
+use crate::policy::{Agency, Denial};
 
-pub use names::{
-    name_level_name, outcome_name, precision_name, purpose_name, reason_name, verdict_name,
-};
 pub use replay::Replays;
 
-use names::checks_claim;
 use replay::{Prior, answer_again};
 
 /// One check, parsed and valid.
@@ -47,14 +41,14 @@ impl VerifyCommand {
     fn canonical(&self, kind: AuditKind) -> String {
         let c = &self.claims;
         [
-            kind.as_str(),
+            kind.name(),
             self.id_number.expose(),
             c.full_name.as_ref().map_or("", |n| n.canonical()),
             &c.date_of_birth.map(|d| d.to_iso()).unwrap_or_default(),
             c.gender.map_or("", |g| g.as_str()),
             c.old_id_number.as_ref().map_or("", |o| o.expose()),
-            purpose_name(self.purpose),
-            name_level_name(self.name_match),
+            self.purpose.name(),
+            self.name_match.name(),
         ]
         .join("\u{1f}")
     }
@@ -137,7 +131,7 @@ impl Verifier {
         call: CheckCall,
     ) -> Result<VerifyOutcome, VerifyError> {
         agency.authorize_check(call, command.purpose, command.name_match)?;
-        let kind = AuditKind::from(call);
+        let kind = AuditKind::Check(call);
         let subject_key = &self.attester.subject_key;
         let request_digest = subject_key.request_digest(&agency.id, &command.canonical(kind));
         // A retry gets the first answer; the same id for another request is
@@ -208,16 +202,16 @@ impl Verifier {
             exp: now.saturating_add(self.attester.ttl_seconds),
             jti: attestation_id.clone(),
             nonce: command.request_id.as_str().to_owned(),
-            purpose: purpose_name(command.purpose).to_owned(),
-            verdict: verdict_name(assessment.verdict).to_owned(),
-            reason: reason.map(|r| reason_name(r).to_owned()),
-            checks: checks.as_ref().map(checks_claim),
+            purpose: command.purpose,
+            verdict: assessment.verdict.kind(),
+            reason,
+            checks: checks.as_ref().map(ChecksClaim::from),
             data_as_of: found.data_as_of.unwrap_or(0),
         };
         let attestation = self.attester.keyring.sign(&claims)?;
         let reason_recorded = match assessment.verdict {
             Verdict::Verified => "",
-            Verdict::NotVerified(reason) => reason_name(reason),
+            Verdict::NotVerified(reason) => reason.name(),
         };
         let recorded = self
             .audit
@@ -228,10 +222,10 @@ impl Verifier {
                 reason: reason_recorded.to_owned(),
                 attestation: attestation.clone(),
                 agency: claims.aud,
-                purpose: claims.purpose,
+                purpose: claims.purpose.name().to_owned(),
                 request_id: claims.nonce,
                 subject: claims.sub,
-                verdict: claims.verdict,
+                verdict: claims.verdict.name().to_owned(),
                 attestation_id: claims.jti,
                 request_digest: request_digest.clone(),
             })

@@ -1,6 +1,7 @@
 //! The attestation verifies against the published JWKS, says what the
 //! response says, and breaks when any byte changes.
 
+use vnid::domain::Spelled;
 use vnid::pb;
 
 use crate::helpers::*;
@@ -18,14 +19,20 @@ async fn attestation_carries_the_answer_and_verifies_with_the_jwks() {
     assert_eq!(claims.nonce, request_id);
     assert_eq!(claims.jti, r.attestation_id);
     assert_eq!((claims.iat, claims.exp), (NOW, NOW + 86_400));
-    assert_eq!(claims.purpose, "PURPOSE_HEALTHCARE");
-    assert_eq!(claims.verdict, "VERDICT_VERIFIED");
+    assert_eq!(claims.purpose.name(), "PURPOSE_HEALTHCARE");
+    assert_eq!(claims.verdict.name(), "VERDICT_VERIFIED");
     assert_eq!(claims.data_as_of, DATA_AS_OF);
     let checks = claims.checks.unwrap();
-    assert_eq!(checks.full_name.outcome, "FIELD_OUTCOME_MATCH");
-    assert_eq!(checks.full_name.level.as_deref(), Some("NAME_MATCH_EXACT"));
-    assert_eq!(checks.date_of_birth.outcome, "FIELD_OUTCOME_NOT_CLAIMED");
-    assert_eq!(checks.gender.outcome, "FIELD_OUTCOME_MATCH");
+    assert_eq!(checks.full_name.outcome.name(), "FIELD_OUTCOME_MATCH");
+    assert_eq!(
+        checks.full_name.level.map(Spelled::name),
+        Some("NAME_MATCH_EXACT")
+    );
+    assert_eq!(
+        checks.date_of_birth.outcome.name(),
+        "FIELD_OUTCOME_NOT_CLAIMED"
+    );
+    assert_eq!(checks.gender.outcome.name(), "FIELD_OUTCOME_MATCH");
     // The subject is pairwise: not the number, stable for the agency.
     assert!(!claims.sub.contains(DAM.id));
     let again = app.verify(request(DAM.id, DAM.name)).await.unwrap();

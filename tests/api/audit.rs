@@ -9,6 +9,7 @@ use sqlx::{PgPool, Postgres, Row};
 use tonic::Code;
 use vnid::attest::Jwks;
 use vnid::audit::{AuditStore, Finding, SqlAudit};
+use vnid::domain::Spelled;
 use vnid::mirror::{LoadMode, MirrorAdmin, PgMirror, load_records};
 use vnid::pb;
 use vnid::pb::audit_service_client::AuditServiceClient;
@@ -611,8 +612,8 @@ fn entries(ring: &vnid::attest::Keyring, n: i64, old: i64) -> Vec<vnid::audit::A
                 exp: NOW + 60,
                 jti: format!("att-{i}"),
                 nonce: format!("req-{i}"),
-                purpose: "PURPOSE_HEALTHCARE".into(),
-                verdict: "VERDICT_VERIFIED".into(),
+                purpose: vnid::domain::Purpose::Healthcare,
+                verdict: vnid::domain::VerdictKind::Verified,
                 reason: None,
                 checks: None,
                 data_as_of: DATA_AS_OF,
@@ -620,13 +621,13 @@ fn entries(ring: &vnid::attest::Keyring, n: i64, old: i64) -> Vec<vnid::audit::A
             let at = if i < old { NOW - 366 * 86_400 } else { NOW };
             vnid::audit::AuditEntry {
                 at_us: at * 1_000_000 + i,
-                kind: vnid::audit::AuditKind::Verify,
+                kind: vnid::audit::AuditKind::Check(vnid::domain::CheckCall::Verify),
                 agency: claims.aud.clone(),
-                purpose: claims.purpose.clone(),
+                purpose: claims.purpose.name().to_owned(),
                 request_id: claims.nonce.clone(),
                 subject: claims.sub.clone(),
                 subject_index: format!("person-{}", i % 2),
-                verdict: claims.verdict.clone(),
+                verdict: claims.verdict.name().to_owned(),
                 reason: String::new(),
                 attestation_id: claims.jti.clone(),
                 attestation: ring.sign(&claims).unwrap(),

@@ -1,6 +1,7 @@
 //! The verdict over gRPC: every outcome a caller can get.
 
 use unicode_normalization::UnicodeNormalization;
+use vnid::domain::Spelled;
 use vnid::pb;
 
 use crate::helpers::*;
@@ -170,8 +171,8 @@ async fn unknown_numbers_are_not_found_and_still_attested() {
     );
     assert!(r.checks.is_none());
     let claims = app.jwks().await.verify(&r.attestation, NOW).unwrap();
-    assert_eq!(claims.verdict, "VERDICT_NOT_VERIFIED");
-    assert_eq!(claims.reason.as_deref(), Some("REASON_NOT_FOUND"));
+    assert_eq!(claims.verdict.name(), "VERDICT_NOT_VERIFIED");
+    assert_eq!(claims.reason.map(Spelled::name), Some("REASON_NOT_FOUND"));
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{
     AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres,
     Row, Sqlite, Type,
@@ -24,7 +24,10 @@ use crate::attest::Jwks;
 use crate::domain::Spelled;
 use crate::infra::BoxFuture;
 use crate::infra::read_batch::{self, ReadBatcher, ReadMany};
-use crate::infra::sql::{Embedded, Migrations, PoolSettings, UNBOUNDED_STATEMENTS, lazy_pool};
+use crate::infra::sql::{
+    Embedded, Migrations, PoolSettings, UNBOUNDED_STATEMENTS, lazy_pool, sqlite_file,
+    sqlite_is_unavailable,
+};
 
 /// Where the audit's own migrations are recorded: apart from the mirror's,
 /// since the trail may share the mirror's database or have its own.
@@ -207,13 +210,7 @@ impl Dialect for Sqlite {
     }
 
     fn is_unavailable(error: &sqlx::Error) -> bool {
-        matches!(
-            error,
-            sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-        )
+        sqlite_is_unavailable(error)
     }
 
     fn run_migrations<'a>(
@@ -284,12 +281,7 @@ impl SqlAudit<Sqlite> {
     /// Opens (creating if missing) the embedded audit database. `FULL`
     /// synchronous mode: a row is on disk when its COMMIT returns.
     pub async fn open(path: &Path) -> Result<Self, AuditError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
+        let options = sqlite_file(path, SqliteSynchronous::Full);
         let pool = |max| {
             SqlitePoolOptions::new()
                 .max_connections(max)

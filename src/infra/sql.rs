@@ -1,13 +1,16 @@
 //! SQL plumbing shared by the mirror and the audit trail: Postgres pools
-//! that connect lazily and bound every session, the one reading of a
-//! Postgres error as an outage, and migrations embedded in the binary.
+//! that connect lazily and bound every session, embedded SQLite files, the
+//! one reading of each database's errors as an outage, and migrations
+//! embedded in the binary.
 
 use std::borrow::Cow;
+use std::path::Path;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use super::BoxFuture;
 
@@ -55,6 +58,30 @@ pub fn lazy_pool(url: &str, settings: &PoolSettings) -> Result<PgPool, sqlx::Err
             })
         })
         .connect_lazy_with(options))
+}
+
+/// An embedded SQLite database file, created if missing, in WAL mode (readers
+/// never wait for the writer), each connection waiting up to five seconds
+/// for another's write lock; `synchronous` says when a commit is on disk.
+pub fn sqlite_file(path: &Path, synchronous: SqliteSynchronous) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(synchronous)
+        .busy_timeout(Duration::from_secs(5))
+}
+
+/// Whether a SQLite error is an outage (the file or the pool is gone),
+/// not a query's failure.
+pub fn sqlite_is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    )
 }
 
 /// How a Postgres pool is sized and bounded.

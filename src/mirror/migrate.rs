@@ -1,10 +1,7 @@
 //! Migrations embedded in the binary, so that a deployment needs no files
 //! beside it.
 
-use sqlx::migrate::Migrator;
-
-use super::StoreError;
-use crate::infra::sql::{Embedded, Migrations};
+use crate::infra::sql::Migrations;
 
 pub(super) const POSTGRES: Migrations = &[
     (
@@ -29,9 +26,3 @@ pub(super) const SQLITE: Migrations = &[(
     "mirror",
     include_str!("migrations/sqlite/0001_mirror.sql"),
 )];
-
-pub(super) async fn migrator(migrations: Migrations) -> Result<Migrator, StoreError> {
-    Migrator::new(Embedded(migrations))
-        .await
-        .map_err(|e| StoreError::Query(Box::new(e)))
-}

@@ -8,11 +8,11 @@
 //! upserts them, bumping the version of each record that changed. A failed
 //! or interrupted load changes nothing.
 
-mod load;
 pub(crate) mod migrate;
 pub(crate) mod postgres;
 mod row;
 mod sqlite;
+mod store;
 
 use crate::infra::BoxFuture;
 pub use crate::infra::sql::PoolSettings;
@@ -137,9 +137,27 @@ pub enum LoadError {
     Incomplete,
 }
 
+impl LoadItem {
+    /// A batch's rows, or what the end tells the loader.
+    pub(crate) fn into_batch(self) -> Result<Vec<SourcedRecord>, LoadEnd> {
+        match self {
+            Self::Batch(rows) => Ok(rows),
+            Self::End {
+                data_as_of,
+                duplicate_budget,
+                digest,
+            } => Err(LoadEnd {
+                data_as_of,
+                duplicate_budget,
+                digest,
+            }),
+        }
+    }
+}
+
 /// What `LoadItem::End` tells the loader.
 #[derive(Debug, Clone)]
-pub(crate) struct LoadEnd {
+pub struct LoadEnd {
     data_as_of: UnixSeconds,
     duplicate_budget: u64,
     digest: Option<String>,

@@ -1,33 +1,28 @@
-//! The mirror in Postgres.
+//! The mirror in Postgres: what differs from SQLite (binary COPY into the
+//! staging table, point reads batched on warm connections, an advisory
+//! lock for one import at a time); the rest is `store`'s.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Pool, Postgres, Row, Transaction};
 use tokio::sync::mpsc;
 
-use super::load::{self, LoadSteps};
-use super::row::{StoredDetails, StoredPerson};
-use super::{
-    Duplicate, ExportRecord, Found, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
-    MirrorAdmin, MirrorStore, RowOrigin, StoreError, migrate,
-};
-use crate::clock::UnixSeconds;
-use crate::domain::{CitizenRecord, PersonalIdNumber};
+use super::row::StoredPerson;
+use super::store::{Dialect, SqlMirror, Staging, store_error};
+use super::{Duplicate, Found, LoadEnd, LoadError, LoadItem, LoadMode, StoreError, migrate};
+use crate::domain::PersonalIdNumber;
 use crate::infra::BoxFuture;
 use crate::infra::read_batch::{self, ReadBatcher, ReadMany};
 use crate::infra::sql::{
-    PING_AFTER_IDLE, PoolSettings, UNBOUNDED_STATEMENTS, is_unavailable, lazy_pool,
+    Migrations, PING_AFTER_IDLE, PoolSettings, UNBOUNDED_STATEMENTS, is_unavailable, lazy_pool,
 };
 
-#[derive(Debug, Clone)]
-pub struct PgMirror {
-    pool: PgPool,
-    /// PointReads, gathered into shared queries.
-    reads: Arc<ReadBatcher<PointReads>>,
-}
+/// The mirror in Postgres.
+pub type PgMirror = SqlMirror<Postgres>;
 
 /// Connections kept between the mirror's reads. sqlx pings every
 /// connection that goes back to its pool: a round trip per query that a
@@ -97,14 +92,6 @@ impl WarmConnection<'_> {
         if idle.len() < home.max {
             idle.push((connection, Instant::now()));
         }
-    }
-}
-
-pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
-    if is_unavailable(&error) {
-        StoreError::Unavailable(Box::new(error))
-    } else {
-        StoreError::Query(Box::new(error))
     }
 }
 
@@ -197,7 +184,7 @@ const DUPLICATES: &str = "\
 SELECT id_number, full_name, birth_year, birth_month, birth_day, gender, old_id_numbers,
        place_of_origin, permanent_residence, status, household_id, relation_to_head,
        extract(epoch FROM updated_at)::bigint AS updated_at,
-       src_file, src_line, kept_file, kept_line
+       src_file::bigint AS src_file, src_line, kept_file::bigint AS kept_file, kept_line
 FROM (SELECT s.*,
              row_number() OVER w AS rn,
              first_value(src_file) OVER w AS kept_file,
@@ -211,7 +198,7 @@ ORDER BY src_file, src_line";
 /// An advisory lock key: one import at a time per database.
 const IMPORT_LOCK: i64 = 0x766e_6964_696d;
 
-impl PgMirror {
+impl SqlMirror<Postgres> {
     /// A pool that connects lazily: the server starts, and reports
     /// UNAVAILABLE per call, while the database is down.
     pub fn connect_lazy(
@@ -240,10 +227,6 @@ impl PgMirror {
             )),
             pool,
         })
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     /// Point-read queries sent so far: fewer than lookups when they are
@@ -331,33 +314,28 @@ async fn stage(
 ) -> Result<(u64, LoadEnd), LoadError> {
     let statement =
         format!("COPY {staging} ({COLUMNS}, src_file, src_line) FROM STDIN (FORMAT binary)");
-    let mut copy = tx.copy_in_raw(&statement).await.map_err(store_error)?;
+    let mut copy = tx
+        .copy_in_raw(&statement)
+        .await
+        .map_err(store_error::<Postgres>)?;
     let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
     buf.extend_from_slice(BINARY_HEADER);
     let mut rows = 0u64;
     let end = loop {
-        match items.recv().await {
-            Some(LoadItem::Batch(batch)) => {
+        match items.recv().await.map(LoadItem::into_batch) {
+            Some(Ok(batch)) => {
                 for record in &batch {
                     encode(&mut buf, record);
                     if buf.len() >= COPY_CHUNK {
-                        copy.send(buf.as_slice()).await.map_err(store_error)?;
+                        copy.send(buf.as_slice())
+                            .await
+                            .map_err(store_error::<Postgres>)?;
                         buf.clear();
                     }
                 }
                 rows += batch.len() as u64;
             }
-            Some(LoadItem::End {
-                data_as_of,
-                duplicate_budget,
-                digest,
-            }) => {
-                break LoadEnd {
-                    data_as_of,
-                    duplicate_budget,
-                    digest,
-                };
-            }
+            Some(Err(end)) => break end,
             None => {
                 let _ = copy.abort("the import stopped before its end").await;
                 return Err(LoadError::Incomplete);
@@ -365,8 +343,10 @@ async fn stage(
         }
     };
     buf.extend_from_slice(BINARY_TRAILER);
-    copy.send(buf.as_slice()).await.map_err(store_error)?;
-    copy.finish().await.map_err(store_error)?;
+    copy.send(buf.as_slice())
+        .await
+        .map_err(store_error::<Postgres>)?;
+    copy.finish().await.map_err(store_error::<Postgres>)?;
     Ok((rows, end))
 }
 
@@ -385,27 +365,6 @@ fn person(row: &PgRow) -> Result<StoredPerson, sqlx::Error> {
     })
 }
 
-fn decode_export(row: &PgRow) -> Result<ExportRecord, StoreError> {
-    let details = StoredDetails {
-        id_number: row.try_get("id_number").map_err(store_error)?,
-        place_of_origin: row.try_get("place_of_origin").map_err(store_error)?,
-        permanent_residence: row.try_get("permanent_residence").map_err(store_error)?,
-        household_id: row.try_get("household_id").map_err(store_error)?,
-        relation_to_head: row.try_get("relation_to_head").map_err(store_error)?,
-        updated_at: row.try_get("updated_at").map_err(store_error)?,
-    };
-    person(row).map_err(store_error)?.into_export(details)
-}
-
-fn origin(row: &PgRow, file: &str, line: &str) -> Result<RowOrigin, StoreError> {
-    let file: i32 = row.try_get(file).map_err(store_error)?;
-    let line: i64 = row.try_get(line).map_err(store_error)?;
-    Ok(RowOrigin {
-        file: file.max(0) as u32,
-        line: line.max(0) as u64,
-    })
-}
-
 /// Adds the staging table's primary key; where ID numbers repeat, drops
 /// the later rows if the budget allows, or fails naming them all.
 async fn deduplicate(
@@ -418,35 +377,26 @@ async fn deduplicate(
     sqlx::raw_sql(sqlx::AssertSqlSafe("SAVEPOINT dedup"))
         .execute(&mut **tx)
         .await
-        .map_err(store_error)?;
+        .map_err(store_error::<Postgres>)?;
     match sqlx::raw_sql(sqlx::AssertSqlSafe(add_key.clone()))
         .execute(&mut **tx)
         .await
     {
         Ok(_) => return Ok(Vec::new()),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {}
-        Err(e) => return Err(store_error(e).into()),
+        Err(e) => return Err(store_error::<Postgres>(e).into()),
     }
     sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK TO SAVEPOINT dedup"))
         .execute(&mut **tx)
         .await
-        .map_err(store_error)?;
+        .map_err(store_error::<Postgres>)?;
     let rows = sqlx::query(sqlx::AssertSqlSafe(
         DUPLICATES.replace("{staging}", staging),
     ))
     .fetch_all(&mut **tx)
     .await
-    .map_err(store_error)?;
-    let found = rows
-        .iter()
-        .map(|row| {
-            Ok(Duplicate {
-                dropped: origin(row, "src_file", "src_line")?,
-                kept: origin(row, "kept_file", "kept_line")?,
-                record: decode_export(row)?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    .map_err(store_error::<Postgres>)?;
+    let found = SqlMirror::<Postgres>::duplicates(&rows)?;
     if found.len() as u64 > budget {
         return Err(LoadError::Duplicates { found });
     }
@@ -460,162 +410,17 @@ async fn deduplicate(
     .bind(&lines)
     .execute(&mut **tx)
     .await
-    .map_err(store_error)?;
+    .map_err(store_error::<Postgres>)?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(add_key))
         .execute(&mut **tx)
         .await
-        .map_err(store_error)?;
+        .map_err(store_error::<Postgres>)?;
     Ok(found)
-}
-
-async fn was_imported(
-    tx: &mut Transaction<'_, Postgres>,
-    digest: &str,
-) -> Result<bool, StoreError> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM import_log WHERE digest = $1)")
-        .bind(digest)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(store_error)
-}
-
-async fn load(
-    pool: &PgPool,
-    mode: LoadMode,
-    items: mpsc::Receiver<LoadItem>,
-) -> Result<LoadOutcome, LoadError> {
-    let mut tx = pool.begin().await.map_err(store_error)?;
-    // The primary key of a province sorts in memory rather than on disk;
-    // a whole country's load may take longer than any one query of a check.
-    for setting in [
-        "SET LOCAL maintenance_work_mem = '512MB'",
-        UNBOUNDED_STATEMENTS,
-    ] {
-        sqlx::raw_sql(setting)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-    }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(IMPORT_LOCK)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-    let (staging, ddl) = match mode {
-        LoadMode::Full => ("citizen_next", STAGE_FULL),
-        LoadMode::Delta => ("citizen_delta", STAGE_DELTA),
-    };
-    sqlx::raw_sql(ddl)
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-    load::drive(PgLoad { tx, staging }, mode, items).await
-}
-
-/// A load in progress: its transaction and its staging table.
-struct PgLoad<'c> {
-    tx: Transaction<'c, Postgres>,
-    staging: &'static str,
-}
-
-impl LoadSteps for PgLoad<'_> {
-    async fn stage(
-        &mut self,
-        items: &mut mpsc::Receiver<LoadItem>,
-    ) -> Result<(u64, LoadEnd), LoadError> {
-        stage(&mut self.tx, self.staging, items).await
-    }
-
-    async fn was_imported(&mut self, digest: &str) -> Result<bool, StoreError> {
-        was_imported(&mut self.tx, digest).await
-    }
-
-    async fn deduplicate(&mut self, budget: u64) -> Result<Vec<Duplicate>, LoadError> {
-        deduplicate(&mut self.tx, self.staging, budget).await
-    }
-
-    async fn swap(&mut self, data_as_of: UnixSeconds) -> Result<(), StoreError> {
-        sqlx::raw_sql(ADOPT_CHECKS)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(store_error)?;
-        sqlx::raw_sql(SWAP)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(store_error)?;
-        sqlx::query(
-            "UPDATE mirror_state SET data_as_of = to_timestamp($1), generation = generation + 1",
-        )
-        .bind(data_as_of as f64)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn apply_delta(&mut self, data_as_of: UnixSeconds) -> Result<u64, StoreError> {
-        let applied = sqlx::query(APPLY_DELTA)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(store_error)?;
-        sqlx::query(
-            "UPDATE mirror_state SET data_as_of = greatest(data_as_of, to_timestamp($1)), \
-             generation = generation + 1",
-        )
-        .bind(data_as_of as f64)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(store_error)?;
-        Ok(applied.rows_affected())
-    }
-
-    async fn log_import(
-        &mut self,
-        digest: &str,
-        mode: LoadMode,
-        rows: u64,
-        changed: u64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO import_log (digest, mode, rows, changed) VALUES ($1, $2, $3, $4)")
-            .bind(digest)
-            .bind(mode.as_str())
-            .bind(rows as i64)
-            .bind(changed as i64)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(store_error)
-    }
-}
-
-/// The record of a lookup row; `None` where the LEFT JOIN found no citizen.
-fn decode(id: &PersonalIdNumber, row: &PgRow) -> Result<Option<CitizenRecord>, StoreError> {
-    let found: Option<String> = row.try_get("full_name").map_err(store_error)?;
-    if found.is_none() {
-        return Ok(None);
-    }
-    let version = row.try_get("record_version").map_err(store_error)?;
-    person(row)
-        .map_err(store_error)?
-        .into_record(id, version)
-        .map(Some)
-}
-
-fn found_in(id: &PersonalIdNumber, row: &PgRow) -> Result<Found, StoreError> {
-    Ok(Found {
-        record: decode(id, row)?,
-        data_as_of: row.try_get("data_as_of").map_err(store_error)?,
-        generation: row.try_get("generation").map_err(store_error)?,
-    })
 }
 
 /// The mirror's lookups, one number or several in one query, on kept
 /// connections.
-struct PointReads {
+pub struct PointReads {
     connections: WarmConnections,
 }
 
@@ -629,14 +434,18 @@ impl ReadMany for PointReads {
         ids: &'a [PersonalIdNumber],
     ) -> BoxFuture<'a, Result<Vec<Found>, StoreError>> {
         Box::pin(async move {
-            let mut connection = self.connections.take().await.map_err(store_error)?;
+            let mut connection = self
+                .connections
+                .take()
+                .await
+                .map_err(store_error::<Postgres>)?;
             let rows = match ids {
                 [one] => vec![
                     sqlx::query(LOOKUP)
                         .bind(one.expose())
                         .fetch_one(&mut *connection.connection)
                         .await
-                        .map_err(store_error)?,
+                        .map_err(store_error::<Postgres>)?,
                 ],
                 _ => {
                     let numbers: Vec<&str> = ids.iter().map(PersonalIdNumber::expose).collect();
@@ -644,7 +453,7 @@ impl ReadMany for PointReads {
                         .bind(numbers)
                         .fetch_all(&mut *connection.connection)
                         .await
-                        .map_err(store_error)?
+                        .map_err(store_error::<Postgres>)?
                 }
             };
             connection.keep();
@@ -653,7 +462,7 @@ impl ReadMany for PointReads {
             }
             ids.iter()
                 .zip(&rows)
-                .map(|(id, row)| found_in(id, row))
+                .map(|(id, row)| SqlMirror::<Postgres>::found(id, row))
                 .collect()
         })
     }
@@ -667,48 +476,94 @@ impl ReadMany for PointReads {
     }
 }
 
-impl MirrorStore for PgMirror {
-    fn find<'a>(&'a self, id: &'a PersonalIdNumber) -> BoxFuture<'a, Result<Found, StoreError>> {
-        Box::pin(self.reads.read(id.clone()))
+impl Dialect for Postgres {
+    /// Point reads, batched into shared queries.
+    type Reads = Arc<ReadBatcher<PointReads>>;
+    const MIGRATIONS: Migrations = migrate::POSTGRES;
+    const WAS_IMPORTED: &'static str = "SELECT EXISTS (SELECT 1 FROM import_log WHERE digest = $1)";
+    const LOG_IMPORT: &'static str =
+        "INSERT INTO import_log (digest, mode, rows, changed) VALUES ($1, $2, $3, $4)";
+    const SWAP: &'static [&'static str] = &[ADOPT_CHECKS, SWAP];
+    const SWAPPED: &'static str = "UPDATE mirror_state \
+        SET data_as_of = to_timestamp($1::bigint), generation = generation + 1";
+    const APPLY_DELTA: &'static str = APPLY_DELTA;
+    const DELTA_APPLIED: &'static str = "UPDATE mirror_state \
+        SET data_as_of = greatest(data_as_of, to_timestamp($1::bigint)), \
+        generation = generation + 1";
+    // The staging table is dropped on commit.
+    const AFTER_DELTA: &'static [&'static str] = &[];
+
+    fn is_unavailable(error: &sqlx::Error) -> bool {
+        is_unavailable(error)
     }
 
-    fn generation(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
-        Box::pin(async move {
-            sqlx::query_scalar("SELECT generation FROM mirror_state")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(store_error)
-        })
-    }
-}
-
-impl MirrorAdmin for PgMirror {
-    fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let migrator = migrate::migrator(migrate::POSTGRES).await?;
-            migrator.run(&self.pool).await.map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(e) => store_error(e),
-                other => StoreError::Query(Box::new(other)),
-            })
-        })
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
     }
 
-    fn was_imported<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            sqlx::query("SELECT EXISTS (SELECT 1 FROM import_log WHERE digest = $1)")
-                .bind(digest)
-                .fetch_one(&self.pool)
-                .await
-                .and_then(|row| row.try_get(0))
-                .map_err(store_error)
-        })
+    fn person(row: &PgRow) -> Result<StoredPerson, sqlx::Error> {
+        person(row)
     }
 
-    fn load(
-        &self,
+    fn find<'a>(
+        mirror: &'a SqlMirror<Self>,
+        id: &'a PersonalIdNumber,
+    ) -> BoxFuture<'a, Result<Found, StoreError>> {
+        Box::pin(mirror.reads.read(id.clone()))
+    }
+
+    fn begin_load(
+        pool: &Pool<Self>,
         mode: LoadMode,
-        items: mpsc::Receiver<LoadItem>,
-    ) -> BoxFuture<'_, Result<LoadOutcome, LoadError>> {
-        Box::pin(load(&self.pool, mode, items))
+    ) -> BoxFuture<'_, Result<Staging<Self>, StoreError>> {
+        Box::pin(async move {
+            let mut tx = pool.begin().await.map_err(store_error::<Postgres>)?;
+            // The primary key of a province sorts in memory rather than on disk;
+            // a whole country's load may take longer than any one query of a check.
+            for setting in [
+                "SET LOCAL maintenance_work_mem = '512MB'",
+                UNBOUNDED_STATEMENTS,
+            ] {
+                sqlx::raw_sql(setting)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error::<Postgres>)?;
+            }
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(IMPORT_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error::<Postgres>)?;
+            let (staging, ddl) = match mode {
+                LoadMode::Full => ("citizen_next", STAGE_FULL),
+                LoadMode::Delta => ("citizen_delta", STAGE_DELTA),
+            };
+            sqlx::raw_sql(ddl)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error::<Postgres>)?;
+            Ok(Staging { tx, table: staging })
+        })
+    }
+
+    fn stage<'a>(
+        load: &'a mut Staging<Self>,
+        items: &'a mut mpsc::Receiver<LoadItem>,
+    ) -> BoxFuture<'a, Result<(u64, LoadEnd), LoadError>> {
+        Box::pin(stage(&mut load.tx, load.table, items))
+    }
+
+    fn deduplicate(
+        load: &mut Staging<Self>,
+        budget: u64,
+    ) -> BoxFuture<'_, Result<Vec<Duplicate>, LoadError>> {
+        Box::pin(deduplicate(&mut load.tx, load.table, budget))
+    }
+
+    fn run_migrations<'a>(
+        migrator: &'a Migrator,
+        pool: &'a Pool<Self>,
+    ) -> BoxFuture<'a, Result<(), sqlx::migrate::MigrateError>> {
+        Box::pin(migrator.run(pool))
     }
 }

@@ -13,7 +13,7 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 /// The matchable columns, as stored.
-pub(super) struct StoredPerson {
+pub struct StoredPerson {
     pub full_name: String,
     /// Year, month and day; `None` is unknown.
     pub birth: [Option<i64>; 3],
@@ -23,7 +23,7 @@ pub(super) struct StoredPerson {
 }
 
 /// The other columns of the export format, as stored.
-pub(super) struct StoredDetails {
+pub struct StoredDetails {
     pub id_number: String,
     pub place_of_origin: String,
     pub permanent_residence: String,

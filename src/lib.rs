@@ -6,43 +6,51 @@
 //!
 //! # Layout
 //!
-//! The data flows down this list, never up:
+//! A call flows down this list, never up:
 //!
-//! - [`cli`]: the `vnid` subcommands. `main.rs` only calls it.
-//! - [`app`]: server assembly: configuration in, a bound server out
-//!   (health, reflection, limits, graceful shutdown).
-//! - [`grpc`]: the `vnid.v1` services, the `pb` ↔ domain seam
-//!   (`grpc::convert`), the batch stream's bounded window (`grpc::batch`),
-//!   the one mapping of errors to `tonic::Status` (`grpc::error`), and the
-//!   listener that lets connections in (`grpc::listener`, `grpc::tls`:
-//!   cap, deadlines, mutual TLS with CRLs).
-//! - [`verify`]: the use case — policy, lookup, match, attest, audit —
-//!   with retries (`verify::replay`) and the attestation's spelling of
-//!   enumerated values (`verify::names`) beside it.
-//! - [`lookup`]: cache-aside (Redis or in-process) in front of the mirror:
-//!   sealed values, coalesced misses, a circuit breaker.
-//! - [`mirror`]: the store traits, Postgres and the embedded SQLite, the
-//!   export format, `vnid import` and the population generator.
+//! - [`cli`]: the `vnid` subcommands, one file per command group, one
+//!   runtime, one mapping of failures to exit statuses. `main.rs` only
+//!   calls it.
+//! - [`app`]: the server assembled from the settings, run until a signal
+//!   stops it, its registry and TLS files reloaded on SIGHUP.
+//! - [`startup`]: what the server and the CLI both open: the stores, the
+//!   cache, the keys, the registry, the secrets under the data directory.
+//! - [`grpc`]: transport only: the `vnid.v1` services, the `pb` ↔ domain
+//!   seam (`grpc::convert`), the batch stream's bounded window
+//!   (`grpc::batch`), the one mapping of errors to `tonic::Status`
+//!   (`grpc::error`), who the caller is (`grpc::caller`), and the listener
+//!   that lets connections in (`grpc::listener`, `grpc::tls`).
+//! - [`verify`]: the use case, a short pipeline — policy, retry or admit,
+//!   find, assess, attest, record — with retries (`verify::replay`) and a
+//!   batch item's pacing beside it.
+//! - [`guard`]: what stands before a check: an agency's rate and daily
+//!   quota, its failures on one number, its share of failed answers; one
+//!   admit/record API, one refusal type, the alerts.
+//! - [`cache`]: cache-aside (Redis or in-process) in front of the mirror:
+//!   sealed values, coalesced misses, a circuit breaker; and the shared
+//!   mark of used `request_id`s.
+//! - [`mirror`]: the store traits and one SQL implementation over a
+//!   dialect (Postgres, the embedded SQLite).
 //! - [`domain`]: pure types and rules: ID numbers, names, dates, verdicts,
-//!   card QR codes. No I/O, no clock.
+//!   card QR codes, and one spelling of each enumerated value. No I/O, no
+//!   clock.
 //!
 //! Beside them, each a room of its own: [`audit`] (the hash-chained trail,
-//! its group-commit writer, checkpoints, the access history),
-//! [`attest`] (JWS, keys, JWKS, pairwise subjects), [`quota`] (rates and
-//! daily quotas), [`defence`] (an agency's share of failed checks),
-//! [`policy`] (agencies and what they may ask), [`client`] (the
-//! `vnid verify-batch` client),
-//! [`config`] (typed settings), [`telemetry`] (logs), [`clock`] (the one
-//! reader of the wall clock), [`devcerts`] (a development CA for trying
-//! mutual TLS), [`files`] (keys and secrets written whole, private
-//! directories).
+//! its store, group-commit writer, checkpoints, the access history),
+//! [`attest`] (typed claims, the keyring and its JWKS, JWS verification,
+//! keyed subjects), [`policy`] (agencies and what they may ask),
+//! [`import`] (the export format, `vnid import`'s pipeline, the population
+//! generator), [`client`] (the `vnid verify-batch` client), [`config`]
+//! (typed settings that build their own parts, clamped at load),
+//! [`telemetry`] (logs), [`clock`] (the one reader of the wall clock),
+//! [`devcerts`] (a development CA for trying mutual TLS), [`files`] (keys
+//! and secrets written whole, private directories).
 //!
 //! Beneath them all, [`infra`]: plumbing the rooms draw on and that
 //! imports nothing of theirs — the boxed future of the store traits, SQL
-//! pools that bound every session, embedded migrations, the gatherer that
-//! sends reads from many calls as one query, the Redis connection with a
-//! deadline on every call, and the circuit breaker (used by the cache and
-//! the quotas alike).
+//! pools that bound every session, embedded SQLite files, migrations, the
+//! batcher that sends reads from many calls as one query, the Redis
+//! connection with a deadline on every call, and the circuit breaker.
 //!
 //! Personal data — ID numbers, names, birth dates, and the caller's
 //! `request_id` — never reaches a log line or an error message: the domain

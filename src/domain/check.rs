@@ -36,6 +36,16 @@ pub enum VerdictKind {
 }
 
 impl Verdict {
+    /// A failure the guard counts against the agency: the number is
+    /// unknown or a claim is wrong, as when numbers are guessed. (A
+    /// deceased or cancelled record is an answer about a real person.)
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Self::NotVerified(Reason::NotFound | Reason::FieldMismatch)
+        )
+    }
+
     pub fn kind(self) -> VerdictKind {
         match self {
             Self::Verified => VerdictKind::Verified,

@@ -13,8 +13,9 @@ use crate::attest::{AttestationClaims, ChecksClaim, new_attestation_id};
 use crate::audit::{AuditEntry, AuditError, AuditKind, AuditSink};
 use crate::clock::{Clock, UnixSeconds};
 use crate::domain::{
-    CheckCall, CitizenRecord, CitizenStatus, Claims, FieldChecks, NameMatchLevel, PartialDate,
-    PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Spelled, Verdict, assess,
+    Assessment, CheckCall, CitizenRecord, CitizenStatus, Claims, FieldChecks, NameMatchLevel,
+    PartialDate, PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Spelled, Verdict,
+    assess,
 };
 use crate::guard::{Guard, GuardError, Refusal};
 use crate::mirror::{MirrorStore, StoreError};
@@ -52,6 +53,12 @@ impl VerifyCommand {
         ]
         .join("\u{1f}")
     }
+}
+
+/// A signed answer, and the pairwise subject it names.
+struct Attested {
+    subject: String,
+    outcome: VerifyOutcome,
 }
 
 /// The answer, already cut to what the agency may see.
@@ -123,7 +130,9 @@ impl Verifier {
     }
 
     /// One check, arrived by `call` (which the agency must be allowed,
-    /// and which its audit row names).
+    /// and which its audit row names): a retry answered again, or the
+    /// guard's admission, the mirror's record weighed against the claims,
+    /// the attestation signed, and its row made durable before it leaves.
     pub async fn check(
         &self,
         agency: &Agency,
@@ -133,43 +142,16 @@ impl Verifier {
         agency.authorize_check(call, command.purpose, command.name_match)?;
         let kind = AuditKind::Check(call);
         let subject_key = &self.attester.subject_key;
-        let request_digest = subject_key.request_digest(&agency.id, &command.canonical(kind));
-        // A retry gets the first answer; the same id for another request is
-        // a conflict. (Copies racing each other past this point are settled
-        // by the trail, which keeps one row per id: see `record` below.)
-        let request_id = command.request_id.as_str();
-        let prior = match &self.replays {
-            Some(replays) => {
-                replays
-                    .prior(&agency.id, request_id, &request_digest)
-                    .await?
-            }
-            None => Prior::New { marked: false },
-        };
-        let marked = match prior {
+        let digest = subject_key.request_digest(&agency.id, &command.canonical(kind));
+        // (Copies racing each other past this point are settled by the
+        // trail, which keeps one row per id: see `record`.)
+        let marked = match self.prior(agency, &command, &digest).await? {
             Prior::New { marked } => marked,
             Prior::Conflict => return Err(VerifyError::RequestIdReused),
-            Prior::First(first) => {
-                return answer_again(&first, &request_digest, command.request_id);
-            }
+            Prior::First(first) => return answer_again(&first, &digest, command.request_id),
         };
         let subject_index = subject_key.subject_index(&command.id_number);
-        let admitted = self
-            .guard
-            .admit(agency, &subject_index, self.clock.now_micros())
-            .await
-            .map_err(|e| match e {
-                GuardError::Refused(why) => VerifyError::Refused(why),
-                GuardError::Trail(error) => VerifyError::Audit(error),
-            });
-        if let Err(refused) = admitted {
-            // Only a mark this check set: another copy of the request may
-            // be under way with its own.
-            if marked && let Some(replays) = &self.replays {
-                replays.release(&agency.id, request_id).await;
-            }
-            return Err(refused);
-        }
+        self.admit(agency, &command, &subject_index, marked).await?;
         let found = match call {
             CheckCall::BatchItem => self.mirror.find_once(&command.id_number).await?,
             CheckCall::Verify | CheckCall::CardQr => self.mirror.find(&command.id_number).await?,
@@ -183,21 +165,97 @@ impl Verifier {
             command.name_match,
             found.record.as_ref(),
         );
-        let failed = matches!(
-            assessment.verdict,
-            Verdict::NotVerified(Reason::NotFound | Reason::FieldMismatch)
-        );
+        let failed = assessment.verdict.is_failure();
         self.guard
             .record(&agency.id, &subject_index, failed, self.clock.now_micros())
             .await;
-        let (reason, checks) = agency.disclose(&assessment);
-        let attestation_id = new_attestation_id().map_err(VerifyError::Random)?;
+        // The row's time is the attestation's.
         let at_us = self.clock.now_micros();
+        let answer = self.attest(agency, &command, &assessment, found.data_as_of, at_us)?;
+        let entry = AuditEntry {
+            at_us,
+            kind,
+            subject_index,
+            reason: match assessment.verdict {
+                Verdict::Verified => String::new(),
+                Verdict::NotVerified(reason) => reason.name().to_owned(),
+            },
+            attestation: answer.outcome.attestation.clone(),
+            agency: agency.id.clone(),
+            purpose: command.purpose.name().to_owned(),
+            request_id: command.request_id.as_str().to_owned(),
+            subject: answer.subject,
+            verdict: assessment.verdict.kind().name().to_owned(),
+            attestation_id: answer.outcome.attestation_id.clone(),
+            request_digest: digest,
+        };
+        self.record(entry, answer.outcome).await
+    }
+
+    /// What came before this request under its `request_id`: a retry gets
+    /// the first answer; the same id for another request is a conflict.
+    async fn prior(
+        &self,
+        agency: &Agency,
+        command: &VerifyCommand,
+        digest: &str,
+    ) -> Result<Prior, VerifyError> {
+        Ok(match &self.replays {
+            Some(replays) => {
+                replays
+                    .prior(&agency.id, command.request_id.as_str(), digest)
+                    .await?
+            }
+            None => Prior::New { marked: false },
+        })
+    }
+
+    /// The guard's admission; refused, the `request_id` mark this check
+    /// set (`marked`) is taken back: another copy of the request may be
+    /// under way with its own.
+    async fn admit(
+        &self,
+        agency: &Agency,
+        command: &VerifyCommand,
+        subject_index: &str,
+        marked: bool,
+    ) -> Result<(), VerifyError> {
+        let admitted = self
+            .guard
+            .admit(agency, subject_index, self.clock.now_micros())
+            .await;
+        let Err(refused) = admitted else {
+            return Ok(());
+        };
+        if marked && let Some(replays) = &self.replays {
+            replays
+                .release(&agency.id, command.request_id.as_str())
+                .await;
+        }
+        Err(match refused {
+            GuardError::Refused(why) => VerifyError::Refused(why),
+            GuardError::Trail(error) => VerifyError::Audit(error),
+        })
+    }
+
+    /// The answer, cut to what the agency may see, and its signed
+    /// attestation.
+    fn attest(
+        &self,
+        agency: &Agency,
+        command: &VerifyCommand,
+        assessment: &Assessment,
+        data_as_of: Option<UnixSeconds>,
+        at_us: i64,
+    ) -> Result<Attested, VerifyError> {
+        let (reason, checks) = agency.disclose(assessment);
+        let attestation_id = new_attestation_id().map_err(VerifyError::Random)?;
         let now = at_us.div_euclid(1_000_000);
+        let subject = (self.attester.subject_key).pairwise_subject(&agency.id, &command.id_number);
         let claims = AttestationClaims {
             iss: self.attester.issuer.clone(),
             aud: agency.id.clone(),
-            sub: subject_key.pairwise_subject(&agency.id, &command.id_number),
+            sub: subject.clone(),
             iat: now,
             exp: now.saturating_add(self.attester.ttl_seconds),
             jti: attestation_id.clone(),
@@ -206,56 +264,52 @@ impl Verifier {
             verdict: assessment.verdict.kind(),
             reason,
             checks: checks.as_ref().map(ChecksClaim::from),
-            data_as_of: found.data_as_of.unwrap_or(0),
+            data_as_of: data_as_of.unwrap_or(0),
         };
-        let attestation = self.attester.keyring.sign(&claims)?;
-        let reason_recorded = match assessment.verdict {
-            Verdict::Verified => "",
-            Verdict::NotVerified(reason) => reason.name(),
-        };
-        let recorded = self
-            .audit
-            .record(AuditEntry {
-                at_us,
-                kind,
-                subject_index,
-                reason: reason_recorded.to_owned(),
-                attestation: attestation.clone(),
-                agency: claims.aud,
-                purpose: claims.purpose.name().to_owned(),
-                request_id: claims.nonce,
-                subject: claims.sub,
-                verdict: claims.verdict.name().to_owned(),
-                attestation_id: claims.jti,
-                request_digest: request_digest.clone(),
-            })
-            .await;
-        match recorded {
-            Ok(_) => {}
-            // Another copy of this request_id was made durable first (on
-            // this instance or another): this answer is never sent; the
-            // first is, if it answered the same request.
+        Ok(Attested {
+            subject,
+            outcome: VerifyOutcome {
+                request_id: command.request_id.clone(),
+                verdict: assessment.verdict,
+                reason,
+                checks,
+                attestation: self.attester.keyring.sign(&claims)?,
+                attestation_id,
+                data_as_of,
+            },
+        })
+    }
+
+    /// Makes the check's row durable, then lets its answer go. If another
+    /// copy of this `request_id` was made durable first (on this instance
+    /// or another), this answer is never sent; the first is, if it
+    /// answered the same request.
+    async fn record(
+        &self,
+        entry: AuditEntry,
+        outcome: VerifyOutcome,
+    ) -> Result<VerifyOutcome, VerifyError> {
+        let (agency, digest) = (entry.agency.clone(), entry.request_digest.clone());
+        match self.audit.record(entry).await {
+            Ok(_) => Ok(outcome),
             Err(AuditError::Duplicate) => {
+                let request_id = outcome.request_id;
                 let first = match &self.replays {
-                    Some(replays) => replays.trail.first_request(&agency.id, request_id).await?,
+                    Some(replays) => {
+                        replays
+                            .trail
+                            .first_request(&agency, request_id.as_str())
+                            .await?
+                    }
                     None => None,
                 };
                 let first = first.ok_or(VerifyError::StoredAnswer(
                     "the trail refused a repeated request_id it does not hold",
                 ))?;
-                return answer_again(&first, &request_digest, command.request_id);
+                answer_again(&first, &digest, request_id)
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => Err(error.into()),
         }
-        Ok(VerifyOutcome {
-            request_id: command.request_id,
-            verdict: assessment.verdict,
-            reason,
-            checks,
-            attestation,
-            attestation_id,
-            data_as_of: found.data_as_of,
-        })
     }
 
     /// One item of a batch: a batch is paced, not refused, so over its

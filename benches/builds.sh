@@ -8,8 +8,10 @@
 # baseline (h2load), cache-hit checks without a trail (h2load, as load.sh's
 # hit-cache, flat out and at a fixed 5,000 req/s), checks with the trail
 # and without (load_tools drive, each call its own request_id, as load.sh's
-# audit rows), and cache misses without a trail (h2load, as load.sh's
-# miss-cache: each call a mirror read, flat out and at 5,000 req/s).
+# audit rows), cache hits of the in-process cache (no Redis: the embedded
+# default's cache, h2load), and cache misses without a trail (h2load, as
+# load.sh's miss-cache: each call a mirror read, flat out and at 5,000
+# req/s).
 # Machines this size are noisy: compare variants within a run, round by
 # round.
 set -euo pipefail
@@ -49,6 +51,12 @@ for round in $(seq "$rounds"); do
     cp "$work/checks-$v.pid" "$work/noaudit-$v.pid"
     drive "noaudit-$v" "$port" "$requests"
     stop "checks-$v"
+
+    port=$(free_port)
+    start_vnid_without_trail "memory-$v" "$port"
+    warm "$port"
+    run "memory-$v" "$port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+    stop "memory-$v"
 
     port=$(free_port)
     start_vnid "audit-$v" "$port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"

@@ -1,7 +1,6 @@
 //! Where sealed values live: Redis, or (with no `redis_url`) this process.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -129,17 +128,37 @@ fn millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// The in-process cache of the embedded default: bounded, with expiry.
+/// The in-process cache of the embedded default: bounded, each entry
+/// with its own TTL. When full, it admits and evicts by how often and how
+/// lately keys are read (TinyLFU), so that a burst of one-off keys does not
+/// push the desks' hot entries out.
 pub struct MemoryBackend {
-    capacity: usize,
-    entries: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
+    entries: moka::sync::Cache<String, Entry>,
+}
+
+/// A value and how long it lives.
+#[derive(Clone)]
+struct Entry {
+    value: Arc<[u8]>,
+    ttl: Duration,
+}
+
+/// Each entry expires its own TTL after it was written.
+struct EntryTtl;
+
+impl moka::Expiry<String, Entry> for EntryTtl {
+    fn expire_after_create(&self, _key: &String, entry: &Entry, _at: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
 }
 
 impl MemoryBackend {
     pub fn new(capacity: usize) -> Self {
         Self {
-            capacity: capacity.max(1),
-            entries: Mutex::default(),
+            entries: moka::sync::Cache::builder()
+                .max_capacity(u64::try_from(capacity.max(1)).unwrap_or(u64::MAX))
+                .expire_after(EntryTtl)
+                .build(),
         }
     }
 }
@@ -150,16 +169,7 @@ impl CacheBackend for MemoryBackend {
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
-        let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let value = match entries.get(key) {
-            Some((expires, value)) if *expires > now => Some(value.clone()),
-            Some(_) => {
-                entries.remove(key);
-                None
-            }
-            None => None,
-        };
+        let value = self.entries.get(key).map(|entry| entry.value.to_vec());
         Box::pin(std::future::ready(Ok(value)))
     }
 
@@ -169,9 +179,7 @@ impl CacheBackend for MemoryBackend {
         value: Vec<u8>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
-        let expires = Instant::now() + ttl;
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        self.insert(&mut entries, key, value, expires);
+        self.entries.insert(key.to_owned(), Entry::new(value, ttl));
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -181,41 +189,84 @@ impl CacheBackend for MemoryBackend {
         value: Vec<u8>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, BackendError>> {
-        let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let held = entries
-            .get(key)
-            .filter(|(expires, _)| *expires > now)
-            .map(|(_, value)| value.clone());
-        if held.is_none() {
-            self.insert(&mut entries, key, value, now + ttl);
-        }
+        let entry = self
+            .entries
+            .entry(key.to_owned())
+            .or_insert_with(|| Entry::new(value, ttl));
+        let held = (!entry.is_fresh()).then(|| entry.into_value().value.to_vec());
         Box::pin(std::future::ready(Ok(held)))
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.remove(key);
+        self.entries.invalidate(key);
         Box::pin(std::future::ready(Ok(())))
     }
 }
 
-impl MemoryBackend {
-    fn insert(
-        &self,
-        entries: &mut HashMap<String, (Instant, Vec<u8>)>,
-        key: &str,
-        value: Vec<u8>,
-        expires: Instant,
-    ) {
-        if entries.len() >= self.capacity {
-            let now = Instant::now();
-            entries.retain(|_, (expires, _)| *expires > now);
-            if entries.len() >= self.capacity {
-                // Still full of live entries: start over rather than grow.
-                entries.clear();
-            }
+impl Entry {
+    fn new(value: Vec<u8>, ttl: Duration) -> Self {
+        Self {
+            value: value.into(),
+            ttl,
         }
-        entries.insert(key.to_owned(), (expires, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<T>(future: BoxFuture<'_, Result<T, BackendError>>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+            .unwrap()
+    }
+
+    #[test]
+    fn each_entry_lives_its_own_ttl() {
+        let cache = MemoryBackend::new(100);
+        run(cache.set("short", b"a".to_vec(), Duration::from_millis(50)));
+        run(cache.set("long", b"b".to_vec(), Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(run(cache.get("short")), None);
+        assert_eq!(run(cache.get("long")), Some(b"b".to_vec()));
+    }
+
+    #[test]
+    fn set_if_absent_keeps_the_first_value_and_says_so() {
+        let cache = MemoryBackend::new(100);
+        let ttl = Duration::from_secs(60);
+        assert_eq!(run(cache.set_if_absent("k", b"first".to_vec(), ttl)), None);
+        assert_eq!(
+            run(cache.set_if_absent("k", b"second".to_vec(), ttl)),
+            Some(b"first".to_vec())
+        );
+        run(cache.delete("k"));
+        assert_eq!(run(cache.set_if_absent("k", b"third".to_vec(), ttl)), None);
+        assert_eq!(run(cache.get("k")), Some(b"third".to_vec()));
+    }
+
+    #[test]
+    fn a_flood_of_one_off_keys_leaves_the_hot_ones() {
+        let cache = MemoryBackend::new(100);
+        let ttl = Duration::from_secs(60);
+        for hot in 0..10 {
+            run(cache.set(&format!("hot-{hot}"), vec![1], ttl));
+        }
+        for round in 0..50 {
+            for hot in 0..10 {
+                assert!(
+                    run(cache.get(&format!("hot-{hot}"))).is_some(),
+                    "round {round}"
+                );
+            }
+            for cold in 0..20 {
+                run(cache.set(&format!("cold-{round}-{cold}"), vec![0], ttl));
+            }
+            cache.entries.run_pending_tasks();
+        }
+        assert!(cache.entries.entry_count() <= 100);
     }
 }

@@ -6,9 +6,18 @@
 //! onto it, insert them, move the head, commit. Instances sharing a database
 //! therefore append one group after another, and a crash mid-append leaves
 //! neither rows nor a moved head.
+//!
+//! - `append`: the appends (Postgres' optimistic one, and the locking one).
+//! - `walk`: the chain read in order: verification, and the prune.
+//!
+//! Here: the store's trait, the dialects, the pools, the reads of single
+//! rows (a retry's first answer, a person's history, a day's count).
+
+mod append;
+mod walk;
 
 use std::path::Path;
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -18,7 +27,7 @@ use sqlx::{
     Row, Sqlite, Type,
 };
 
-use super::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint, Summary, row_hash};
+use super::chain::{Finding, Hash, Head, Summary};
 use super::{AuditEntry, AuditError, AuditKind, AuditRecord};
 use crate::attest::Jwks;
 use crate::domain::Spelled;
@@ -37,20 +46,24 @@ const POSTGRES_MIGRATIONS: Migrations = &[
     (
         1,
         "audit",
-        include_str!("migrations/postgres/0001_audit.sql"),
+        include_str!("../migrations/postgres/0001_audit.sql"),
     ),
     (
         2,
         "request unique",
-        include_str!("migrations/postgres/0002_request_unique.sql"),
+        include_str!("../migrations/postgres/0002_request_unique.sql"),
     ),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
-    (1, "audit", include_str!("migrations/sqlite/0001_audit.sql")),
+    (
+        1,
+        "audit",
+        include_str!("../migrations/sqlite/0001_audit.sql"),
+    ),
     (
         2,
         "request unique",
-        include_str!("migrations/sqlite/0002_request_unique.sql"),
+        include_str!("../migrations/sqlite/0002_request_unique.sql"),
     ),
 ];
 
@@ -381,101 +394,6 @@ impl ReadMany for FirstRequests {
     }
 }
 
-/// Appends a group in one statement, if the head is still where this store
-/// left it: the head moves and the rows go in together, or neither.
-const APPEND_EXPECTING: &str = "\
-WITH moved AS (
-    UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3 AND hash = $4
-    RETURNING 1
-)
-INSERT INTO audit_log (seq, at_us, kind, agency, purpose, request_id, subject, subject_index,
-                       verdict, reason, attestation_id, attestation, request_digest,
-                       prev_hash, row_hash)
-SELECT * FROM UNNEST($5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],
-                     $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
-                     $17::text[], $18::bytea[], $19::bytea[])
-WHERE EXISTS (SELECT 1 FROM moved)";
-
-/// Optimistic appends tried before taking the head's lock.
-const OPTIMISTIC_TRIES: usize = 3;
-
-impl SqlAudit<Postgres> {
-    /// One round trip per group: the statement is its own transaction, and
-    /// holds the head's row lock only while it runs. Under load on a busy
-    /// machine, the five round trips of a locking transaction (each waiting
-    /// for a CPU) cost more than the rows. If another instance appended
-    /// meanwhile, nothing is written and the group is chained again onto
-    /// the new head; after a few such misses, the locking append.
-    async fn append_expecting(&self, entries: &[AuditEntry]) -> Result<Head, AuditError> {
-        for _ in 0..OPTIMISTIC_TRIES {
-            let cached = *self.last_head.lock().map_err(|_| poisoned())?;
-            let expected = match cached {
-                Some(head) => head,
-                None => Self::head_of(
-                    &sqlx::query(HEAD)
-                        .fetch_one(&self.writes)
-                        .await
-                        .map_err(audit_error::<Postgres>)?,
-                )?,
-            };
-            let mut head = expected;
-            let n = entries.len();
-            let (mut seq, mut at, mut prev, mut this) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            for e in entries {
-                let row_hash = row_hash(&head.hash, e);
-                head.seq += 1;
-                seq.push(head.seq);
-                at.push(e.at_us);
-                prev.push(head.hash.to_vec());
-                this.push(row_hash.to_vec());
-                head.hash = row_hash;
-            }
-            let text = |f: fn(&AuditEntry) -> &str| entries.iter().map(f).collect::<Vec<_>>();
-            let inserted = sqlx::query(APPEND_EXPECTING)
-                .bind(head.seq)
-                .bind(head.hash.to_vec())
-                .bind(expected.seq)
-                .bind(expected.hash.to_vec())
-                .bind(seq)
-                .bind(at)
-                .bind(text(|e| e.kind.name()))
-                .bind(text(|e| &e.agency))
-                .bind(text(|e| &e.purpose))
-                .bind(text(|e| &e.request_id))
-                .bind(text(|e| &e.subject))
-                .bind(text(|e| &e.subject_index))
-                .bind(text(|e| &e.verdict))
-                .bind(text(|e| &e.reason))
-                .bind(text(|e| &e.attestation_id))
-                .bind(text(|e| &e.attestation))
-                .bind(text(|e| &e.request_digest))
-                .bind(prev)
-                .bind(this)
-                .execute(&self.writes)
-                .await
-                .map_err(audit_error::<Postgres>)?
-                .rows_affected();
-            let moved = inserted as usize == n;
-            *self.last_head.lock().map_err(|_| poisoned())? = moved.then_some(head);
-            if moved {
-                return Ok(head);
-            }
-        }
-        let head = self.append_rows(entries).await?;
-        *self.last_head.lock().map_err(|_| poisoned())? = Some(head);
-        Ok(head)
-    }
-}
-
-fn poisoned() -> AuditError {
-    AuditError::Corrupt("the cached audit head's lock is poisoned".into())
-}
-
 fn audit_error<DB: Dialect>(error: sqlx::Error) -> AuditError {
     if let sqlx::Error::Database(e) = &error
         && e.is_unique_violation()
@@ -487,30 +405,6 @@ fn audit_error<DB: Dialect>(error: sqlx::Error) -> AuditError {
     } else {
         AuditError::Query(Box::new(error))
     }
-}
-
-/// `INSERT … VALUES ($1, …, $14), …` for `rows` rows, built once per size.
-fn insert_sql(rows: usize) -> AssertSqlSafe<Arc<str>> {
-    static SQL: OnceLock<Vec<Arc<str>>> = OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        (0..=ROWS_PER_INSERT)
-            .map(|n| {
-                let values: Vec<String> = (0..n)
-                    .map(|r| {
-                        let params: Vec<String> = (1..=COLUMN_COUNT)
-                            .map(|c| format!("${}", r * COLUMN_COUNT + c))
-                            .collect();
-                        format!("({})", params.join(", "))
-                    })
-                    .collect();
-                Arc::from(format!(
-                    "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
-                    values.join(", ")
-                ))
-            })
-            .collect()
-    });
-    AssertSqlSafe(all[rows.min(ROWS_PER_INSERT)].clone())
 }
 
 fn hash(bytes: Vec<u8>, what: &str) -> Result<Hash, AuditError> {
@@ -581,219 +475,6 @@ where
         Ok(Head {
             seq: row.try_get(0).map_err(corrupt)?,
             hash: hash(row.try_get(1).map_err(corrupt)?, "the head's hash")?,
-        })
-    }
-
-    async fn append_rows(&self, entries: &[AuditEntry]) -> Result<Head, AuditError> {
-        let mut tx = self.writes.begin().await.map_err(audit_error::<DB>)?;
-        let row = sqlx::query(DB::LOCK_HEAD)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(audit_error::<DB>)?;
-        let mut head = Self::head_of(&row)?;
-        for chunk in entries.chunks(ROWS_PER_INSERT) {
-            let mut insert = sqlx::query(insert_sql(chunk.len()));
-            for e in chunk {
-                let row_hash = row_hash(&head.hash, e);
-                head.seq += 1;
-                insert = insert
-                    .bind(head.seq)
-                    .bind(e.at_us)
-                    .bind(e.kind.name())
-                    .bind(e.agency.as_str())
-                    .bind(e.purpose.as_str())
-                    .bind(e.request_id.as_str())
-                    .bind(e.subject.as_str())
-                    .bind(e.subject_index.as_str())
-                    .bind(e.verdict.as_str())
-                    .bind(e.reason.as_str())
-                    .bind(e.attestation_id.as_str())
-                    .bind(e.attestation.as_str())
-                    .bind(e.request_digest.as_str())
-                    .bind(head.hash.to_vec())
-                    .bind(row_hash.to_vec());
-                head.hash = row_hash;
-            }
-            insert.execute(&mut *tx).await.map_err(audit_error::<DB>)?;
-        }
-        sqlx::query(MOVE_HEAD)
-            .bind(head.seq)
-            .bind(head.hash.to_vec())
-            .execute(&mut *tx)
-            .await
-            .map_err(audit_error::<DB>)?;
-        tx.commit().await.map_err(audit_error::<DB>)?;
-        Ok(head)
-    }
-
-    async fn walk(&self, jwks: &Jwks) -> Result<Verification, AuditError> {
-        let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
-        if let Some(snapshot) = DB::SNAPSHOT {
-            sqlx::query(snapshot)
-                .execute(&mut *tx)
-                .await
-                .map_err(audit_error::<DB>)?;
-        }
-        // The head first: rows appended after it are left for next time.
-        let head = Self::head_of(
-            &sqlx::query(HEAD)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(audit_error::<DB>)?,
-        )?;
-        let checkpoints = sqlx::query("SELECT seq, token FROM audit_checkpoint ORDER BY seq")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(audit_error::<DB>)?
-            .iter()
-            .map(|row| {
-                Ok(StoredCheckpoint {
-                    seq: row.try_get(0)?,
-                    token: row.try_get(1)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| AuditError::Corrupt(e.to_string()))?;
-        let mut walk = match ChainCheck::new(jwks, &checkpoints) {
-            Ok(walk) => walk,
-            Err(finding) => return Ok(Err(finding)),
-        };
-        let mut after = i64::MIN;
-        loop {
-            let rows = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
-            )))
-            .bind(after)
-            .bind(head.seq)
-            .bind(SCAN_PAGE)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(audit_error::<DB>)?;
-            for row in &rows {
-                let record = Self::record(row)?;
-                match walk.push(&record) {
-                    Ok(()) => {}
-                    Err(Finding::Unlinked { seq, prev }) => {
-                        return Ok(Err(self.explain_unlinked(&mut tx, seq, prev).await?));
-                    }
-                    Err(finding) => return Ok(Err(finding)),
-                }
-                after = record.seq;
-            }
-            if rows.len() < SCAN_PAGE as usize {
-                break;
-            }
-        }
-        tx.rollback().await.map_err(audit_error::<DB>)?;
-        Ok(walk.finish(head))
-    }
-
-    /// Row `seq` points at a predecessor other than the row before it: if
-    /// that predecessor is elsewhere in the trail, rows were moved;
-    /// otherwise it is gone.
-    async fn explain_unlinked(
-        &self,
-        tx: &mut sqlx::Transaction<'_, DB>,
-        seq: i64,
-        prev: Hash,
-    ) -> Result<Finding, AuditError> {
-        let found: Option<i64> = sqlx::query("SELECT min(seq) FROM audit_log WHERE row_hash = $1")
-            .bind(prev.to_vec())
-            .fetch_one(&mut **tx)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(audit_error::<DB>)?;
-        Ok(match found {
-            Some(follows) => Finding::Reordered { seq, follows },
-            None => Finding::Removed {
-                first: seq,
-                last: seq,
-            },
-        })
-    }
-
-    async fn prune_rows(
-        &self,
-        before_us: i64,
-        sign_cut: SignCut<'_>,
-    ) -> Result<PruneOutcome, AuditError> {
-        let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
-        if let Some(unbounded) = DB::UNBOUNDED {
-            sqlx::query(unbounded)
-                .execute(&mut *tx)
-                .await
-                .map_err(audit_error::<DB>)?;
-        }
-        let head = Self::head_of(
-            &sqlx::query(DB::LOCK_HEAD)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(audit_error::<DB>)?,
-        )?;
-        // The cut: the row before the oldest one young enough to keep. (No
-        // index on the time: every append would pay for it. Rows go in in
-        // time order, so this reads the rows it is about to remove, in
-        // primary-key order, and stops at the first one to keep.)
-        let keep_from: Option<i64> =
-            sqlx::query("SELECT seq FROM audit_log WHERE at_us >= $1 ORDER BY seq LIMIT 1")
-                .bind(before_us)
-                .fetch_optional(&mut *tx)
-                .await
-                .and_then(|row| row.map(|row| row.try_get(0)).transpose())
-                .map_err(audit_error::<DB>)?;
-        let cut = keep_from.map_or(head.seq, |seq| seq - 1);
-        let row = sqlx::query("SELECT row_hash FROM audit_log WHERE seq = $1")
-            .bind(cut)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(audit_error::<DB>)?;
-        let Some(row) = row else {
-            // Nothing older than the cut is left (or the trail is empty).
-            return Ok(PruneOutcome {
-                removed: 0,
-                cut: None,
-            });
-        };
-        let cut_head = Head {
-            seq: cut,
-            hash: hash(
-                row.try_get(0)
-                    .map_err(|e| AuditError::Corrupt(e.to_string()))?,
-                "row_hash",
-            )?,
-        };
-        let token = sign_cut(&cut_head)?;
-        let removed: i64 = sqlx::query("SELECT count(*) FROM audit_log WHERE seq <= $1")
-            .bind(cut)
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(audit_error::<DB>)?;
-        sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
-            .bind(cut)
-            .execute(&mut *tx)
-            .await
-            .map_err(audit_error::<DB>)?;
-        // Older checkpoints vouch for rows no longer kept.
-        sqlx::query("DELETE FROM audit_checkpoint WHERE seq <= $1")
-            .bind(cut)
-            .execute(&mut *tx)
-            .await
-            .map_err(audit_error::<DB>)?;
-        sqlx::query(
-            "INSERT INTO audit_checkpoint (seq, at_us, cut, token) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(cut)
-        .bind(before_us)
-        .bind(true)
-        .bind(token.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(audit_error::<DB>)?;
-        tx.commit().await.map_err(audit_error::<DB>)?;
-        Ok(PruneOutcome {
-            removed: u64::try_from(removed).unwrap_or(0),
-            cut: Some(cut),
         })
     }
 }

@@ -1,0 +1,200 @@
+//! Reading the chain in order: `vnid audit verify`'s walk over every row
+//! and checkpoint, and the prune that cuts the oldest rows under a signed
+//! checkpoint.
+
+use sqlx::{AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
+
+use super::{
+    COLUMNS, Dialect, HEAD, PruneOutcome, SCAN_PAGE, SignCut, SqlAudit, Verification, audit_error,
+    hash,
+};
+use crate::attest::Jwks;
+use crate::audit::AuditError;
+use crate::audit::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint};
+
+impl<DB> SqlAudit<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> Vec<u8>: Decode<'r, DB>,
+    for<'r> Option<i64>: Decode<'r, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    pub(super) async fn walk(&self, jwks: &Jwks) -> Result<Verification, AuditError> {
+        let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
+        if let Some(snapshot) = DB::SNAPSHOT {
+            sqlx::query(snapshot)
+                .execute(&mut *tx)
+                .await
+                .map_err(audit_error::<DB>)?;
+        }
+        // The head first: rows appended after it are left for next time.
+        let head = Self::head_of(
+            &sqlx::query(HEAD)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(audit_error::<DB>)?,
+        )?;
+        let checkpoints = sqlx::query("SELECT seq, token FROM audit_checkpoint ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?
+            .iter()
+            .map(|row| {
+                Ok(StoredCheckpoint {
+                    seq: row.try_get(0)?,
+                    token: row.try_get(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+        let mut walk = match ChainCheck::new(jwks, &checkpoints) {
+            Ok(walk) => walk,
+            Err(finding) => return Ok(Err(finding)),
+        };
+        let mut after = i64::MIN;
+        loop {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
+            )))
+            .bind(after)
+            .bind(head.seq)
+            .bind(SCAN_PAGE)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?;
+            for row in &rows {
+                let record = Self::record(row)?;
+                match walk.push(&record) {
+                    Ok(()) => {}
+                    Err(Finding::Unlinked { seq, prev }) => {
+                        return Ok(Err(self.explain_unlinked(&mut tx, seq, prev).await?));
+                    }
+                    Err(finding) => return Ok(Err(finding)),
+                }
+                after = record.seq;
+            }
+            if rows.len() < SCAN_PAGE as usize {
+                break;
+            }
+        }
+        tx.rollback().await.map_err(audit_error::<DB>)?;
+        Ok(walk.finish(head))
+    }
+
+    /// Row `seq` points at a predecessor other than the row before it: if
+    /// that predecessor is elsewhere in the trail, rows were moved;
+    /// otherwise it is gone.
+    async fn explain_unlinked(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        seq: i64,
+        prev: Hash,
+    ) -> Result<Finding, AuditError> {
+        let found: Option<i64> = sqlx::query("SELECT min(seq) FROM audit_log WHERE row_hash = $1")
+            .bind(prev.to_vec())
+            .fetch_one(&mut **tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(audit_error::<DB>)?;
+        Ok(match found {
+            Some(follows) => Finding::Reordered { seq, follows },
+            None => Finding::Removed {
+                first: seq,
+                last: seq,
+            },
+        })
+    }
+
+    pub(super) async fn prune_rows(
+        &self,
+        before_us: i64,
+        sign_cut: SignCut<'_>,
+    ) -> Result<PruneOutcome, AuditError> {
+        let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
+        if let Some(unbounded) = DB::UNBOUNDED {
+            sqlx::query(unbounded)
+                .execute(&mut *tx)
+                .await
+                .map_err(audit_error::<DB>)?;
+        }
+        let head = Self::head_of(
+            &sqlx::query(DB::LOCK_HEAD)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(audit_error::<DB>)?,
+        )?;
+        // The cut: the row before the oldest one young enough to keep. (No
+        // index on the time: every append would pay for it. Rows go in in
+        // time order, so this reads the rows it is about to remove, in
+        // primary-key order, and stops at the first one to keep.)
+        let keep_from: Option<i64> =
+            sqlx::query("SELECT seq FROM audit_log WHERE at_us >= $1 ORDER BY seq LIMIT 1")
+                .bind(before_us)
+                .fetch_optional(&mut *tx)
+                .await
+                .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+                .map_err(audit_error::<DB>)?;
+        let cut = keep_from.map_or(head.seq, |seq| seq - 1);
+        let row = sqlx::query("SELECT row_hash FROM audit_log WHERE seq = $1")
+            .bind(cut)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?;
+        let Some(row) = row else {
+            // Nothing older than the cut is left (or the trail is empty).
+            return Ok(PruneOutcome {
+                removed: 0,
+                cut: None,
+            });
+        };
+        let cut_head = Head {
+            seq: cut,
+            hash: hash(
+                row.try_get(0)
+                    .map_err(|e| AuditError::Corrupt(e.to_string()))?,
+                "row_hash",
+            )?,
+        };
+        let token = sign_cut(&cut_head)?;
+        let removed: i64 = sqlx::query("SELECT count(*) FROM audit_log WHERE seq <= $1")
+            .bind(cut)
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(audit_error::<DB>)?;
+        sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?;
+        // Older checkpoints vouch for rows no longer kept.
+        sqlx::query("DELETE FROM audit_checkpoint WHERE seq <= $1")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?;
+        sqlx::query(
+            "INSERT INTO audit_checkpoint (seq, at_us, cut, token) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(cut)
+        .bind(before_us)
+        .bind(true)
+        .bind(token.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(audit_error::<DB>)?;
+        tx.commit().await.map_err(audit_error::<DB>)?;
+        Ok(PruneOutcome {
+            removed: u64::try_from(removed).unwrap_or(0),
+            cut: Some(cut),
+        })
+    }
+}

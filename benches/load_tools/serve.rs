@@ -1,0 +1,18 @@
+//! vnid as `vnid serve` runs it (settings from `VNID__…`), but keeping NO
+//! audit trail: to measure what the trail costs, never to serve.
+
+/// Serves at `addr` with state under `data_dir`, until SIGTERM.
+pub fn without_trail(addr: &str, data_dir: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut settings = vnid::config::Settings::load(None, std::env::vars())?;
+    settings.listen = addr.parse()?;
+    settings.data_dir = data_dir.into();
+    vnid::telemetry::init(&settings.log, std::io::stdout)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let app = vnid::app::Application::build_to_measure_without_trail(&settings).await?;
+        app.run_until_stopped(vnid::app::shutdown_signal()).await
+    })?;
+    Ok(())
+}

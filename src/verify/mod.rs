@@ -1,8 +1,13 @@
-//! The use case: one check of one person for one agency. Policy, lookup,
-//! match, attest, audit — in that order. The answer leaves only once its
-//! audit row is durable.
+//! The use case: one check of one person for one agency, as
+//! [`Verifier::check`] reads: the agency's policy; a retry answered again
+//! (or a reused `request_id` refused); the guard's admission; the mirror's
+//! record found and weighed against the claims; the answer cut to what the
+//! agency may see and signed; its audit row made durable — and only then
+//! the answer. A batch item is the same check, paced rather than refused
+//! over its rate ([`Verifier::check_batch_item`]).
 //!
-//! - `replay`: retries, and the first answer read back from its row.
+//! - `replay`: where a retry's first answer is found, and that answer read
+//!   back from its row.
 
 mod replay;
 

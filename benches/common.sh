@@ -83,7 +83,7 @@ start_vnid() { # NAME PORT [ENV=VALUE...]: a release server, its pid in $work/NA
 # audit.sink = "none" it had then.
 start_vnid_without_trail() {
   local name=$1 port=$2; shift 2
-  if grep -qa serve-without-trail "$tools"; then
+  if "$tools" 2>&1 | grep -q serve-without-trail; then
     env "$@" VNID__LOG__FILTER=warn "$tools" serve-without-trail "127.0.0.1:$port" "$work/$name" >"$work/$name.log" 2>&1 &
   else
     env "$@" VNID__AUDIT__SINK=none VNID__LOG__FILTER=warn "$vnid" serve --listen "127.0.0.1:$port" --data-dir "$work/$name" >"$work/$name.log" 2>&1 &

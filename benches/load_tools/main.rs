@@ -151,7 +151,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["append", url, csv, group] => {
             current_thread()?.block_on(append::append(url, csv, group.parse()?))?
         }
-        _ => eprintln!("usage: see the comment at the top of benches/load_tools/main.rs"),
+        _ => eprintln!(
+            "usage: load_tools frame|hello|serve-without-trail|drive|drive-file|timing|append \
+             … (see the comment at the top of benches/load_tools/main.rs)"
+        ),
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use sqlx::{Postgres, Sqlite};
 
-use crate::attest::{KeyError, Keyring, SubjectKey, generate_key_pem};
+use crate::attest::{Jwks, KeyError, Keyring, SubjectKey, generate_key_pem};
 use crate::audit::{AuditError, AuditStore, SqlAudit};
 use crate::cache::{CacheBackend, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::config::Settings;
@@ -92,11 +92,7 @@ pub fn identities(settings: &Settings) -> Result<Identities, StartupError> {
 /// `database_url`, else SQLite under the data directory; migrated when
 /// `database.migrate` says so.
 pub async fn open_audit_store(settings: &Settings) -> Result<Arc<dyn AuditStore>, StartupError> {
-    let url = settings
-        .audit
-        .database_url
-        .as_ref()
-        .or(settings.database_url.as_ref());
+    let url = audit_url(settings);
     let store: Arc<dyn AuditStore> = match url {
         Some(url) => Arc::new(SqlAudit::<Postgres>::connect_with(
             url.expose(),
@@ -112,6 +108,65 @@ pub async fn open_audit_store(settings: &Settings) -> Result<Arc<dyn AuditStore>
         store.migrate().await?;
     }
     Ok(store)
+}
+
+/// Whether there is an audit trail to read: with the embedded default, its
+/// `audit.sqlite3` (a trail in Postgres is found by reading it). Looks
+/// only; opens nothing.
+pub fn trail_exists(settings: &Settings) -> Result<(), StartupError> {
+    let path = settings.data_dir.join("audit.sqlite3");
+    if audit_url(settings).is_none() && !path.is_file() {
+        return Err(StartupError::Refused(format!(
+            "there is no audit trail at {}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The audit trail as it is, to read: never created, never migrated. With
+/// the embedded default, a missing `audit.sqlite3` is an error naming it,
+/// not a new empty trail that would "verify".
+pub async fn existing_audit_store(
+    settings: &Settings,
+) -> Result<Arc<dyn AuditStore>, StartupError> {
+    trail_exists(settings)?;
+    Ok(match audit_url(settings) {
+        Some(url) => Arc::new(SqlAudit::<Postgres>::connect_with(
+            url.expose(),
+            &settings.database.pool(1),
+        )?),
+        None => Arc::new(SqlAudit::<Sqlite>::open(&settings.data_dir.join("audit.sqlite3")).await?),
+    })
+}
+
+/// Where the audit trail's Postgres is: `audit.database_url`, else the
+/// mirror's `database_url`; `None`: the embedded SQLite trail.
+fn audit_url(settings: &Settings) -> Option<&crate::config::Secret> {
+    settings
+        .audit
+        .database_url
+        .as_ref()
+        .or(settings.database_url.as_ref())
+}
+
+/// The keys that verify what this deployment signed (the signing key's
+/// public half and the published ones), read as they are: nothing is
+/// generated, and a missing key is an error naming it.
+pub fn existing_jwks(settings: &Settings) -> Result<Jwks, StartupError> {
+    let a = &settings.attestation;
+    let signing = a
+        .signing_key_file
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join("dev-signing-key.pem"));
+    if !signing.is_file() {
+        return Err(StartupError::Refused(format!(
+            "there is no signing key at {}",
+            signing.display()
+        )));
+    }
+    let keyring = Keyring::load(&signing, &a.published_key_files)?;
+    Ok(Jwks::parse(keyring.jwks_json())?)
 }
 
 /// The population the embedded default is seeded with on first run.

@@ -6,15 +6,18 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use super::{Failure, Place, block_on, fail};
-use crate::attest::Jwks;
 use crate::audit::Checkpointer;
 use crate::clock::{Clock, SystemClock};
-use crate::startup::{load_attester, open_audit_store};
+use crate::startup::{
+    existing_audit_store, existing_jwks, load_attester, open_audit_store, trail_exists,
+};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum AuditCommand {
     /// Recomputes the hash chain and checks every signed checkpoint and
     /// attestation; names the first row changed, removed, moved or cut off.
+    /// Read-only: it creates, migrates and generates nothing (a missing
+    /// trail or key cannot be checked).
     /// Exit status 0: verified; 1: tampering found; 2: could not check.
     Verify(Verify),
     /// Removes rows older than the retention period (audit.retention_days),
@@ -46,9 +49,11 @@ fn verify(args: Verify) -> Result<(), Failure> {
     };
     let settings = args.place.settings().map_err(cannot_check)?;
     let finding = block_on(async {
-        let attester = load_attester(&settings).map_err(fail)?;
-        let jwks = Jwks::parse(attester.keyring.jwks_json()).map_err(fail)?;
-        let store = open_audit_store(&settings).await.map_err(fail)?;
+        // Looked for before anything is opened: reading a SQLite trail in
+        // WAL mode writes its side files.
+        trail_exists(&settings).map_err(fail)?;
+        let jwks = existing_jwks(&settings).map_err(fail)?;
+        let store = existing_audit_store(&settings).await.map_err(fail)?;
         store.verify(&jwks).await.map_err(fail)
     })
     .map_err(cannot_check)?;

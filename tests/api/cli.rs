@@ -119,3 +119,50 @@ async fn verify_attestation_accepts_good_tokens_and_rejects_the_rest() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("expired"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `vnid audit verify` reads; it never makes the trail or the keys it was
+/// asked to check, so a directory with neither cannot "verify".
+#[test]
+fn audit_verify_on_a_missing_trail_says_so_and_creates_nothing() {
+    let dir = temp_dir("verify-nothing");
+    for data_dir in [dir.join("never-made"), dir.clone()] {
+        let out = crate::helpers::vnid(
+            None,
+            &["audit", "verify", "--data-dir", data_dir.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{said}");
+        assert!(said.contains("there is no audit trail at"), "{said}");
+    }
+    assert!(!dir.join("never-made").exists());
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing created"
+    );
+    // A trail without the key that signed it cannot be checked either.
+    let trail = dir.join("audit.sqlite3");
+    std::fs::write(&trail, b"").unwrap();
+    let out = crate::helpers::vnid(
+        None,
+        &["audit", "verify", "--data-dir", dir.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("there is no signing key at"), "{said}");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["audit.sqlite3"], "no key, no side file made");
+    assert_eq!(
+        std::fs::metadata(&trail).unwrap().len(),
+        0,
+        "the trail untouched"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{AuditEntry, AuditKind, AuditRecord};
-use crate::attest::{AttestationClaims, CHECKPOINT_TYPE, Jwks, TOKEN_TYPE};
+use crate::attest::{AttestationClaims, CHECKPOINT_TYPE, Jwks, TOKEN_TYPE, TokenError};
 use crate::clock::UnixSeconds;
 use crate::domain::Spelled;
 
@@ -128,6 +128,13 @@ pub enum Finding {
     Rewritten { since: i64, seq: i64 },
     #[error("the checkpoint at row {seq} does not verify: {why}")]
     BadCheckpoint { seq: i64, why: String },
+    /// Signed by a key the configuration does not hold: the row cannot be
+    /// vouched for until that key is published again (or it is forged).
+    #[error(
+        "audit row {seq} is signed by key {kid:?}, which is not among the configured keys \
+         (attestation.signing_key_file, attestation.published_key_files)"
+    )]
+    UnknownKey { seq: i64, kid: String },
 }
 
 /// What a trail that verifies looks like.
@@ -215,9 +222,7 @@ impl<'a> ChainCheck<'a> {
                 prev: row.prev_hash,
             });
         }
-        if let Err(what) = self.matches_its_attestation(&row.entry) {
-            return Err(Finding::Changed { seq, what });
-        }
+        self.matches_its_attestation(seq, &row.entry)?;
         if let Some(signed) = self.checkpoints.get(&seq) {
             if *signed != row.row_hash {
                 return Err(Finding::Rewritten {
@@ -235,18 +240,22 @@ impl<'a> ChainCheck<'a> {
 
     /// A check's row must carry the attestation the caller was given, and
     /// say what it says.
-    fn matches_its_attestation(&self, e: &AuditEntry) -> Result<(), &'static str> {
+    fn matches_its_attestation(&self, seq: i64, e: &AuditEntry) -> Result<(), Finding> {
+        let changed = |what| Finding::Changed { seq, what };
         if e.kind == AuditKind::AccessHistory {
             return if e.attestation.is_empty() {
                 Ok(())
             } else {
-                Err("an access-history row carries an attestation")
+                Err(changed("an access-history row carries an attestation"))
             };
         }
         let claims: AttestationClaims = self
             .jwks
             .verify_signature(&e.attestation, TOKEN_TYPE)
-            .map_err(|_| "its attestation does not verify")?;
+            .map_err(|error| match error {
+                TokenError::UnknownKey(kid) => Finding::UnknownKey { seq, kid },
+                _ => changed("its attestation does not verify"),
+            })?;
         let agrees = claims.jti == e.attestation_id
             && claims.aud == e.agency
             && claims.nonce == e.request_id
@@ -256,7 +265,7 @@ impl<'a> ChainCheck<'a> {
         if agrees {
             Ok(())
         } else {
-            Err("it does not say what its attestation says")
+            Err(changed("it does not say what its attestation says"))
         }
     }
 
@@ -409,6 +418,28 @@ mod tests {
             Err(Finding::Changed {
                 seq: 7,
                 what: "its content does not hash to its recorded hash"
+            })
+        );
+    }
+
+    #[test]
+    fn a_row_signed_by_a_key_not_configured_is_named_as_such() {
+        let ring = keyring();
+        let other = Keyring::new(SigningKey::from_bytes(&[3; 32]), vec![]);
+        let mut rows = trail(&ring, 10);
+        rows[3].entry = entry(&other, 4);
+        let mut prev = rows[2].row_hash;
+        for row in &mut rows[3..] {
+            row.prev_hash = prev;
+            row.row_hash = row_hash(&prev, &row.entry);
+            prev = row.row_hash;
+        }
+        let head = head(&rows);
+        assert_eq!(
+            check(&ring, &rows, &[], head),
+            Err(Finding::UnknownKey {
+                seq: 4,
+                kid: other.signing_kid()
             })
         );
     }

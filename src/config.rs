@@ -111,6 +111,10 @@ pub struct AuditSettings {
     pub checkpoint_interval_seconds: u64,
     /// `vnid audit prune` removes rows older than this.
     pub retention_days: u32,
+    /// A witness outside the database: every signed checkpoint is also
+    /// appended here (one JSON line each, synced), for
+    /// `vnid audit verify --witness`. Absent: the log is the only witness.
+    pub witness_file: Option<PathBuf>,
 }
 
 /// Against harvesting: someone who knows a province, a gender and a birth
@@ -262,6 +266,7 @@ impl AuditSettings {
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             checkpoint_rows: self.checkpoint_rows.max(1),
             checkpoint_interval: Duration::from_secs(self.checkpoint_interval_seconds.max(1)),
+            witness_file: self.witness_file.clone(),
         }
     }
 }
@@ -279,6 +284,7 @@ impl Default for AuditSettings {
             checkpoint_interval_seconds: 60,
             // Five years.
             retention_days: 1_826,
+            witness_file: None,
         }
     }
 }

@@ -10,7 +10,7 @@
 //! signature, on the checkpoints and on every check's attestation, which
 //! the check compares with its row.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::{Deserialize, Serialize};
@@ -128,6 +128,10 @@ pub enum Finding {
     Rewritten { since: i64, seq: i64 },
     #[error("the checkpoint at row {seq} does not verify: {why}")]
     BadCheckpoint { seq: i64, why: String },
+    #[error(
+        "the checkpoint at row {seq} was removed from the trail: a witness holds it, the trail does not"
+    )]
+    CheckpointRemoved { seq: i64 },
     /// Signed by a key the configuration does not hold: the row cannot be
     /// vouched for until that key is published again (or it is forged).
     #[error(
@@ -161,6 +165,8 @@ pub struct ChainCheck<'a> {
     rows: u64,
     /// The newest checkpoint the rows so far agree with.
     vouched: i64,
+    /// Checkpoints a witness holds that the trail's own table does not.
+    witnessed_only: BTreeSet<i64>,
 }
 
 impl<'a> ChainCheck<'a> {
@@ -170,18 +176,8 @@ impl<'a> ChainCheck<'a> {
         let mut checkpoints = BTreeMap::new();
         let mut anchor = (0, GENESIS);
         for cp in stored {
-            let bad = |why: String| Finding::BadCheckpoint { seq: cp.seq, why };
-            let claims: CheckpointClaims = jwks
-                .verify_signature(&cp.token, CHECKPOINT_TYPE)
-                .map_err(|e| bad(e.to_string()))?;
-            let hash = Base64UrlUnpadded::decode_vec(&claims.head)
-                .ok()
-                .and_then(|h| Hash::try_from(h).ok())
-                .ok_or_else(|| bad("its head is not a SHA-256 hash".into()))?;
-            if claims.seq != cp.seq {
-                return Err(bad(format!("it is signed for row {}", claims.seq)));
-            }
-            if claims.cut && cp.seq >= anchor.0 {
+            let (hash, cut) = signed_head(jwks, cp)?;
+            if cut && cp.seq >= anchor.0 {
                 anchor = (cp.seq, hash);
             }
             checkpoints.insert(cp.seq, hash);
@@ -194,7 +190,36 @@ impl<'a> ChainCheck<'a> {
             prev: anchor.1,
             rows: 0,
             vouched: anchor.0,
+            witnessed_only: BTreeSet::new(),
         })
+    }
+
+    /// Holds the trail to checkpoints a witness kept outside its database:
+    /// each must verify, agree with the trail's own checkpoint at its row
+    /// if there is one, and be reached by the rows (checked as they are
+    /// pushed and at `finish`). Those at or before the newest cut vouch
+    /// for rows pruned on purpose, and are passed over.
+    pub fn witnessed(mut self, witnessed: &[StoredCheckpoint]) -> Result<Self, Finding> {
+        for cp in witnessed {
+            let (hash, _) = signed_head(self.jwks, cp)?;
+            if cp.seq <= self.anchor {
+                continue;
+            }
+            match self.checkpoints.get(&cp.seq) {
+                Some(stored) if *stored != hash => {
+                    return Err(Finding::BadCheckpoint {
+                        seq: cp.seq,
+                        why: "it disagrees with the witnessed checkpoint of that row".into(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    self.checkpoints.insert(cp.seq, hash);
+                    self.witnessed_only.insert(cp.seq);
+                }
+            }
+        }
+        Ok(self)
     }
 
     /// The next row, in `seq` order.
@@ -284,7 +309,11 @@ impl<'a> ChainCheck<'a> {
             return Err(Finding::Truncated {
                 last,
                 seq,
-                evidence: "a signed checkpoint",
+                evidence: if self.witnessed_only.contains(&seq) {
+                    "a witnessed checkpoint"
+                } else {
+                    "a signed checkpoint"
+                },
             });
         }
         if head.seq == last && head.hash != self.prev {
@@ -293,6 +322,9 @@ impl<'a> ChainCheck<'a> {
                 what: "it does not hash to the trail's head",
             });
         }
+        if let Some(&seq) = self.witnessed_only.iter().next_back() {
+            return Err(Finding::CheckpointRemoved { seq });
+        }
         Ok(Summary {
             rows: self.rows,
             anchor: self.anchor,
@@ -300,6 +332,23 @@ impl<'a> ChainCheck<'a> {
             checkpoint: self.checkpoints.keys().next_back().copied(),
         })
     }
+}
+
+/// A checkpoint's signed head (and whether it marks a cut), once its
+/// signature and its row check.
+fn signed_head(jwks: &Jwks, cp: &StoredCheckpoint) -> Result<(Hash, bool), Finding> {
+    let bad = |why: String| Finding::BadCheckpoint { seq: cp.seq, why };
+    let claims: CheckpointClaims = jwks
+        .verify_signature(&cp.token, CHECKPOINT_TYPE)
+        .map_err(|e| bad(e.to_string()))?;
+    let hash = Base64UrlUnpadded::decode_vec(&claims.head)
+        .ok()
+        .and_then(|h| Hash::try_from(h).ok())
+        .ok_or_else(|| bad("its head is not a SHA-256 hash".into()))?;
+    if claims.seq != cp.seq {
+        return Err(bad(format!("it is signed for row {}", claims.seq)));
+    }
+    Ok((hash, claims.cut))
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@
 pub mod chain;
 pub mod history;
 pub mod store;
-pub mod writer;
+pub mod witness;
+mod writer;
 
 use std::sync::Arc;
 

@@ -5,6 +5,7 @@
 //! durable write is shared by all the checks that arrived meanwhile.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::store::AuditStore;
+use super::witness::{self, WitnessLine};
 use super::{AuditEntry, AuditError, Checkpointer, Head};
 use crate::clock::Clock;
 use crate::infra::BoxFuture;
@@ -50,6 +52,8 @@ pub struct WriterParams {
     pub checkpoint_rows: i64,
     /// ... or this long after the last one, whichever comes first.
     pub checkpoint_interval: Duration,
+    /// Where every checkpoint is also appended, outside the database.
+    pub witness_file: Option<PathBuf>,
 }
 
 impl Default for WriterParams {
@@ -60,6 +64,7 @@ impl Default for WriterParams {
             write_timeout: Duration::from_secs(5),
             checkpoint_rows: 10_000,
             checkpoint_interval: Duration::from_secs(60),
+            witness_file: None,
         }
     }
 }
@@ -284,30 +289,59 @@ impl Writer {
         if !due {
             return;
         }
-        let result = match self.checkpointer.sign(&head, false) {
-            Ok(token) => tokio::time::timeout(
-                self.params.write_timeout,
-                self.store.add_checkpoint(
-                    head.seq,
-                    self.clock.now_micros(),
-                    &token,
-                    self.params.write_timeout,
-                ),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(AuditError::Unavailable(
-                    "the checkpoint was not written in time".into(),
-                ))
-            }),
-            Err(e) => Err(e),
+        let token = match self.checkpointer.sign(&head, false) {
+            Ok(token) => token,
+            Err(error) => {
+                tracing::warn!(%error, "audit checkpoint not signed; will retry");
+                return;
+            }
         };
-        match result {
+        let stored = tokio::time::timeout(
+            self.params.write_timeout,
+            self.store.add_checkpoint(
+                head.seq,
+                self.clock.now_micros(),
+                &token,
+                self.params.write_timeout,
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(AuditError::Unavailable(
+                "the checkpoint was not written in time".into(),
+            ))
+        });
+        match stored {
             Ok(()) => {
                 self.last_checkpoint = (head.seq, Instant::now());
                 self.unvouched = None;
+                self.witness(&head, &token).await;
             }
             Err(error) => tracing::warn!(%error, "audit checkpoint not written; will retry"),
+        }
+    }
+
+    /// Copies a stored checkpoint to its witnesses: the log (target
+    /// `vnid::witness`) and, when configured, the witness file, synced
+    /// before the writer goes on. A witness that cannot be written is
+    /// logged as an error; the checkpoint stands in the trail.
+    async fn witness(&self, head: &Head, token: &str) {
+        let line = WitnessLine::new(head, token);
+        tracing::info!(
+            target: "vnid::witness",
+            seq = line.seq,
+            head = %line.head,
+            token = %line.token,
+            "audit checkpoint"
+        );
+        let Some(path) = self.params.witness_file.clone() else {
+            return;
+        };
+        let written = tokio::task::spawn_blocking(move || witness::append(&path, &line)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "audit checkpoint NOT witnessed"),
+            Err(error) => tracing::error!(%error, "audit checkpoint NOT witnessed"),
         }
     }
 }

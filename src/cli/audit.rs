@@ -1,12 +1,13 @@
 //! `vnid audit verify` and `vnid audit prune`: the trail, checked or cut
 //! back to its retention.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
 use super::{Failure, Place, block_on, fail};
-use crate::audit::Checkpointer;
+use crate::audit::{Checkpointer, witness};
 use crate::clock::{Clock, SystemClock};
 use crate::startup::{
     existing_audit_store, existing_jwks, load_attester, open_audit_store, trail_exists,
@@ -36,6 +37,10 @@ pub(super) fn run(command: AuditCommand) -> Result<(), Failure> {
 pub(super) struct Verify {
     #[command(flatten)]
     place: Place,
+    /// A witness file (`audit.witness_file`) the trail must reach and agree
+    /// with, checkpoint by checkpoint; repeat for several.
+    #[arg(long = "witness")]
+    witnesses: Vec<PathBuf>,
 }
 
 /// The exit status of a check that could not be made (as `diff` uses it).
@@ -53,14 +58,25 @@ fn verify(args: Verify) -> Result<(), Failure> {
         // WAL mode writes its side files.
         trail_exists(&settings).map_err(fail)?;
         let jwks = existing_jwks(&settings).map_err(fail)?;
+        let mut witnessed = Vec::new();
+        for path in &args.witnesses {
+            witnessed.extend(witness::read(path).map_err(fail)?);
+        }
         let store = existing_audit_store(&settings).await.map_err(fail)?;
-        store.verify(&jwks).await.map_err(fail)
+        store
+            .verify_witnessed(&jwks, &witnessed)
+            .await
+            .map_err(fail)
     })
     .map_err(cannot_check)?;
     let summary =
         finding.map_err(|finding| fail(format!("audit trail NOT verified: {finding}")))?;
+    let witnessed = match args.witnesses.len() {
+        0 => String::new(),
+        n => format!("; it agrees with {n} witness file(s)"),
+    };
     println!(
-        "audit trail verified: {} rows (rows {} to {}), head {}, newest signed checkpoint: {}",
+        "audit trail verified: {} rows (rows {} to {}), head {}, newest signed checkpoint: {}{witnessed}",
         summary.rows,
         summary.anchor + 1,
         summary.head.seq,

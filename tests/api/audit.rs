@@ -255,6 +255,7 @@ impl Drill {
         let dir = Dir::new("audit-drill");
         settings.data_dir = dir.path().to_owned();
         settings.audit.checkpoint_rows = 5;
+        settings.audit.witness_file = Some(dir.path().join("witness.jsonl"));
         let mut app = spawn_app_with(settings).await;
         for n in 0..10 {
             app.verify(mixed_request(n)).await.unwrap();
@@ -279,17 +280,24 @@ impl Drill {
 
     /// `vnid audit verify`: (exit code, what it said).
     fn verify(&self) -> (i32, String) {
-        let out = vnid(
-            Some(&self.url),
-            &[
-                "audit",
-                "verify",
-                "--data-dir",
-                self.dir.path().to_str().unwrap(),
-            ],
-        )
-        .output()
-        .unwrap();
+        self.verify_with(&[])
+    }
+
+    /// `vnid audit verify --witness` with the drill's witness file.
+    fn verify_witnessed(&self) -> (i32, String) {
+        let witness = self.dir.path().join("witness.jsonl");
+        self.verify_with(&["--witness", witness.to_str().unwrap()])
+    }
+
+    fn verify_with(&self, more: &[&str]) -> (i32, String) {
+        let mut args = vec![
+            "audit",
+            "verify",
+            "--data-dir",
+            self.dir.path().to_str().unwrap(),
+        ];
+        args.extend_from_slice(more);
+        let out = vnid(Some(&self.url), &args).output().unwrap();
         let said = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -300,6 +308,157 @@ impl Drill {
 }
 
 const UNGUARDED: &str = "ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only;";
+
+impl Drill {
+    /// What an owner of the database can do after changing rows: chain
+    /// every row again from the genesis, and move the head to the last.
+    async fn rechain(&self) {
+        use vnid::audit::chain::{GENESIS, row_hash};
+        use vnid::audit::{AuditEntry, AuditKind};
+        self.sql(UNGUARDED).await;
+        let rows = sqlx::query(
+            "SELECT seq, at_us, kind, agency, purpose, request_id, subject, subject_index, \
+             verdict, reason, attestation_id, attestation, request_digest \
+             FROM audit_log ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        let mut prev = GENESIS;
+        let mut last = 0i64;
+        for row in rows {
+            let text = |i: usize| row.get::<String, _>(i);
+            let entry = AuditEntry {
+                at_us: row.get(1),
+                kind: AuditKind::from_name(&text(2)).unwrap(),
+                agency: text(3),
+                purpose: text(4),
+                request_id: text(5),
+                subject: text(6),
+                subject_index: text(7),
+                verdict: text(8),
+                reason: text(9),
+                attestation_id: text(10),
+                attestation: text(11),
+                request_digest: text(12),
+            };
+            let hash = row_hash(&prev, &entry);
+            last = row.get(0);
+            sqlx::query("UPDATE audit_log SET prev_hash = $1, row_hash = $2 WHERE seq = $3")
+                .bind(prev.to_vec())
+                .bind(hash.to_vec())
+                .bind(last)
+                .execute(&self.pool)
+                .await
+                .unwrap();
+            prev = hash;
+        }
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(last)
+            .bind(prev.to_vec())
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// What removes evidence together with the checkpoints that vouch for it
+/// passes `audit verify` on the database alone, and is caught by the
+/// witness file the server kept outside it.
+#[tokio::test]
+async fn what_the_database_owner_can_hide_the_witness_shows() {
+    let untouched = Drill::new().await;
+    let (code, said) = untouched.verify_witnessed();
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("agrees with 1 witness file"), "{said}");
+    let lines = std::fs::read_to_string(untouched.dir.path().join("witness.jsonl")).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        2,
+        "checkpoints at rows 5 and 10: {lines}"
+    );
+
+    // The newest rows cut off together with their checkpoints, the head rewound.
+    let cut = Drill::new().await;
+    cut.sql(
+        "DELETE FROM audit_log WHERE seq > 5; DELETE FROM audit_checkpoint WHERE seq > 5; \
+         UPDATE audit_head SET seq = 5, hash = (SELECT row_hash FROM audit_log WHERE seq = 5)",
+    )
+    .await;
+    assert_eq!(cut.verify().0, 0, "the database alone cannot tell");
+    let (code, said) = cut.verify_witnessed();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("truncated: it ends at row 5, but a witnessed checkpoint vouches for row 10"),
+        "{said}"
+    );
+
+    // One row in the middle deleted, the rest renumbered and chained again.
+    let middle = Drill::new().await;
+    middle
+        .sql(&format!(
+            "{UNGUARDED} DELETE FROM audit_log WHERE seq = 6; \
+             UPDATE audit_log SET seq = -seq WHERE seq > 6; \
+             UPDATE audit_log SET seq = -seq - 1 WHERE seq < 0; \
+             DELETE FROM audit_checkpoint WHERE seq > 5"
+        ))
+        .await;
+    middle.rechain().await;
+    assert_eq!(middle.verify().0, 0, "the database alone cannot tell");
+    let (code, said) = middle.verify_witnessed();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("truncated: it ends at row 9, but a witnessed checkpoint vouches for row 10"),
+        "{said}"
+    );
+
+    // A row filed under another person's subject index (so the access shows
+    // in the wrong history), the chain recomputed, its checkpoints dropped.
+    let refiled = Drill::new().await;
+    refiled
+        .sql(&format!(
+            "{UNGUARDED} UPDATE audit_log SET subject_index = 'someone-else' WHERE seq = 3; \
+             DELETE FROM audit_checkpoint"
+        ))
+        .await;
+    refiled.rechain().await;
+    assert_eq!(refiled.verify().0, 0, "the database alone cannot tell");
+    let (code, said) = refiled.verify_witnessed();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("up to row 5 were rewritten: row 5 does not match its signed checkpoint"),
+        "{said}"
+    );
+
+    // Only the newest checkpoint deleted.
+    let unsigned = Drill::new().await;
+    unsigned
+        .sql("DELETE FROM audit_checkpoint WHERE seq = 10")
+        .await;
+    assert_eq!(unsigned.verify().0, 0, "the database alone cannot tell");
+    let (code, said) = unsigned.verify_witnessed();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("the checkpoint at row 10 was removed from the trail"),
+        "{said}"
+    );
+
+    // The whole trail emptied.
+    let emptied = Drill::new().await;
+    emptied
+        .sql(
+            "DELETE FROM audit_log; DELETE FROM audit_checkpoint; \
+             UPDATE audit_head SET seq = 0, hash = decode(repeat('00', 32), 'hex')",
+        )
+        .await;
+    assert_eq!(emptied.verify().0, 0, "the database alone cannot tell");
+    let (code, said) = emptied.verify_witnessed();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("truncated: it ends at row 0, but a witnessed checkpoint vouches for row 10"),
+        "{said}"
+    );
+}
 
 #[tokio::test]
 async fn tampering_is_found_and_the_row_named() {

@@ -27,7 +27,7 @@ use sqlx::{
     Row, Sqlite, Type,
 };
 
-use super::chain::{Finding, Hash, Head, Summary};
+use super::chain::{Finding, Hash, Head, StoredCheckpoint, Summary};
 use super::{AuditEntry, AuditError, AuditKind, AuditRecord};
 use crate::attest::Jwks;
 use crate::domain::Spelled;
@@ -141,7 +141,17 @@ pub trait AuditStore: Send + Sync + 'static {
 
     /// Walks the whole trail, as of one snapshot, against the checkpoints
     /// and attestations `jwks` verifies.
-    fn verify<'a>(&'a self, jwks: &'a Jwks) -> BoxFuture<'a, Result<Verification, AuditError>>;
+    fn verify<'a>(&'a self, jwks: &'a Jwks) -> BoxFuture<'a, Result<Verification, AuditError>> {
+        self.verify_witnessed(jwks, &[])
+    }
+
+    /// [`AuditStore::verify`], holding the trail also to checkpoints a
+    /// witness kept outside its database.
+    fn verify_witnessed<'a>(
+        &'a self,
+        jwks: &'a Jwks,
+        witnessed: &'a [StoredCheckpoint],
+    ) -> BoxFuture<'a, Result<Verification, AuditError>>;
 
     /// Removes the rows older than `before_us`, oldest first, up to the
     /// first row that is not, and leaves a signed cut checkpoint at the
@@ -605,8 +615,12 @@ where
         })
     }
 
-    fn verify<'a>(&'a self, jwks: &'a Jwks) -> BoxFuture<'a, Result<Verification, AuditError>> {
-        Box::pin(self.walk(jwks))
+    fn verify_witnessed<'a>(
+        &'a self,
+        jwks: &'a Jwks,
+        witnessed: &'a [StoredCheckpoint],
+    ) -> BoxFuture<'a, Result<Verification, AuditError>> {
+        Box::pin(self.walk(jwks, witnessed))
     }
 
     fn prune<'a>(

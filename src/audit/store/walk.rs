@@ -27,7 +27,11 @@ where
     for<'r> Option<i64>: Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    pub(super) async fn walk(&self, jwks: &Jwks) -> Result<Verification, AuditError> {
+    pub(super) async fn walk(
+        &self,
+        jwks: &Jwks,
+        witnessed: &[StoredCheckpoint],
+    ) -> Result<Verification, AuditError> {
         let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
         if let Some(snapshot) = DB::SNAPSHOT {
             sqlx::query(snapshot)
@@ -55,7 +59,8 @@ where
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| AuditError::Corrupt(e.to_string()))?;
-        let mut walk = match ChainCheck::new(jwks, &checkpoints) {
+        let walk = ChainCheck::new(jwks, &checkpoints).and_then(|walk| walk.witnessed(witnessed));
+        let mut walk = match walk {
             Ok(walk) => walk,
             Err(finding) => return Ok(Err(finding)),
         };

@@ -1,0 +1,138 @@
+//! Witnesses: copies of every signed checkpoint kept outside the trail's
+//! database, so that its owner cannot remove rows together with the
+//! checkpoints that vouch for them.
+//!
+//! A witness file holds one JSON line per checkpoint, `{"seq":…,"head":…,
+//! "token":…}` (the head is base64url, the token the checkpoint's compact
+//! JWS), appended and synced to disk before the writer goes on; it is
+//! opened for appending only and never rewritten. Each checkpoint is also
+//! logged once under the `vnid::witness` target, so that log shipping
+//! keeps a copy of its own. `vnid audit verify --witness FILE` holds the
+//! trail to every line.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use serde::{Deserialize, Serialize};
+
+use super::chain::{Head, StoredCheckpoint};
+
+/// One witnessed checkpoint, as a line of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessLine {
+    pub seq: i64,
+    /// base64url of the row's hash.
+    pub head: String,
+    /// The signed checkpoint.
+    pub token: String,
+}
+
+impl WitnessLine {
+    pub fn new(head: &Head, token: &str) -> Self {
+        Self {
+            seq: head.seq,
+            head: Base64UrlUnpadded::encode_string(&head.hash),
+            token: token.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessError {
+    #[error("cannot write the witness file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read the witness file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: not a witnessed checkpoint")]
+    Line { path: PathBuf, line: usize },
+}
+
+/// Appends `line` to the witness file at `path` (created, its owner's
+/// alone, if missing) and syncs it to disk.
+pub fn append(path: &Path, line: &WitnessLine) -> Result<(), WitnessError> {
+    let error = |source| WitnessError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut text = serde_json::to_string(line).map_err(|e| error(e.into()))?;
+    text.push('\n');
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(error)?;
+    file.write_all(text.as_bytes()).map_err(error)?;
+    file.sync_data().map_err(error)
+}
+
+/// Every checkpoint a witness file holds, in its order. A line that is not
+/// one is an error naming it: a witness is evidence, never skipped.
+pub fn read(path: &Path) -> Result<Vec<StoredCheckpoint>, WitnessError> {
+    let file = std::fs::File::open(path).map_err(|source| WitnessError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut checkpoints = Vec::new();
+    for (n, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| WitnessError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let witnessed: WitnessLine =
+            serde_json::from_str(&line).map_err(|_| WitnessError::Line {
+                path: path.to_owned(),
+                line: n + 1,
+            })?;
+        checkpoints.push(StoredCheckpoint {
+            seq: witnessed.seq,
+            token: witnessed.token,
+        });
+    }
+    Ok(checkpoints)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_appended_and_read_back_in_order() {
+        let dir = std::env::temp_dir().join(format!("vnid-witness-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("witness.jsonl");
+        let _ = std::fs::remove_file(&path);
+        for seq in [5, 10] {
+            let head = Head {
+                seq,
+                hash: [seq as u8; 32],
+            };
+            append(&path, &WitnessLine::new(&head, &format!("token-{seq}"))).unwrap();
+        }
+        let read = read(&path).unwrap();
+        assert_eq!(
+            read.iter()
+                .map(|c| (c.seq, c.token.as_str()))
+                .collect::<Vec<_>>(),
+            [(5, "token-5"), (10, "token-10")]
+        );
+        std::fs::write(&path, "{\"seq\":1}\n").unwrap();
+        assert!(matches!(
+            super::read(&path),
+            Err(WitnessError::Line { line: 1, .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

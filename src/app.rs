@@ -136,6 +136,9 @@ impl Application {
             None => mirror,
         };
         let audit_store = open_audit_store(settings).await?;
+        if trail == Trail::Kept {
+            trail_reaches_its_witness(settings, audit_store.as_ref()).await?;
+        }
         let (audit, audit_writer): (Arc<dyn AuditSink>, _) = match trail {
             Trail::Kept => {
                 let (log, writer) = AuditLog::spawn(
@@ -341,6 +344,34 @@ impl Application {
         }
         served
     }
+}
+
+/// Refuses to serve on a trail shorter than its witness file says it was
+/// (emptied, replaced by an older copy, or cut): appending to it would
+/// chain new rows onto a trail that lost evidence. Restore the trail, or
+/// move the witness file aside if that loss is known and recorded.
+async fn trail_reaches_its_witness(
+    settings: &Settings,
+    store: &dyn crate::audit::AuditStore,
+) -> Result<(), StartupError> {
+    let Some(path) = settings.audit.witness_file.as_ref().filter(|p| p.exists()) else {
+        return Ok(());
+    };
+    let witnessed =
+        crate::audit::witness::read(path).map_err(|e| StartupError::Refused(e.to_string()))?;
+    let Some(vouched) = witnessed.iter().map(|c| c.seq).max() else {
+        return Ok(());
+    };
+    let head = store.head().await?;
+    if head.seq < vouched {
+        return Err(StartupError::Refused(format!(
+            "the audit trail ends at row {}, but the witness file {} vouches for row {vouched}: \
+             restore the trail (or move the witness file aside) before serving",
+            head.seq,
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// On SIGHUP, reads the configuration again (`load`) and takes its agency

@@ -458,6 +458,28 @@ async fn what_the_database_owner_can_hide_the_witness_shows() {
         said.contains("truncated: it ends at row 0, but a witnessed checkpoint vouches for row 10"),
         "{said}"
     );
+    // Nor will the server chain new rows onto the emptied trail; onto the
+    // untouched one it does.
+    let settings_of = |drill: &Drill| {
+        let mut settings = test_settings(&drill.url);
+        settings.data_dir = drill.dir.path().to_owned();
+        settings.audit.witness_file = Some(drill.dir.path().join("witness.jsonl"));
+        settings
+    };
+    match vnid::app::Application::build(&settings_of(&emptied)).await {
+        Ok(_) => panic!("a server started on an emptied trail"),
+        Err(error) => assert!(
+            error
+                .to_string()
+                .contains("the audit trail ends at row 0, but the witness file"),
+            "{error}"
+        ),
+    }
+    assert!(
+        vnid::app::Application::build(&settings_of(&untouched))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]

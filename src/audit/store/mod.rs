@@ -139,6 +139,9 @@ pub trait AuditStore: Send + Sync + 'static {
         since_us: i64,
     ) -> BoxFuture<'a, Result<u64, AuditError>>;
 
+    /// The trail's head: its newest row and that row's hash.
+    fn head(&self) -> BoxFuture<'_, Result<Head, AuditError>>;
+
     /// Walks the whole trail, as of one snapshot, against the checkpoints
     /// and attestations `jwks` verifies.
     fn verify<'a>(&'a self, jwks: &'a Jwks) -> BoxFuture<'a, Result<Verification, AuditError>> {
@@ -592,6 +595,17 @@ where
                 }
                 None => Self::first_request_alone(&self.pool, agency, request_id).await,
             }
+        })
+    }
+
+    fn head(&self) -> BoxFuture<'_, Result<Head, AuditError>> {
+        Box::pin(async move {
+            Self::head_of(
+                &sqlx::query(HEAD)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(audit_error::<DB>)?,
+            )
         })
     }
 

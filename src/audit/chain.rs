@@ -167,6 +167,8 @@ pub struct ChainCheck<'a> {
     vouched: i64,
     /// Checkpoints a witness holds that the trail's own table does not.
     witnessed_only: BTreeSet<i64>,
+    /// Heads the operator expects (`--expect`), not checkpoints.
+    expected_only: BTreeSet<i64>,
 }
 
 impl<'a> ChainCheck<'a> {
@@ -191,6 +193,7 @@ impl<'a> ChainCheck<'a> {
             rows: 0,
             vouched: anchor.0,
             witnessed_only: BTreeSet::new(),
+            expected_only: BTreeSet::new(),
         })
     }
 
@@ -220,6 +223,27 @@ impl<'a> ChainCheck<'a> {
             }
         }
         Ok(self)
+    }
+
+    /// Holds the trail to a head the operator kept elsewhere (the last line
+    /// of an earlier `audit verify`): row `head.seq` must be there and
+    /// hash to `head.hash`.
+    pub fn expect(mut self, head: Head) -> Result<Self, Finding> {
+        if head.seq <= self.anchor {
+            return Ok(self);
+        }
+        match self.checkpoints.get(&head.seq) {
+            Some(signed) if *signed != head.hash => Err(Finding::BadCheckpoint {
+                seq: head.seq,
+                why: "it disagrees with the expected head of that row".into(),
+            }),
+            Some(_) => Ok(self),
+            None => {
+                self.checkpoints.insert(head.seq, head.hash);
+                self.expected_only.insert(head.seq);
+                Ok(self)
+            }
+        }
     }
 
     /// The next row, in `seq` order.
@@ -311,6 +335,8 @@ impl<'a> ChainCheck<'a> {
                 seq,
                 evidence: if self.witnessed_only.contains(&seq) {
                     "a witnessed checkpoint"
+                } else if self.expected_only.contains(&seq) {
+                    "the expected head"
                 } else {
                     "a signed checkpoint"
                 },
@@ -329,7 +355,9 @@ impl<'a> ChainCheck<'a> {
             rows: self.rows,
             anchor: self.anchor,
             head,
-            checkpoint: self.checkpoints.keys().next_back().copied(),
+            checkpoint: (self.checkpoints.keys().rev())
+                .find(|seq| !self.expected_only.contains(seq))
+                .copied(),
         })
     }
 }

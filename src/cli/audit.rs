@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use super::{Failure, Place, block_on, fail};
-use crate::audit::{Checkpointer, witness};
+use crate::audit::{Checkpointer, Head, witness};
 use crate::clock::{Clock, SystemClock};
 use crate::startup::{
     existing_audit_store, existing_jwks, load_attester, open_audit_store, trail_exists,
@@ -41,6 +41,22 @@ pub(super) struct Verify {
     /// with, checkpoint by checkpoint; repeat for several.
     #[arg(long = "witness")]
     witnesses: Vec<PathBuf>,
+    /// SEQ:HEAD, a head this trail must still hold (as the last line of
+    /// an earlier `audit verify` prints it: row and base64url hash);
+    /// repeat for several.
+    #[arg(long = "expect", value_parser = parse_head)]
+    expected: Vec<Head>,
+}
+
+fn parse_head(text: &str) -> Result<Head, String> {
+    let usage = || "SEQ:HEAD, e.g. 10:3q2-7w…(base64url of 32 bytes)".to_owned();
+    let (seq, hash) = text.split_once(':').ok_or_else(usage)?;
+    let seq = seq.parse().map_err(|_| usage())?;
+    let hash = <base64ct::Base64UrlUnpadded as base64ct::Encoding>::decode_vec(hash)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(usage)?;
+    Ok(Head { seq, hash })
 }
 
 /// The exit status of a check that could not be made (as `diff` uses it).
@@ -64,7 +80,7 @@ fn verify(args: Verify) -> Result<(), Failure> {
         }
         let store = existing_audit_store(&settings).await.map_err(fail)?;
         store
-            .verify_witnessed(&jwks, &witnessed)
+            .verify_witnessed(&jwks, &witnessed, &args.expected)
             .await
             .map_err(fail)
     })

@@ -458,6 +458,38 @@ async fn what_the_database_owner_can_hide_the_witness_shows() {
         said.contains("truncated: it ends at row 0, but a witnessed checkpoint vouches for row 10"),
         "{said}"
     );
+    // Without a witness file, a head copied from an earlier verify does
+    // the same for the rows up to it.
+    let expected = Drill::new().await;
+    let (code, said) = expected.verify();
+    assert_eq!(code, 0, "{said}");
+    let head = said
+        .split("head ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    let expect = format!("10:{head}");
+    assert_eq!(expected.verify_with(&["--expect", &expect]).0, 0);
+    let wrong = format!("10:{}", "A".repeat(43));
+    let (code, said) = expected.verify_with(&["--expect", &wrong]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("disagrees with the expected head"), "{said}");
+    expected
+        .sql(
+            "DELETE FROM audit_log WHERE seq > 5; DELETE FROM audit_checkpoint WHERE seq > 5; \
+             UPDATE audit_head SET seq = 5, hash = (SELECT row_hash FROM audit_log WHERE seq = 5)",
+        )
+        .await;
+    assert_eq!(expected.verify().0, 0, "the database alone cannot tell");
+    let (code, said) = expected.verify_with(&["--expect", &expect]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("truncated: it ends at row 5, but the expected head vouches for row 10"),
+        "{said}"
+    );
+
     // Nor will the server chain new rows onto the emptied trail; onto the
     // untouched one it does.
     let settings_of = |drill: &Drill| {

@@ -145,15 +145,17 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Walks the whole trail, as of one snapshot, against the checkpoints
     /// and attestations `jwks` verifies.
     fn verify<'a>(&'a self, jwks: &'a Jwks) -> BoxFuture<'a, Result<Verification, AuditError>> {
-        self.verify_witnessed(jwks, &[])
+        self.verify_witnessed(jwks, &[], &[])
     }
 
     /// [`AuditStore::verify`], holding the trail also to checkpoints a
-    /// witness kept outside its database.
+    /// witness kept outside its database, and to heads the operator
+    /// expects.
     fn verify_witnessed<'a>(
         &'a self,
         jwks: &'a Jwks,
         witnessed: &'a [StoredCheckpoint],
+        expected: &'a [Head],
     ) -> BoxFuture<'a, Result<Verification, AuditError>>;
 
     /// Removes the rows older than `before_us`, oldest first, up to the
@@ -633,8 +635,9 @@ where
         &'a self,
         jwks: &'a Jwks,
         witnessed: &'a [StoredCheckpoint],
+        expected: &'a [Head],
     ) -> BoxFuture<'a, Result<Verification, AuditError>> {
-        Box::pin(self.walk(jwks, witnessed))
+        Box::pin(self.walk(jwks, witnessed, expected))
     }
 
     fn prune<'a>(

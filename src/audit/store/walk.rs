@@ -31,6 +31,7 @@ where
         &self,
         jwks: &Jwks,
         witnessed: &[StoredCheckpoint],
+        expected: &[Head],
     ) -> Result<Verification, AuditError> {
         let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
         if let Some(snapshot) = DB::SNAPSHOT {
@@ -59,7 +60,13 @@ where
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| AuditError::Corrupt(e.to_string()))?;
-        let walk = ChainCheck::new(jwks, &checkpoints).and_then(|walk| walk.witnessed(witnessed));
+        let walk = ChainCheck::new(jwks, &checkpoints)
+            .and_then(|walk| walk.witnessed(witnessed))
+            .and_then(|walk| {
+                expected
+                    .iter()
+                    .try_fold(walk, |walk, head| walk.expect(*head))
+            });
         let mut walk = match walk {
             Ok(walk) => walk,
             Err(finding) => return Ok(Err(finding)),

@@ -23,6 +23,12 @@ use crate::mirror::{
 use crate::policy::{Registry, Role};
 use crate::verify::Attester;
 
+/// The embedded default's files under the data directory.
+const EMBEDDED_TRAIL: &str = "audit.sqlite3";
+const EMBEDDED_MIRROR: &str = "mirror.sqlite3";
+/// The signing key generated when none is configured.
+const DEV_SIGNING_KEY: &str = "dev-signing-key.pem";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("{0}")]
@@ -101,7 +107,7 @@ pub async fn open_audit_store(settings: &Settings) -> Result<Arc<dyn AuditStore>
                 .pool(settings.audit.max_connections.max(1)),
         )?),
         None => {
-            Arc::new(SqlAudit::<Sqlite>::open(&private_database(settings, "audit.sqlite3")?).await?)
+            Arc::new(SqlAudit::<Sqlite>::open(&private_database(settings, EMBEDDED_TRAIL)?).await?)
         }
     };
     if settings.database.migrate || url.is_none() {
@@ -114,7 +120,7 @@ pub async fn open_audit_store(settings: &Settings) -> Result<Arc<dyn AuditStore>
 /// `audit.sqlite3` (a trail in Postgres is found by reading it). Looks
 /// only; opens nothing.
 pub fn trail_exists(settings: &Settings) -> Result<(), StartupError> {
-    let path = settings.data_dir.join("audit.sqlite3");
+    let path = settings.data_dir.join(EMBEDDED_TRAIL);
     if audit_url(settings).is_none() && !path.is_file() {
         return Err(StartupError::Refused(format!(
             "there is no audit trail at {}",
@@ -136,7 +142,7 @@ pub async fn existing_audit_store(
             url.expose(),
             &settings.database.pool(1),
         )?),
-        None => Arc::new(SqlAudit::<Sqlite>::open(&settings.data_dir.join("audit.sqlite3")).await?),
+        None => Arc::new(SqlAudit::<Sqlite>::open(&settings.data_dir.join(EMBEDDED_TRAIL)).await?),
     })
 }
 
@@ -158,7 +164,7 @@ pub fn existing_jwks(settings: &Settings) -> Result<Jwks, StartupError> {
     let signing = a
         .signing_key_file
         .clone()
-        .unwrap_or_else(|| settings.data_dir.join("dev-signing-key.pem"));
+        .unwrap_or_else(|| settings.data_dir.join(DEV_SIGNING_KEY));
     if !signing.is_file() {
         return Err(StartupError::Refused(format!(
             "there is no signing key at {}",
@@ -195,7 +201,7 @@ pub async fn open_mirror(
 ) -> Result<Arc<dyn MirrorAdmin>, StartupError> {
     let db = &settings.database;
     let Some(url) = &settings.database_url else {
-        let mirror = SqliteMirror::open(&private_database(settings, "mirror.sqlite3")?).await?;
+        let mirror = SqliteMirror::open(&private_database(settings, EMBEDDED_MIRROR)?).await?;
         mirror.migrate().await?;
         if seed == Seed::Demo && mirror.count().await? == 0 {
             tracing::info!(
@@ -222,7 +228,7 @@ pub async fn demo_identities(settings: &Settings) -> Vec<ExportRecord> {
     if settings.database_url.is_some() {
         return Vec::new();
     }
-    match SqliteMirror::open(&settings.data_dir.join("mirror.sqlite3")).await {
+    match SqliteMirror::open(&settings.data_dir.join(EMBEDDED_MIRROR)).await {
         Ok(mirror) => mirror.sample_active(3).await.unwrap_or_default(),
         Err(_) => Vec::new(),
     }
@@ -274,7 +280,7 @@ pub fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
     let signing = match &a.signing_key_file {
         Some(path) => path.clone(),
         None => {
-            let path = data_dir(settings)?.join("dev-signing-key.pem");
+            let path = data_dir(settings)?.join(DEV_SIGNING_KEY);
             create_secret_file_once(&path, || Ok(generate_key_pem()?.as_bytes().to_vec()))?;
             tracing::warn!(
                 "no attestation.signing_key_file configured: signing with a generated dev key"

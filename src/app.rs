@@ -357,9 +357,9 @@ async fn trail_reaches_its_witness(
     let Some(path) = settings.audit.witness_file.as_ref().filter(|p| p.exists()) else {
         return Ok(());
     };
-    let witnessed =
-        crate::audit::witness::read(path).map_err(|e| StartupError::Refused(e.to_string()))?;
-    let Some(vouched) = witnessed.iter().map(|c| c.seq).max() else {
+    let vouched =
+        crate::audit::witness::last_seq(path).map_err(|e| StartupError::Refused(e.to_string()))?;
+    let Some(vouched) = vouched else {
         return Ok(());
     };
     let head = store.head().await?;

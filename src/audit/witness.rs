@@ -54,6 +54,8 @@ pub enum WitnessError {
     },
     #[error("{path}:{line}: not a witnessed checkpoint")]
     Line { path: PathBuf, line: usize },
+    #[error("{path}: its last line is not a witnessed checkpoint")]
+    Last { path: PathBuf },
 }
 
 /// Appends `line` to the witness file at `path` (created, its owner's
@@ -104,6 +106,39 @@ pub fn read(path: &Path) -> Result<Vec<StoredCheckpoint>, WitnessError> {
     Ok(checkpoints)
 }
 
+/// The row of the newest checkpoint a witness file holds (its last line,
+/// read from the end: the file grows for as long as the trail lives);
+/// `None` for an empty file.
+pub fn last_seq(path: &Path) -> Result<Option<i64>, WitnessError> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 64 * 1024;
+    let read_error = |source| WitnessError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let len = file.metadata().map_err(read_error)?.len();
+    let start = len.saturating_sub(TAIL);
+    file.seek(SeekFrom::Start(start)).map_err(read_error)?;
+    let mut tail = String::new();
+    file.read_to_string(&mut tail).map_err(read_error)?;
+    // A tail that starts mid-line drops that first, partial line.
+    let last = tail
+        .lines()
+        .skip(usize::from(start > 0))
+        .filter(|line| !line.trim().is_empty())
+        .last();
+    match last {
+        None if start > 0 => Ok(read(path)?.last().map(|c| c.seq)),
+        None => Ok(None),
+        Some(line) => serde_json::from_str::<WitnessLine>(line)
+            .map(|last| Some(last.seq))
+            .map_err(|_| WitnessError::Last {
+                path: path.to_owned(),
+            }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +156,7 @@ mod tests {
             };
             append(&path, &WitnessLine::new(&head, &format!("token-{seq}"))).unwrap();
         }
+        assert_eq!(last_seq(&path).unwrap(), Some(10));
         let read = read(&path).unwrap();
         assert_eq!(
             read.iter()
@@ -128,6 +164,15 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(5, "token-5"), (10, "token-10")]
         );
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(last_seq(&path).unwrap(), None);
+        // A file longer than the tail read is read from its end.
+        for seq in 1..=300 {
+            let head = Head { seq, hash: [7; 32] };
+            append(&path, &WitnessLine::new(&head, &"t".repeat(300))).unwrap();
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() > 64 * 1024);
+        assert_eq!(last_seq(&path).unwrap(), Some(300));
         std::fs::write(&path, "{\"seq\":1}\n").unwrap();
         assert!(matches!(
             super::read(&path),

@@ -25,7 +25,8 @@ use crate::mirror::MirrorStore;
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
 use crate::startup::{
-    Seed, StartupError, cache_in_front_of, identities, load_attester, open_audit_store, open_mirror,
+    Seed, StartupError, cache_in_front_of, identities, load_attester, load_checkpoint_key,
+    newest_checkpoint_note, open_audit_store, open_mirror,
 };
 use crate::verify::{Replays, Verifier};
 
@@ -143,9 +144,16 @@ impl Application {
             Trail::Kept => {
                 let (log, writer) = AuditLog::spawn(
                     audit_store.clone(),
-                    Checkpointer::new(attester.clone(), clock.clone()),
+                    Checkpointer::new(
+                        Arc::new(load_checkpoint_key(settings, &attester)?),
+                        &attester.issuer,
+                        clock.clone(),
+                    ),
                     clock.clone(),
-                    settings.audit.writer_params(),
+                    crate::audit::WriterParams {
+                        newest_note: Some(newest_checkpoint_note(settings)?),
+                        ..settings.audit.writer_params()
+                    },
                 );
                 (Arc::new(log), Some(writer))
             }
@@ -346,29 +354,37 @@ impl Application {
     }
 }
 
-/// Refuses to serve on a trail shorter than its witness file says it was
-/// (emptied, replaced by an older copy, or cut): appending to it would
-/// chain new rows onto a trail that lost evidence. Restore the trail, or
-/// move the witness file aside if that loss is known and recorded.
+/// Refuses to serve on a trail shorter than its witnesses say it was
+/// (emptied, replaced by an older copy, or cut): the witness file, and the
+/// note of the newest checkpoint kept in the data directory. Appending to
+/// it would chain new rows onto a trail that lost evidence. Restore the
+/// trail, or move the witness aside if that loss is known and recorded.
 async fn trail_reaches_its_witness(
     settings: &Settings,
     store: &dyn crate::audit::AuditStore,
 ) -> Result<(), StartupError> {
-    let Some(path) = settings.audit.witness_file.as_ref().filter(|p| p.exists()) else {
-        return Ok(());
-    };
-    let vouched =
-        crate::audit::witness::last_seq(path).map_err(|e| StartupError::Refused(e.to_string()))?;
-    let Some(vouched) = vouched else {
+    use crate::audit::witness;
+    let refused = |e: witness::WitnessError| StartupError::Refused(e.to_string());
+    // The witness file is named first when both vouch for one row.
+    let note = newest_checkpoint_note(settings)?;
+    let mut evidence: Vec<(i64, String)> = witness::newest_noted(&note)
+        .map_err(refused)?
+        .map(|seq| (seq, format!("the data directory's note {}", note.display())))
+        .into_iter()
+        .collect();
+    if let Some(path) = settings.audit.witness_file.as_ref().filter(|p| p.exists()) {
+        let seq = witness::last_seq(path).map_err(refused)?;
+        evidence.extend(seq.map(|seq| (seq, format!("the witness file {}", path.display()))));
+    }
+    let Some((vouched, by)) = evidence.into_iter().max_by_key(|(seq, _)| *seq) else {
         return Ok(());
     };
     let head = store.head().await?;
     if head.seq < vouched {
         return Err(StartupError::Refused(format!(
-            "the audit trail ends at row {}, but the witness file {} vouches for row {vouched}: \
-             restore the trail (or move the witness file aside) before serving",
+            "the audit trail ends at row {}, but {by} vouches for row {vouched}: restore the \
+             trail (or move that file aside, if the loss is known and recorded) before serving",
             head.seq,
-            path.display()
         )));
     }
     Ok(())

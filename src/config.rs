@@ -115,6 +115,14 @@ pub struct AuditSettings {
     /// appended here (one JSON line each, synced), for
     /// `vnid audit verify --witness`. Absent: the log is the only witness.
     pub witness_file: Option<PathBuf>,
+    /// The Ed25519 key (PKCS#8 PEM) that signs the trail's checkpoints: a
+    /// key of its own, never the attestation key. Absent: one generated
+    /// under the data directory (`audit-checkpoint-key.pem`).
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// Older checkpoint keys (private or public PEM) that checkpoints
+    /// still in the trail were signed with; `vnid audit verify` accepts
+    /// them.
+    pub published_checkpoint_key_files: Vec<PathBuf>,
 }
 
 /// Against harvesting: someone who knows a province, a gender and a birth
@@ -267,6 +275,7 @@ impl AuditSettings {
             checkpoint_rows: self.checkpoint_rows.max(1),
             checkpoint_interval: Duration::from_secs(self.checkpoint_interval_seconds.max(1)),
             witness_file: self.witness_file.clone(),
+            newest_note: None,
         }
     }
 }
@@ -285,6 +294,8 @@ impl Default for AuditSettings {
             // Five years.
             retention_days: 1_826,
             witness_file: None,
+            checkpoint_key_file: None,
+            published_checkpoint_key_files: Vec::new(),
         }
     }
 }

@@ -33,62 +33,115 @@ pub fn private_file(path: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` with `mode`, unless `path` exists (then
 /// `Ok(false)`). Atomic: another process sees no file or the whole one.
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<bool> {
-    let temp = write_temp(path, bytes, mode)?;
-    // A hard link fails if the name exists, where a rename would replace.
-    let linked = fs::hard_link(&temp, path);
-    let _ = fs::remove_file(&temp);
-    match linked {
-        Ok(()) => {
-            sync_dir(path)?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
-    }
+    let mut file = NewFile::create(path, mode)?;
+    file.write_all(bytes)?;
+    file.link()
 }
 
 /// Writes `bytes` to `path` with `mode`, replacing what is there (a file,
 /// or a symlink itself: never the file a symlink points at).
 pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let temp = write_temp(path, bytes, mode)?;
-    if let Err(e) = fs::rename(&temp, path) {
-        let _ = fs::remove_file(&temp);
-        return Err(e);
-    }
-    sync_dir(path)
+    let mut file = NewFile::create(path, mode)?;
+    file.write_all(bytes)?;
+    file.rename()
 }
 
 /// Linux's `O_NOFOLLOW`: opening a symlink fails.
 const O_NOFOLLOW: i32 = 0o400_000;
 
-fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
-    let mut random = [0u8; 8];
-    getrandom::fill(&mut random).map_err(io::Error::other)?;
-    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".{suffix}.tmp"));
-    let temp = path.with_file_name(temp_name);
-    let written = (|| {
-        let mut file = OpenOptions::new()
+/// A file being written under a temporary name in its directory (created
+/// new, so never through a symlink); it takes its name only once whole and
+/// on disk, and is removed if dropped before.
+pub struct NewFile {
+    temp: PathBuf,
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl NewFile {
+    pub fn create(path: &Path, mode: u32) -> io::Result<Self> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(io::Error::other)?;
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".{suffix}.tmp"));
+        let temp = path.with_file_name(temp_name);
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(&temp)?;
+        let new = Self {
+            temp,
+            path: path.to_owned(),
+            file: Some(file),
+        };
         // The process umask may have taken bits off `mode`; a key file is
         // exactly what it says.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(e);
+        new.handle()?
+            .set_permissions(fs::Permissions::from_mode(mode))?;
+        Ok(new)
     }
-    Ok(temp)
+
+    fn handle(&self) -> io::Result<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the file is closed"))
+    }
+
+    /// Flushes it to disk and closes it.
+    fn finish(&mut self) -> io::Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("the file is closed"))?;
+        file.sync_all()
+    }
+
+    /// Takes its name unless that exists (then `Ok(false)`, and the file
+    /// is gone).
+    pub fn link(mut self) -> io::Result<bool> {
+        self.finish()?;
+        // A hard link fails if the name exists, where a rename would replace.
+        match fs::hard_link(&self.temp, &self.path) {
+            Ok(()) => {
+                sync_dir(&self.path)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes its name, replacing what had it.
+    pub fn rename(mut self) -> io::Result<()> {
+        self.finish()?;
+        fs::rename(&self.temp, &self.path)?;
+        sync_dir(&self.path)
+    }
+}
+
+impl Write for NewFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut file = self.handle()?;
+        file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut file = self.handle()?;
+        file.flush()
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        // Gone after a rename; only a link left the temporary name behind.
+        let _ = fs::remove_file(&self.temp);
+    }
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {

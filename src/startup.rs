@@ -11,7 +11,7 @@ use std::sync::Arc;
 use sqlx::{Postgres, Sqlite};
 
 use crate::attest::{Jwks, KeyError, Keyring, SubjectKey, generate_key_pem};
-use crate::audit::{AuditError, AuditStore, SqlAudit};
+use crate::audit::{AuditError, AuditStore, SqlAudit, TrailKeys};
 use crate::cache::{CacheBackend, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::config::Settings;
 use crate::grpc::caller::Identities;
@@ -28,6 +28,10 @@ const EMBEDDED_TRAIL: &str = "audit.sqlite3";
 const EMBEDDED_MIRROR: &str = "mirror.sqlite3";
 /// The signing key generated when none is configured.
 const DEV_SIGNING_KEY: &str = "dev-signing-key.pem";
+/// The audit checkpoint key generated when none is configured.
+const CHECKPOINT_KEY: &str = "audit-checkpoint-key.pem";
+/// The note of the newest checkpoint this instance stored.
+const NEWEST_CHECKPOINT: &str = "audit-newest-checkpoint.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -156,23 +160,61 @@ fn audit_url(settings: &Settings) -> Option<&crate::config::Secret> {
         .or(settings.database_url.as_ref())
 }
 
-/// The keys that verify what this deployment signed (the signing key's
-/// public half and the published ones), read as they are: nothing is
-/// generated, and a missing key is an error naming it.
-pub fn existing_jwks(settings: &Settings) -> Result<Jwks, StartupError> {
-    let a = &settings.attestation;
-    let signing = a
-        .signing_key_file
-        .clone()
-        .unwrap_or_else(|| settings.data_dir.join(DEV_SIGNING_KEY));
-    if !signing.is_file() {
-        return Err(StartupError::Refused(format!(
-            "there is no signing key at {}",
-            signing.display()
-        )));
+/// The keys that verify what this deployment signed, read as they are:
+/// nothing is generated, and a missing key is an error naming it.
+#[derive(Debug, Clone)]
+pub struct ExistingKeys {
+    /// The attestation signing key's public half and the published ones.
+    pub attestations: Jwks,
+    /// The checkpoint key's public half and the older ones.
+    pub checkpoints: Jwks,
+    /// The same, as JWKS documents.
+    pub attestations_json: String,
+    pub checkpoints_json: String,
+}
+
+impl ExistingKeys {
+    pub fn read(settings: &Settings) -> Result<Self, StartupError> {
+        let existing = |configured: &Option<PathBuf>, default: &str, what: &str, older| {
+            let path = configured
+                .clone()
+                .unwrap_or_else(|| settings.data_dir.join(default));
+            if !path.is_file() {
+                return Err(StartupError::Refused(format!(
+                    "there is no {what} at {}",
+                    path.display()
+                )));
+            }
+            let json = Keyring::load(&path, older)?.jwks_json().to_owned();
+            Ok((Jwks::parse(&json)?, json))
+        };
+        let (a, audit) = (&settings.attestation, &settings.audit);
+        let (attestations, attestations_json) = existing(
+            &a.signing_key_file,
+            DEV_SIGNING_KEY,
+            "signing key",
+            &a.published_key_files,
+        )?;
+        let (checkpoints, checkpoints_json) = existing(
+            &audit.checkpoint_key_file,
+            CHECKPOINT_KEY,
+            "audit checkpoint key",
+            &audit.published_checkpoint_key_files,
+        )?;
+        Ok(Self {
+            attestations,
+            checkpoints,
+            attestations_json,
+            checkpoints_json,
+        })
     }
-    let keyring = Keyring::load(&signing, &a.published_key_files)?;
-    Ok(Jwks::parse(keyring.jwks_json())?)
+
+    pub fn trail(&self) -> TrailKeys<'_> {
+        TrailKeys {
+            attestations: &self.attestations,
+            checkpoints: &self.checkpoints,
+        }
+    }
 }
 
 /// The population the embedded default is seeded with on first run.
@@ -273,6 +315,40 @@ pub fn cache_in_front_of(
         sealer,
         c.params(),
     ))))
+}
+
+/// Where an instance notes the newest checkpoint it stored: under its
+/// data directory, which it needs anyway for its keys.
+pub fn newest_checkpoint_note(settings: &Settings) -> Result<PathBuf, StartupError> {
+    Ok(data_dir(settings)?.join(NEWEST_CHECKPOINT))
+}
+
+/// The key that signs the trail's checkpoints (generated under the data
+/// directory when none is configured), with the older ones. Refused when
+/// it is the attestation key: a checkpoint must not be signable by the
+/// key every check uses.
+pub fn load_checkpoint_key(
+    settings: &Settings,
+    attester: &Attester,
+) -> Result<Keyring, StartupError> {
+    let audit = &settings.audit;
+    let path = match &audit.checkpoint_key_file {
+        Some(path) => path.clone(),
+        None => {
+            let path = data_dir(settings)?.join(CHECKPOINT_KEY);
+            create_secret_file_once(&path, || Ok(generate_key_pem()?.as_bytes().to_vec()))?;
+            path
+        }
+    };
+    let key = Keyring::load(&path, &audit.published_checkpoint_key_files)?;
+    if key.signing_kid() == attester.keyring.signing_kid() {
+        return Err(StartupError::Refused(format!(
+            "audit.checkpoint_key_file {} is the attestation signing key: checkpoints need a key \
+             of their own",
+            path.display()
+        )));
+    }
+    Ok(key)
 }
 
 pub fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {

@@ -48,6 +48,11 @@ impl Jwks {
         Ok(Self(keys))
     }
 
+    /// The kid of every key, in the document's order.
+    pub fn kids(&self) -> Vec<String> {
+        self.0.iter().map(|(kid, _)| kid.clone()).collect()
+    }
+
     /// Checks an attestation's signature with the key the header names, then
     /// its expiry.
     pub fn verify(&self, token: &str, now: UnixSeconds) -> Result<AttestationClaims, TokenError> {

@@ -68,30 +68,67 @@ impl Head {
     };
 }
 
-/// What a checkpoint signs: the trail's head at `seq` was `head`. A `cut`
-/// checkpoint marks where `vnid audit prune` cut the trail: the oldest row
-/// kept follows it.
+/// What a checkpoint signs: the trail's head at `seq` was `head`, and the
+/// checkpoint before it (the newest one in the trail when it was signed)
+/// was at `prev_seq` with head `prev_head`, so that the checkpoints form a
+/// chain of their own and one removed from the middle is missed by the
+/// next. A `cut` checkpoint marks where `vnid audit prune` cut the trail:
+/// the oldest row kept follows it. It names no predecessor: it anchors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointClaims {
     pub iss: String,
     pub seq: i64,
     /// base64url of the row's hash.
     pub head: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_seq: Option<i64>,
+    /// base64url of the previous checkpoint's head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_head: Option<String>,
     pub iat: UnixSeconds,
     #[serde(default)]
     pub cut: bool,
 }
 
 impl CheckpointClaims {
-    pub fn new(iss: &str, head: &Head, iat: UnixSeconds, cut: bool) -> Self {
+    pub fn new(iss: &str, head: &Head, prev: Option<&Head>, iat: UnixSeconds, cut: bool) -> Self {
         Self {
             iss: iss.to_owned(),
             seq: head.seq,
             head: Base64UrlUnpadded::encode_string(&head.hash),
+            prev_seq: prev.map(|p| p.seq),
+            prev_head: prev.map(|p| Base64UrlUnpadded::encode_string(&p.hash)),
             iat,
             cut,
         }
     }
+
+    /// The head a stored checkpoint names, read without checking its
+    /// signature: what the next checkpoint chains onto (a forged one then
+    /// breaks the chain where `vnid audit verify` looks).
+    pub fn unverified_head(token: &str) -> Option<Head> {
+        let payload = token.split('.').nth(1)?;
+        let claims: Self =
+            serde_json::from_slice(&Base64UrlUnpadded::decode_vec(payload).ok()?).ok()?;
+        Some(Head {
+            seq: claims.seq,
+            hash: decode_hash(&claims.head)?,
+        })
+    }
+}
+
+fn decode_hash(b64: &str) -> Option<Hash> {
+    Base64UrlUnpadded::decode_vec(b64)
+        .ok()
+        .and_then(|h| Hash::try_from(h).ok())
+}
+
+/// A checkpoint's signed content, once its signature and its row check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Signed {
+    hash: Hash,
+    prev: Option<Head>,
+    cut: bool,
 }
 
 /// A checkpoint as stored: the row it is about and its compact JWS.
@@ -132,6 +169,13 @@ pub enum Finding {
         "the checkpoint at row {seq} was removed from the trail: a witness holds it, the trail does not"
     )]
     CheckpointRemoved { seq: i64 },
+    /// The checkpoints' own chain is broken: one names a predecessor that
+    /// is not there (removed, with no witness to hold it), or not the one
+    /// before it.
+    #[error(
+        "the checkpoint at row {seq} is missing: the checkpoint at row {named_by} names it as the one before it"
+    )]
+    MissingCheckpoint { seq: i64, named_by: i64 },
     /// Signed by a key the configuration does not hold: the row cannot be
     /// vouched for until that key is published again (or it is forged).
     #[error(
@@ -139,6 +183,12 @@ pub enum Finding {
          (attestation.signing_key_file, attestation.published_key_files)"
     )]
     UnknownKey { seq: i64, kid: String },
+    /// A checkpoint signed by a key that is not a configured checkpoint key.
+    #[error(
+        "the checkpoint at row {seq} is signed by key {kid:?}, which is not among the configured \
+         checkpoint keys (audit.checkpoint_key_file, audit.published_checkpoint_key_files)"
+    )]
+    UnknownCheckpointKey { seq: i64, kid: String },
 }
 
 /// What a trail that verifies looks like.
@@ -154,11 +204,24 @@ pub struct Summary {
     pub checkpoint: Option<i64>,
 }
 
+/// The keys a trail is checked with.
+#[derive(Debug, Clone, Copy)]
+pub struct TrailKeys<'a> {
+    /// What signed the attestations in the rows.
+    pub attestations: &'a Jwks,
+    /// What signed the checkpoints: keys of their own, never the
+    /// attestation key.
+    pub checkpoints: &'a Jwks,
+}
+
 /// Walks a trail in `seq` order.
 pub struct ChainCheck<'a> {
-    jwks: &'a Jwks,
-    /// Signed heads, by row.
+    keys: TrailKeys<'a>,
+    /// Heads the rows must hold: signed ones, and those expected.
     checkpoints: BTreeMap<i64, Hash>,
+    /// Every signed checkpoint (the trail's and the witnesses'), by row:
+    /// their own chain.
+    signed: BTreeMap<i64, Signed>,
     anchor: i64,
     expected: i64,
     prev: Hash,
@@ -174,27 +237,48 @@ pub struct ChainCheck<'a> {
 impl<'a> ChainCheck<'a> {
     /// Checks every checkpoint's signature, and anchors the walk at the
     /// newest cut (or at the genesis when the trail was never pruned).
-    pub fn new(jwks: &'a Jwks, stored: &[StoredCheckpoint]) -> Result<Self, Finding> {
-        let mut checkpoints = BTreeMap::new();
-        let mut anchor = (0, GENESIS);
-        for cp in stored {
-            let (hash, cut) = signed_head(jwks, cp)?;
-            if cut && cp.seq >= anchor.0 {
-                anchor = (cp.seq, hash);
-            }
-            checkpoints.insert(cp.seq, hash);
-        }
-        Ok(Self {
-            jwks,
-            checkpoints,
-            anchor: anchor.0,
-            expected: anchor.0 + 1,
-            prev: anchor.1,
+    pub fn new(keys: TrailKeys<'a>, stored: &[StoredCheckpoint]) -> Result<Self, Finding> {
+        let signed = Self::verified(keys, stored)?;
+        let anchor = (signed.iter().rev())
+            .find(|(_, s)| s.cut)
+            .map_or(Head::EMPTY, |(&seq, s)| Head { seq, hash: s.hash });
+        Ok(Self::anchored(keys, signed, anchor))
+    }
+
+    /// A walk of a part of a trail (an export) whose first row follows
+    /// `after`, with the checkpoints of that part.
+    pub fn after(
+        keys: TrailKeys<'a>,
+        after: Head,
+        stored: &[StoredCheckpoint],
+    ) -> Result<Self, Finding> {
+        let signed = Self::verified(keys, stored)?;
+        Ok(Self::anchored(keys, signed, after))
+    }
+
+    fn verified(
+        keys: TrailKeys<'a>,
+        stored: &[StoredCheckpoint],
+    ) -> Result<BTreeMap<i64, Signed>, Finding> {
+        stored
+            .iter()
+            .map(|cp| Ok((cp.seq, verify_checkpoint(keys.checkpoints, cp)?)))
+            .collect()
+    }
+
+    fn anchored(keys: TrailKeys<'a>, signed: BTreeMap<i64, Signed>, anchor: Head) -> Self {
+        Self {
+            keys,
+            checkpoints: signed.iter().map(|(&seq, s)| (seq, s.hash)).collect(),
+            signed,
+            anchor: anchor.seq,
+            expected: anchor.seq + 1,
+            prev: anchor.hash,
             rows: 0,
-            vouched: anchor.0,
+            vouched: anchor.seq,
             witnessed_only: BTreeSet::new(),
             expected_only: BTreeSet::new(),
-        })
+        }
     }
 
     /// Holds the trail to checkpoints a witness kept outside its database:
@@ -204,12 +288,12 @@ impl<'a> ChainCheck<'a> {
     /// for rows pruned on purpose, and are passed over.
     pub fn witnessed(mut self, witnessed: &[StoredCheckpoint]) -> Result<Self, Finding> {
         for cp in witnessed {
-            let (hash, _) = signed_head(self.jwks, cp)?;
+            let this = verify_checkpoint(self.keys.checkpoints, cp)?;
             if cp.seq <= self.anchor {
                 continue;
             }
             match self.checkpoints.get(&cp.seq) {
-                Some(stored) if *stored != hash => {
+                Some(stored) if *stored != this.hash => {
                     return Err(Finding::BadCheckpoint {
                         seq: cp.seq,
                         why: "it disagrees with the witnessed checkpoint of that row".into(),
@@ -217,7 +301,8 @@ impl<'a> ChainCheck<'a> {
                 }
                 Some(_) => {}
                 None => {
-                    self.checkpoints.insert(cp.seq, hash);
+                    self.checkpoints.insert(cp.seq, this.hash);
+                    self.signed.insert(cp.seq, this);
                     self.witnessed_only.insert(cp.seq);
                 }
             }
@@ -299,7 +384,8 @@ impl<'a> ChainCheck<'a> {
             };
         }
         let claims: AttestationClaims = self
-            .jwks
+            .keys
+            .attestations
             .verify_signature(&e.attestation, TOKEN_TYPE)
             .map_err(|error| match error {
                 TokenError::UnknownKey(kid) => Finding::UnknownKey { seq, kid },
@@ -316,6 +402,48 @@ impl<'a> ChainCheck<'a> {
         } else {
             Err(changed("it does not say what its attestation says"))
         }
+    }
+
+    /// The checkpoints' own chain, after the newest cut: each names the
+    /// checkpoint before it, which must be there, with the head it names,
+    /// and with no other checkpoint between them (cuts, which anchor and
+    /// name nothing, aside). One whose predecessor was pruned is the
+    /// first of the chain kept.
+    fn checkpoints_chain(&self) -> Result<(), Finding> {
+        let periodic = || self.signed.range(self.anchor + 1..).filter(|(_, s)| !s.cut);
+        let mut before: Option<(i64, Hash)> = None;
+        for (&seq, this) in periodic() {
+            if let Some(prev) = this.prev.filter(|p| p.seq > self.anchor) {
+                match before {
+                    Some((b, hash)) if b == prev.seq && hash == prev.hash => {}
+                    Some((b, _)) if b == prev.seq => {
+                        return Err(Finding::BadCheckpoint {
+                            seq,
+                            why: format!(
+                                "it names another head for the checkpoint at row {b} than that checkpoint signs"
+                            ),
+                        });
+                    }
+                    Some((b, _)) if b > prev.seq => {
+                        return Err(Finding::BadCheckpoint {
+                            seq,
+                            why: format!(
+                                "it names the checkpoint at row {} as the one before it, but the one at row {b} comes between",
+                                prev.seq
+                            ),
+                        });
+                    }
+                    _ => {
+                        return Err(Finding::MissingCheckpoint {
+                            seq: prev.seq,
+                            named_by: seq,
+                        });
+                    }
+                }
+            }
+            before = Some((seq, this.hash));
+        }
+        Ok(())
     }
 
     /// After the last row up to `head`: the rows must reach the head and
@@ -348,6 +476,7 @@ impl<'a> ChainCheck<'a> {
                 what: "it does not hash to the trail's head",
             });
         }
+        self.checkpoints_chain()?;
         if let Some(&seq) = self.witnessed_only.iter().next_back() {
             return Err(Finding::CheckpointRemoved { seq });
         }
@@ -362,21 +491,33 @@ impl<'a> ChainCheck<'a> {
     }
 }
 
-/// A checkpoint's signed head (and whether it marks a cut), once its
-/// signature and its row check.
-fn signed_head(jwks: &Jwks, cp: &StoredCheckpoint) -> Result<(Hash, bool), Finding> {
+/// A checkpoint's signed content, once its signature and its row check.
+fn verify_checkpoint(keys: &Jwks, cp: &StoredCheckpoint) -> Result<Signed, Finding> {
     let bad = |why: String| Finding::BadCheckpoint { seq: cp.seq, why };
-    let claims: CheckpointClaims = jwks
-        .verify_signature(&cp.token, CHECKPOINT_TYPE)
-        .map_err(|e| bad(e.to_string()))?;
-    let hash = Base64UrlUnpadded::decode_vec(&claims.head)
-        .ok()
-        .and_then(|h| Hash::try_from(h).ok())
-        .ok_or_else(|| bad("its head is not a SHA-256 hash".into()))?;
+    let claims: CheckpointClaims =
+        keys.verify_signature(&cp.token, CHECKPOINT_TYPE)
+            .map_err(|e| match e {
+                TokenError::UnknownKey(kid) => Finding::UnknownCheckpointKey { seq: cp.seq, kid },
+                e => bad(e.to_string()),
+            })?;
+    let not_a_hash = || bad("a head it names is not a SHA-256 hash".into());
+    let hash = decode_hash(&claims.head).ok_or_else(not_a_hash)?;
     if claims.seq != cp.seq {
         return Err(bad(format!("it is signed for row {}", claims.seq)));
     }
-    Ok((hash, claims.cut))
+    let prev = match (claims.prev_seq, &claims.prev_head) {
+        (Some(seq), Some(head)) => Some(Head {
+            seq,
+            hash: decode_hash(head).ok_or_else(not_a_hash)?,
+        }),
+        (None, None) => None,
+        _ => return Err(bad("it names half of the checkpoint before it".into())),
+    };
+    Ok(Signed {
+        hash,
+        prev,
+        cut: claims.cut,
+    })
 }
 
 #[cfg(test)]
@@ -388,6 +529,11 @@ mod tests {
 
     fn keyring() -> Keyring {
         Keyring::new(SigningKey::from_bytes(&[9; 32]), vec![])
+    }
+
+    /// The checkpoints' own key.
+    fn checkpoint_key() -> Keyring {
+        Keyring::new(SigningKey::from_bytes(&[8; 32]), vec![])
     }
 
     fn entry(ring: &Keyring, n: i64) -> AuditEntry {
@@ -455,9 +601,29 @@ mod tests {
         StoredCheckpoint {
             seq: row.seq,
             token: ring
-                .sign_checkpoint(&CheckpointClaims::new("t", &head, 5, cut))
+                .sign_checkpoint(&CheckpointClaims::new("t", &head, None, 5, cut))
                 .unwrap(),
         }
+    }
+
+    /// Periodic checkpoints at `rows[i]` for each `i`, each naming the one
+    /// before it, as the writer signs them.
+    fn chained(rows: &[AuditRecord], at: &[usize]) -> Vec<StoredCheckpoint> {
+        let mut prev: Option<Head> = None;
+        at.iter()
+            .map(|&i| {
+                let head = Head {
+                    seq: rows[i].seq,
+                    hash: rows[i].row_hash,
+                };
+                let claims = CheckpointClaims::new("t", &head, prev.as_ref(), 5, false);
+                prev = Some(head);
+                StoredCheckpoint {
+                    seq: head.seq,
+                    token: checkpoint_key().sign_checkpoint(&claims).unwrap(),
+                }
+            })
+            .collect()
     }
 
     fn check(
@@ -466,8 +632,13 @@ mod tests {
         cps: &[StoredCheckpoint],
         head: Head,
     ) -> Result<Summary, Finding> {
-        let jwks = Jwks::parse(ring.jwks_json()).unwrap();
-        let mut walk = ChainCheck::new(&jwks, cps)?;
+        let attestations = Jwks::parse(ring.jwks_json()).unwrap();
+        let checkpoints = Jwks::parse(checkpoint_key().jwks_json()).unwrap();
+        let keys = TrailKeys {
+            attestations: &attestations,
+            checkpoints: &checkpoints,
+        };
+        let mut walk = ChainCheck::new(keys, cps)?;
         for row in rows {
             walk.push(row)?;
         }
@@ -478,7 +649,7 @@ mod tests {
     fn an_untouched_trail_verifies() {
         let ring = keyring();
         let rows = trail(&ring, 10);
-        let cps = [checkpoint(&ring, &rows[4], false)];
+        let cps = [checkpoint(&checkpoint_key(), &rows[4], false)];
         let summary = check(&ring, &rows, &cps, head(&rows)).unwrap();
         assert_eq!(summary.rows, 10);
         assert_eq!(summary.checkpoint, Some(5));
@@ -544,8 +715,8 @@ mod tests {
         let ring = keyring();
         let mut rows = trail(&ring, 10);
         let cps = [
-            checkpoint(&ring, &rows[2], false),
-            checkpoint(&ring, &rows[7], false),
+            checkpoint(&checkpoint_key(), &rows[2], false),
+            checkpoint(&checkpoint_key(), &rows[7], false),
         ];
         // An access-history row (no attestation) altered, hashes redone.
         rows[5].entry.kind = AuditKind::AccessHistory;
@@ -603,7 +774,7 @@ mod tests {
         let ring = keyring();
         let rows = trail(&ring, 10);
         let full_head = head(&rows);
-        let cps = [checkpoint(&ring, &rows[8], false)];
+        let cps = [checkpoint(&checkpoint_key(), &rows[8], false)];
         assert_eq!(
             check(&ring, &rows[..7], &[], full_head),
             Err(Finding::Truncated {
@@ -627,7 +798,7 @@ mod tests {
     fn a_pruned_trail_verifies_from_its_cut_and_only_from_it() {
         let ring = keyring();
         let rows = trail(&ring, 10);
-        let cut = [checkpoint(&ring, &rows[3], true)];
+        let cut = [checkpoint(&checkpoint_key(), &rows[3], true)];
         let summary = check(&ring, &rows[4..], &cut, head(&rows)).unwrap();
         assert_eq!((summary.rows, summary.anchor), (6, 4));
         // Rows dropped from the start without a signed cut.
@@ -636,7 +807,7 @@ mod tests {
             Err(Finding::Removed { first: 1, last: 4 })
         );
         // A periodic checkpoint is no cut.
-        let periodic = [checkpoint(&ring, &rows[3], false)];
+        let periodic = [checkpoint(&checkpoint_key(), &rows[3], false)];
         assert!(check(&ring, &rows[4..], &periodic, head(&rows)).is_err());
     }
 
@@ -648,14 +819,69 @@ mod tests {
         let forged = [checkpoint(&other, &rows[1], true)];
         assert!(matches!(
             check(&ring, &rows, &forged, head(&rows)),
+            Err(Finding::UnknownCheckpointKey { seq: 2, .. })
+        ));
+        // Under the checkpoint key's name, with another key's signature.
+        let mut spoofed = checkpoint(&checkpoint_key(), &rows[1], true);
+        let forged_sig = checkpoint(&other, &rows[1], true).token;
+        let sig = forged_sig.rsplit('.').next().unwrap();
+        let (signed, _) = spoofed.token.rsplit_once('.').unwrap();
+        spoofed.token = format!("{signed}.{sig}");
+        assert!(matches!(
+            check(&ring, &rows, &[spoofed], head(&rows)),
             Err(Finding::BadCheckpoint { seq: 2, .. })
         ));
-        let mut misfiled = checkpoint(&ring, &rows[1], false);
+        let mut misfiled = checkpoint(&checkpoint_key(), &rows[1], false);
         misfiled.seq = 3;
         assert!(matches!(
             check(&ring, &rows, &[misfiled], head(&rows)),
             Err(Finding::BadCheckpoint { seq: 3, .. })
         ));
+    }
+
+    #[test]
+    fn checkpoints_are_chained_and_one_removed_from_the_middle_is_missed() {
+        let ring = keyring();
+        let rows = trail(&ring, 10);
+        let cps = chained(&rows, &[1, 4, 7]);
+        assert!(check(&ring, &rows, &cps, head(&rows)).is_ok());
+        // The middle one deleted from the trail, with no witness.
+        let cut = [cps[0].clone(), cps[2].clone()];
+        assert_eq!(
+            check(&ring, &rows, &cut, head(&rows)),
+            Err(Finding::MissingCheckpoint {
+                seq: 5,
+                named_by: 8
+            })
+        );
+        // A checkpoint kept from another chain (another head at row 5).
+        let mut other = trail(&ring, 10);
+        other[4].row_hash = [7; 32];
+        let mut forked = chained(&other, &[1, 4, 7]);
+        forked[1] = cps[1].clone();
+        assert!(matches!(
+            check(&ring, &rows, &forked, head(&rows)),
+            Err(Finding::BadCheckpoint { seq: 8, .. })
+        ));
+        // A cut anchors: what it pruned is no longer asked for.
+        let mut pruned = vec![checkpoint(&checkpoint_key(), &rows[5], true)];
+        pruned.push(cps[2].clone());
+        let summary = check(&ring, &rows[6..], &pruned, head(&rows)).unwrap();
+        assert_eq!((summary.anchor, summary.checkpoint), (6, Some(8)));
+    }
+
+    #[test]
+    fn a_checkpoint_signed_by_the_attestation_key_is_not_one() {
+        let ring = keyring();
+        let rows = trail(&ring, 4);
+        let cps = [checkpoint(&ring, &rows[1], false)];
+        assert_eq!(
+            check(&ring, &rows, &cps, head(&rows)),
+            Err(Finding::UnknownCheckpointKey {
+                seq: 2,
+                kid: ring.signing_kid()
+            })
+        );
     }
 
     #[test]

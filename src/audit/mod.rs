@@ -16,6 +16,7 @@
 //! history) and the agency's pairwise subject.
 
 pub mod chain;
+pub mod export;
 pub mod history;
 pub mod store;
 pub mod witness;
@@ -23,11 +24,11 @@ mod writer;
 
 use std::sync::Arc;
 
-pub use chain::{Finding, Hash, Head, Summary};
-pub use store::{AuditStore, PruneOutcome, SqlAudit, Verification};
+pub use chain::{Finding, Hash, Head, Summary, TrailKeys};
+pub use store::{AuditStore, PruneOutcome, SignCheckpoint, SqlAudit, Verification};
 pub use writer::{AuditLog, AuditSink, NoAudit, WriterHandle, WriterParams};
 
-use crate::attest::Attester;
+use crate::attest::Keyring;
 use crate::clock::Clock;
 use crate::domain::{CheckCall, Spelled};
 
@@ -119,6 +120,12 @@ pub enum AuditError {
     /// trail: this row was not written.
     #[error("the agency's request_id is already in the trail")]
     Duplicate,
+    /// A prune would remove rows that went into no export.
+    #[error(
+        "rows {first} to {last} were never exported: run `vnid audit export --from {first} \
+         --to {last} --out FILE` first (or prune with --force)"
+    )]
+    Unexported { first: i64, last: i64 },
 }
 
 impl AuditError {
@@ -133,21 +140,34 @@ impl AuditError {
     }
 }
 
-/// Signs checkpoints with the service's attestation key.
+/// Signs checkpoints with the trail's checkpoint key: a key of its own,
+/// never the attestation key that signs every check.
 #[derive(Clone)]
 pub struct Checkpointer {
-    attester: Arc<Attester>,
+    key: Arc<Keyring>,
+    issuer: String,
     clock: Arc<dyn Clock>,
 }
 
 impl Checkpointer {
-    pub fn new(attester: Arc<Attester>, clock: Arc<dyn Clock>) -> Self {
-        Self { attester, clock }
+    pub fn new(key: Arc<Keyring>, issuer: &str, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            key,
+            issuer: issuer.to_owned(),
+            clock,
+        }
     }
 
-    pub fn sign(&self, head: &Head, cut: bool) -> Result<String, AuditError> {
+    /// A periodic checkpoint of `head`, naming the one before it.
+    pub fn sign(&self, head: &Head, prev: Option<&Head>) -> Result<String, AuditError> {
         let claims =
-            chain::CheckpointClaims::new(&self.attester.issuer, head, self.clock.now(), cut);
-        Ok(self.attester.keyring.sign_checkpoint(&claims)?)
+            chain::CheckpointClaims::new(&self.issuer, head, prev, self.clock.now(), false);
+        Ok(self.key.sign_checkpoint(&claims)?)
+    }
+
+    /// The cut checkpoint of a prune at `head`: it anchors what is kept.
+    pub fn sign_cut(&self, head: &Head) -> Result<String, AuditError> {
+        let claims = chain::CheckpointClaims::new(&self.issuer, head, None, self.clock.now(), true);
+        Ok(self.key.sign_checkpoint(&claims)?)
     }
 }

@@ -58,6 +58,53 @@ pub enum WitnessError {
     Last { path: PathBuf },
 }
 
+/// Copies a stored checkpoint to its witnesses: the log (target
+/// `vnid::witness`), and the witness file at `path` when there is one,
+/// synced before this returns.
+pub fn keep(path: Option<&Path>, line: &WitnessLine) -> Result<(), WitnessError> {
+    tracing::info!(
+        target: "vnid::witness",
+        seq = line.seq,
+        head = %line.head,
+        token = %line.token,
+        "audit checkpoint"
+    );
+    path.map_or(Ok(()), |path| append(path, line))
+}
+
+/// Replaces the note of the newest checkpoint an instance stored (one
+/// witness line, in a file of its own under its data directory), so that
+/// the data directory remembers how far the trail reached even when no
+/// witness file is configured.
+pub fn note_newest(path: &Path, line: &WitnessLine) -> Result<(), WitnessError> {
+    let error = |source| WitnessError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let text = serde_json::to_vec(line).map_err(|e| error(e.into()))?;
+    crate::files::replace(path, &text, 0o600).map_err(error)
+}
+
+/// The row of the newest checkpoint noted at `path`; `None` when there is
+/// no note.
+pub fn newest_noted(path: &Path) -> Result<Option<i64>, WitnessError> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(WitnessError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    serde_json::from_slice::<WitnessLine>(&text)
+        .map(|line| Some(line.seq))
+        .map_err(|_| WitnessError::Last {
+            path: path.to_owned(),
+        })
+}
+
 /// Appends `line` to the witness file at `path` (created, its owner's
 /// alone, if missing) and syncs it to disk.
 pub fn append(path: &Path, line: &WitnessLine) -> Result<(), WitnessError> {

@@ -54,6 +54,10 @@ pub struct WriterParams {
     pub checkpoint_interval: Duration,
     /// Where every checkpoint is also appended, outside the database.
     pub witness_file: Option<PathBuf>,
+    /// Where the newest checkpoint this instance stored is noted (under
+    /// its data directory): the server refuses to start on a trail that
+    /// no longer reaches it.
+    pub newest_note: Option<PathBuf>,
 }
 
 impl Default for WriterParams {
@@ -65,6 +69,7 @@ impl Default for WriterParams {
             checkpoint_rows: 10_000,
             checkpoint_interval: Duration::from_secs(60),
             witness_file: None,
+            newest_note: None,
         }
     }
 }
@@ -289,19 +294,14 @@ impl Writer {
         if !due {
             return;
         }
-        let token = match self.checkpointer.sign(&head, false) {
-            Ok(token) => token,
-            Err(error) => {
-                tracing::warn!(%error, "audit checkpoint not signed; will retry");
-                return;
-            }
-        };
+        let checkpointer = &self.checkpointer;
+        let sign = |head: &Head, prev: Option<&Head>| checkpointer.sign(head, prev);
         let stored = tokio::time::timeout(
             self.params.write_timeout,
             self.store.add_checkpoint(
-                head.seq,
+                head,
                 self.clock.now_micros(),
-                &token,
+                &sign,
                 self.params.write_timeout,
             ),
         )
@@ -312,32 +312,31 @@ impl Writer {
             ))
         });
         match stored {
-            Ok(()) => {
+            Ok(token) => {
                 self.last_checkpoint = (head.seq, Instant::now());
                 self.unvouched = None;
-                self.witness(&head, &token).await;
+                if let Some(token) = token {
+                    self.witness(&head, &token).await;
+                }
             }
             Err(error) => tracing::warn!(%error, "audit checkpoint not written; will retry"),
         }
     }
 
-    /// Copies a stored checkpoint to its witnesses: the log (target
-    /// `vnid::witness`) and, when configured, the witness file, synced
-    /// before the writer goes on. A witness that cannot be written is
-    /// logged as an error; the checkpoint stands in the trail.
+    /// Copies a stored checkpoint to its witnesses ([`witness::keep`]),
+    /// synced before the writer goes on. A witness that cannot be written
+    /// is logged as an error; the checkpoint stands in the trail.
     async fn witness(&self, head: &Head, token: &str) {
         let line = WitnessLine::new(head, token);
-        tracing::info!(
-            target: "vnid::witness",
-            seq = line.seq,
-            head = %line.head,
-            token = %line.token,
-            "audit checkpoint"
+        let (path, note) = (
+            self.params.witness_file.clone(),
+            self.params.newest_note.clone(),
         );
-        let Some(path) = self.params.witness_file.clone() else {
-            return;
-        };
-        let written = tokio::task::spawn_blocking(move || witness::append(&path, &line)).await;
+        let written = tokio::task::spawn_blocking(move || {
+            witness::keep(path.as_deref(), &line)?;
+            note.map_or(Ok(()), |note| witness::note_newest(&note, &line))
+        })
+        .await;
         match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "audit checkpoint NOT witnessed"),

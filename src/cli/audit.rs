@@ -1,16 +1,18 @@
 //! `vnid audit verify` and `vnid audit prune`: the trail, checked or cut
 //! back to its retention.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
 use super::{Failure, Place, block_on, fail};
-use crate::audit::{Checkpointer, Head, witness};
+use crate::audit::{Checkpointer, Head, Summary, export, witness};
 use crate::clock::{Clock, SystemClock};
+use crate::files::NewFile;
 use crate::startup::{
-    existing_audit_store, existing_jwks, load_attester, open_audit_store, trail_exists,
+    ExistingKeys, existing_audit_store, load_attester, load_checkpoint_key, open_audit_store,
+    trail_exists,
 };
 
 #[derive(Debug, Subcommand)]
@@ -23,13 +25,18 @@ pub(super) enum AuditCommand {
     Verify(Verify),
     /// Removes rows older than the retention period (audit.retention_days),
     /// leaving a signed cut checkpoint so that the rest still verifies.
+    /// Refuses to remove rows no export holds, unless --force.
     Prune(Prune),
+    /// Writes rows, their checkpoints and the keys that check them to a
+    /// file that `vnid audit verify --file` checks with no database.
+    Export(Export),
 }
 
 pub(super) fn run(command: AuditCommand) -> Result<(), Failure> {
     match command {
         AuditCommand::Verify(args) => verify(args),
         AuditCommand::Prune(args) => prune(args),
+        AuditCommand::Export(args) => export(args),
     }
 }
 
@@ -46,6 +53,12 @@ pub(super) struct Verify {
     /// repeat for several.
     #[arg(long = "expect", value_parser = parse_head)]
     expected: Vec<Head>,
+    /// Checks an export (`vnid audit export`) instead of the trail, with
+    /// no database and with the keys the file carries (named by kid in the
+    /// verdict; `--witness` and `--expect` tie it to evidence kept
+    /// elsewhere).
+    #[arg(long = "file")]
+    file: Option<PathBuf>,
 }
 
 fn parse_head(text: &str) -> Result<Head, String> {
@@ -62,37 +75,49 @@ fn parse_head(text: &str) -> Result<Head, String> {
 /// The exit status of a check that could not be made (as `diff` uses it).
 const CANNOT_CHECK: u8 = 2;
 
-fn verify(args: Verify) -> Result<(), Failure> {
-    // Anything but a finding means the trail was not checked.
-    let cannot_check = |failure: Failure| Failure {
+/// Anything but a finding means the trail was not checked.
+fn cannot_check(failure: Failure) -> Failure {
+    Failure {
         message: format!("cannot verify the audit trail: {}", failure.message),
         status: CANNOT_CHECK,
-    };
+    }
+}
+
+fn verify(args: Verify) -> Result<(), Failure> {
+    if let Some(file) = &args.file {
+        return verify_export(file, &args);
+    }
     let settings = args.place.settings().map_err(cannot_check)?;
     let finding = block_on(async {
         // Looked for before anything is opened: reading a SQLite trail in
         // WAL mode writes its side files.
         trail_exists(&settings).map_err(fail)?;
-        let jwks = existing_jwks(&settings).map_err(fail)?;
+        let keys = ExistingKeys::read(&settings).map_err(fail)?;
         let mut witnessed = Vec::new();
         for path in &args.witnesses {
             witnessed.extend(witness::read(path).map_err(fail)?);
         }
         let store = existing_audit_store(&settings).await.map_err(fail)?;
         store
-            .verify_witnessed(&jwks, &witnessed, &args.expected)
+            .verify_witnessed(keys.trail(), &witnessed, &args.expected)
             .await
             .map_err(fail)
     })
     .map_err(cannot_check)?;
     let summary =
         finding.map_err(|finding| fail(format!("audit trail NOT verified: {finding}")))?;
+    println!("audit trail verified: {}", described(&summary, &args));
+    Ok(())
+}
+
+/// What a trail (or an export) that verifies holds, as its verdict says.
+fn described(summary: &Summary, args: &Verify) -> String {
     let witnessed = match args.witnesses.len() {
         0 => String::new(),
         n => format!("; it agrees with {n} witness file(s)"),
     };
-    println!(
-        "audit trail verified: {} rows (rows {} to {}), head {}, newest signed checkpoint: {}{witnessed}",
+    format!(
+        "{} rows (rows {} to {}), head {}, newest signed checkpoint: {}{witnessed}",
         summary.rows,
         summary.anchor + 1,
         summary.head.seq,
@@ -100,6 +125,34 @@ fn verify(args: Verify) -> Result<(), Failure> {
         summary
             .checkpoint
             .map_or_else(|| "none".to_owned(), |seq| format!("row {seq}")),
+    )
+}
+
+/// `vnid audit verify --file`: the export alone, no database, no settings.
+fn verify_export(file: &Path, args: &Verify) -> Result<(), Failure> {
+    let mut witnessed = Vec::new();
+    for path in &args.witnesses {
+        witnessed.extend(witness::read(path).map_err(fail).map_err(cannot_check)?);
+    }
+    let input = std::fs::File::open(file)
+        .map_err(|e| cannot_check(fail(format!("cannot open {}: {e}", file.display()))))?;
+    let checked = export::verify(std::io::BufReader::new(input), &witnessed, &args.expected)
+        .map_err(|e| match e {
+            export::ExportError::Altered(_) => Failure {
+                message: format!("audit export {} NOT verified: {e}", file.display()),
+                status: 1,
+            },
+            e => cannot_check(fail(format!("{}: {e}", file.display()))),
+        })?;
+    let export = checked.map_err(|finding| Failure {
+        message: format!("audit export {} NOT verified: {finding}", file.display()),
+        status: 1,
+    })?;
+    println!(
+        "audit export verified: {}; attestation keys {}; checkpoint keys {}",
+        described(&export.summary, args),
+        export.attestation_kids.join(", "),
+        export.checkpoint_kids.join(", "),
     );
     Ok(())
 }
@@ -111,6 +164,9 @@ pub(super) struct Prune {
     /// Overrides audit.retention_days.
     #[arg(long)]
     older_than_days: Option<u32>,
+    /// Removes rows even if no export holds them (logged as a warning).
+    #[arg(long)]
+    force: bool,
 }
 
 fn prune(args: Prune) -> Result<(), Failure> {
@@ -124,19 +180,132 @@ fn prune(args: Prune) -> Result<(), Failure> {
         let before_us = clock
             .now_micros()
             .saturating_sub(i64::from(days) * 86_400 * 1_000_000);
-        let checkpointer = Checkpointer::new(attester, clock);
+        let key = load_checkpoint_key(&settings, &attester).map_err(fail)?;
+        let checkpointer = Checkpointer::new(Arc::new(key), &attester.issuer, clock);
         let store = open_audit_store(&settings).await.map_err(fail)?;
         store
-            .prune(before_us, &|head| checkpointer.sign(head, true))
+            .prune(before_us, args.force, &|head| checkpointer.sign_cut(head))
             .await
-            .map_err(|e| fail(format!("prune failed: {e}")))
+            .map_err(|e| fail(format!("prune refused: {e}")))
     })?;
+    if let Some((first, last)) = outcome.unexported {
+        tracing::warn!(
+            first,
+            last,
+            "audit prune --force removed rows that no export holds"
+        );
+    }
     match outcome.cut {
-        Some(cut) => eprintln!(
-            "vnid audit prune: removed {} rows older than {days} days; the trail now starts after row {cut}",
-            outcome.removed
-        ),
+        Some((head, token)) => {
+            let line = witness::WitnessLine::new(&head, &token);
+            if let Err(error) = witness::keep(settings.audit.witness_file.as_deref(), &line) {
+                eprintln!("vnid audit prune: the cut checkpoint is NOT witnessed: {error}");
+            }
+            eprintln!(
+                "vnid audit prune: removed {} rows older than {days} days; the trail now starts after row {}",
+                outcome.removed, head.seq
+            )
+        }
         None => eprintln!("vnid audit prune: no row is older than {days} days"),
     }
     Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(super) struct Export {
+    #[command(flatten)]
+    place: Place,
+    /// The first row to export. Default: the oldest row kept.
+    #[arg(long)]
+    from: Option<i64>,
+    /// The last row to export. Default: the newest signed checkpoint, so
+    /// that the file ends on a row a checkpoint vouches for.
+    #[arg(long)]
+    to: Option<i64>,
+    /// The file to write (never replaced: a new name for each export).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Rows read and written per page.
+const EXPORT_PAGE: i64 = 10_000;
+
+fn export(args: Export) -> Result<(), Failure> {
+    let settings = args.place.settings()?;
+    let (rows, from, to) = block_on(async {
+        trail_exists(&settings).map_err(fail)?;
+        let keys = ExistingKeys::read(&settings).map_err(fail)?;
+        let store = open_audit_store(&settings).await.map_err(fail)?;
+        let head = store.head().await.map_err(fail)?;
+        let oldest = store.rows(i64::MIN, head.seq, 1).await.map_err(fail)?;
+        let Some(oldest) = oldest.first() else {
+            return Err(fail("the audit trail holds no rows to export"));
+        };
+        let from = args.from.unwrap_or(oldest.seq);
+        let to = match args.to {
+            Some(to) => to,
+            None => (store.checkpoints(from, head.seq).await.map_err(fail)?)
+                .last()
+                .map_or(head.seq, |cp| cp.seq),
+        };
+        if from < oldest.seq || to > head.seq || from > to {
+            return Err(fail(format!(
+                "rows {from} to {to} are not in the trail, which holds rows {} to {}",
+                oldest.seq, head.seq
+            )));
+        }
+        let first = store.rows(from - 1, to, 1).await.map_err(fail)?;
+        let last = store.rows(to - 1, to, 1).await.map_err(fail)?;
+        let (Some(first), Some(last)) = (first.first(), last.first()) else {
+            return Err(fail(format!("rows {from} to {to} are not in the trail")));
+        };
+        let json = |doc: &str| serde_json::from_str(doc).map_err(fail);
+        let header = export::ExportHeader {
+            format: export::FORMAT.to_owned(),
+            from,
+            to,
+            to_head: b64(&last.row_hash),
+            after_hash: b64(&first.prev_hash),
+            exported_at_us: SystemClock.now_micros(),
+            attestation_keys: json(&keys.attestations_json)?,
+            checkpoint_keys: json(&keys.checkpoints_json)?,
+        };
+        let written = |e: std::io::Error| fail(format!("{}: {e}", args.out.display()));
+        let file = NewFile::create(&args.out, 0o600).map_err(written)?;
+        let mut out =
+            export::ExportWriter::start(std::io::BufWriter::new(file), header).map_err(fail)?;
+        let mut after = from - 1;
+        let mut rows = 0u64;
+        while after < to {
+            let page = store.rows(after, to, EXPORT_PAGE).await.map_err(fail)?;
+            let Some(newest) = page.last() else { break };
+            after = newest.seq;
+            for row in &page {
+                out.row(row).map_err(fail)?;
+            }
+            rows += page.len() as u64;
+        }
+        for cp in store.checkpoints(from, to).await.map_err(fail)? {
+            out.checkpoint(&cp).map_err(fail)?;
+        }
+        let (sha256, buffered) = out.finish().map_err(fail)?;
+        let file = buffered.into_inner().map_err(|e| written(e.into_error()))?;
+        if !file.link().map_err(written)? {
+            return Err(fail(format!("{} exists already", args.out.display())));
+        }
+        store
+            .record_export(from, to, SystemClock.now_micros(), &sha256)
+            .await
+            .map_err(fail)?;
+        Ok((rows, from, to))
+    })?;
+    eprintln!(
+        "vnid audit export: rows {from} to {to} ({rows} rows) written to {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn b64(hash: &crate::audit::Hash) -> String {
+    <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(hash)
 }

@@ -92,8 +92,8 @@ async fn two_instances_under_concurrent_load_lose_and_double_nothing() {
         let index: String = row.get(4);
         assert!(!index.contains(DAM.id) && index.len() == 43);
     }
-    let jwks = a.jwks().await;
-    let summary = store.verify(&jwks).await.unwrap().unwrap();
+    let keys = trail_keys(&a.data_dir);
+    let summary = store.verify(keys.trail()).await.unwrap().unwrap();
     assert_eq!((summary.rows, summary.head.seq), (400, 400));
 }
 
@@ -377,6 +377,25 @@ async fn what_the_database_owner_can_hide_the_witness_shows() {
         2,
         "checkpoints at rows 5 and 10: {lines}"
     );
+    // Signed by the checkpoint key, which is not the attestation key.
+    let keys = trail_keys(untouched.dir.path());
+    let token =
+        serde_json::from_str::<serde_json::Value>(lines.lines().next().unwrap()).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let signed: Result<vnid::audit::chain::CheckpointClaims, _> = keys
+        .checkpoints
+        .verify_signature(&token, vnid::attest::CHECKPOINT_TYPE);
+    assert!(signed.is_ok());
+    assert!(matches!(
+        keys.attestations
+            .verify_signature::<vnid::audit::chain::CheckpointClaims>(
+                &token,
+                vnid::attest::CHECKPOINT_TYPE
+            ),
+        Err(vnid::attest::TokenError::UnknownKey(_))
+    ));
 
     // The newest rows cut off together with their checkpoints, the head rewound.
     let cut = Drill::new().await;
@@ -443,6 +462,19 @@ async fn what_the_database_owner_can_hide_the_witness_shows() {
         "{said}"
     );
 
+    // An older checkpoint deleted: the checkpoints are chained, so the
+    // database alone shows it, by the checkpoint that names it.
+    let unchained = Drill::new().await;
+    unchained
+        .sql("DELETE FROM audit_checkpoint WHERE seq = 5")
+        .await;
+    let (code, said) = unchained.verify();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("the checkpoint at row 5 is missing: the checkpoint at row 10 names it"),
+        "{said}"
+    );
+
     // The whole trail emptied.
     let emptied = Drill::new().await;
     emptied
@@ -504,6 +536,20 @@ async fn what_the_database_owner_can_hide_the_witness_shows() {
             error
                 .to_string()
                 .contains("the audit trail ends at row 0, but the witness file"),
+            "{error}"
+        ),
+    }
+    // Without a witness file, the data directory remembers the newest
+    // checkpoint its server stored.
+    let mut unwitnessed = settings_of(&emptied);
+    unwitnessed.audit.witness_file = None;
+    match vnid::app::Application::build(&unwitnessed).await {
+        Ok(_) => panic!("a server started on an emptied trail"),
+        Err(error) => assert!(
+            error
+                .to_string()
+                .contains("the audit trail ends at row 0, but the data directory's note")
+                && error.to_string().contains("vouches for row 10"),
             "{error}"
         ),
     }
@@ -626,21 +672,98 @@ async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
             ],
         )
     };
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--data-dir", data_dir]);
+        let out = vnid(Some(&url), &all).output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), said)
+    };
+    // Nothing was exported: the prune refuses, and removes nothing.
+    let out = prune().output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("rows 1 to 3 were never exported"), "{said}");
+    let store = audit_store(&url);
+    assert_eq!(attestation_ids(store.pool()).await.len(), 5);
+
+    // An export of the old rows, checked with no database at all.
+    let export = dir.path().join("export-1-3.jsonl");
+    let export_path = export.to_str().unwrap();
+    let (code, said) = run(&[
+        "audit",
+        "export",
+        "--from",
+        "1",
+        "--to",
+        "3",
+        "--out",
+        export_path,
+    ]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("rows 1 to 3 (3 rows)"), "{said}");
+    let offline = |path: &str| {
+        let out = vnid(None, &["audit", "verify", "--file", path])
+            .env_remove("VNID__DATABASE_URL")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), said)
+    };
+    let (code, said) = offline(export_path);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("verified: 3 rows (rows 1 to 3)"), "{said}");
+    // A second export under the same name is refused, the first kept.
+    let (code, said) = run(&[
+        "audit",
+        "export",
+        "--from",
+        "1",
+        "--to",
+        "3",
+        "--out",
+        export_path,
+    ]);
+    assert_ne!(code, 0, "{said}");
+    assert!(said.contains("exists already"), "{said}");
+    assert_eq!(offline(export_path).0, 0);
+    // One byte changed: the file is not what was written.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let changed = dir.path().join("changed.jsonl");
+    std::fs::write(
+        &changed,
+        text.replacen("VERDICT_VERIFIED", "VERDICT_VERIFIEE", 1),
+    )
+    .unwrap();
+    let (code, said) = offline(changed.to_str().unwrap());
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("NOT verified"), "{said}");
+    // Cut short.
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&changed, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
+    let (code, said) = offline(changed.to_str().unwrap());
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("cut short"), "{said}");
+
+    // Exported, the rows may go.
     let out = prune().output().unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("removed 3 rows"), "{said}");
-    let store = audit_store(&url);
-    assert_eq!(attestation_ids(store.pool()).await.len(), 2);
-    let out = vnid(Some(&url), &["audit", "verify", "--data-dir", data_dir])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The rest exports from the cut, and verifies.
+    let rest = dir.path().join("export-rest.jsonl");
+    let (code, said) = run(&["audit", "export", "--out", rest.to_str().unwrap()]);
+    assert_eq!(code, 0, "{said}");
+    let (code, said) = offline(rest.to_str().unwrap());
+    assert_eq!(code, 0, "{said}");
     assert!(said.contains("verified: 2 rows (rows 4 to 5)"), "{said}");
     // Pruning again removes nothing; dropping a kept row is still found.
     let out = prune().output().unwrap();
@@ -649,19 +772,9 @@ async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
         .execute(store.pool())
         .await
         .unwrap();
-    let jwks = Jwks::parse(
-        vnid::startup::load_attester(&{
-            let mut s = test_settings(&url);
-            s.data_dir = dir.path().to_owned();
-            s
-        })
-        .unwrap()
-        .keyring
-        .jwks_json(),
-    )
-    .unwrap();
+    let keys = trail_keys(dir.path());
     assert_eq!(
-        store.verify(&jwks).await.unwrap(),
+        store.verify(keys.trail()).await.unwrap(),
         Err(Finding::Removed { first: 4, last: 4 })
     );
 }
@@ -852,16 +965,68 @@ fn entries(ring: &vnid::attest::Keyring, n: i64, old: i64) -> Vec<vnid::audit::A
 
 /// One suite for both stores: the embedded default keeps the same trail.
 async fn store_suite(store: &dyn AuditStore, tamper: &str, run_sql: impl AsyncFn(&str)) {
-    let ring = vnid::attest::Keyring::from_pem(&vnid::attest::generate_key_pem().unwrap()).unwrap();
+    let new_key =
+        || vnid::attest::Keyring::from_pem(&vnid::attest::generate_key_pem().unwrap()).unwrap();
+    let (ring, checkpoint_key) = (new_key(), new_key());
     let jwks = Jwks::parse(ring.jwks_json()).unwrap();
+    let checkpoint_jwks = Jwks::parse(checkpoint_key.jwks_json()).unwrap();
+    let keys = vnid::audit::TrailKeys {
+        attestations: &jwks,
+        checkpoints: &checkpoint_jwks,
+    };
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
     let all = entries(&ring, 9, 4);
+    let mut heads = Vec::new();
     for group in all.chunks(4) {
-        store.append(group).await.unwrap();
+        heads.push(store.append(group).await.unwrap());
     }
-    let summary = store.verify(&jwks).await.unwrap().unwrap();
+    // Checkpoints chain onto the newest one; one no newer than it is not
+    // signed (the newer one vouches for its rows).
+    let sign = |head: &vnid::audit::Head, prev: Option<&vnid::audit::Head>| {
+        Ok(
+            checkpoint_key.sign_checkpoint(&vnid::audit::chain::CheckpointClaims::new(
+                "vnid-test",
+                head,
+                prev,
+                NOW,
+                false,
+            ))?,
+        )
+    };
+    let within = std::time::Duration::from_secs(5);
+    let first = store
+        .add_checkpoint(heads[0], 1, &sign, within)
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    let second = store
+        .add_checkpoint(heads[1], 2, &sign, within)
+        .await
+        .unwrap();
+    let named = vnid::audit::chain::CheckpointClaims::unverified_head(&second.unwrap());
+    assert_eq!(named.map(|h| h.seq), Some(8));
+    let claims: vnid::audit::chain::CheckpointClaims = checkpoint_jwks
+        .verify_signature(
+            &store
+                .add_checkpoint(heads[2], 3, &sign, within)
+                .await
+                .unwrap()
+                .unwrap(),
+            vnid::attest::CHECKPOINT_TYPE,
+        )
+        .unwrap();
+    assert_eq!(claims.prev_seq, Some(8), "the third names the second");
+    assert_eq!(
+        store
+            .add_checkpoint(heads[1], 4, &sign, within)
+            .await
+            .unwrap(),
+        None
+    );
+    let summary = store.verify(keys).await.unwrap().unwrap();
     assert_eq!((summary.rows, summary.head.seq), (9, 9));
+    assert_eq!(summary.checkpoint, Some(9));
 
     // Person 1's rows (seq 2, 4, 6, 8), newest first, two at a time.
     let page = store.history("person-1", None, 2).await.unwrap();
@@ -873,22 +1038,37 @@ async fn store_suite(store: &dyn AuditStore, tamper: &str, run_sql: impl AsyncFn
 
     let sign = |head: &vnid::audit::Head| {
         Ok(
-            ring.sign_checkpoint(&vnid::audit::chain::CheckpointClaims::new(
+            checkpoint_key.sign_checkpoint(&vnid::audit::chain::CheckpointClaims::new(
                 "vnid-test",
                 head,
+                None,
                 NOW,
                 true,
             ))?,
         )
     };
-    let outcome = store.prune(NOW * 1_000_000, &sign).await.unwrap();
-    assert_eq!((outcome.removed, outcome.cut), (4, Some(4)));
-    let summary = store.verify(&jwks).await.unwrap().unwrap();
+    // Rows no export holds are not pruned.
+    assert!(matches!(
+        store.prune(NOW * 1_000_000, false, &sign).await,
+        Err(vnid::audit::AuditError::Unexported { first: 1, last: 4 })
+    ));
+    store.record_export(1, 3, NOW, "digest").await.unwrap();
+    assert!(matches!(
+        store.prune(NOW * 1_000_000, false, &sign).await,
+        Err(vnid::audit::AuditError::Unexported { first: 4, last: 4 })
+    ));
+    store.record_export(4, 9, NOW, "digest").await.unwrap();
+    let outcome = store.prune(NOW * 1_000_000, false, &sign).await.unwrap();
+    assert_eq!(
+        (outcome.removed, outcome.cut.map(|(head, _)| head.seq)),
+        (4, Some(4))
+    );
+    let summary = store.verify(keys).await.unwrap().unwrap();
     assert_eq!((summary.rows, summary.anchor), (5, 4));
 
     run_sql(tamper).await;
     assert_eq!(
-        store.verify(&jwks).await.unwrap(),
+        store.verify(keys).await.unwrap(),
         Err(Finding::Changed {
             seq: 7,
             what: "its content does not hash to its recorded hash"

@@ -76,6 +76,14 @@ pub struct TestApp {
     pub server: Option<JoinHandle<Result<(), vnid::startup::StartupError>>>,
 }
 
+/// The keys that check the trail of a server whose data directory is
+/// `data_dir` (its generated attestation and checkpoint keys).
+pub fn trail_keys(data_dir: &std::path::Path) -> vnid::startup::ExistingKeys {
+    let mut settings = Settings::load(None, []).unwrap();
+    settings.data_dir = data_dir.to_owned();
+    vnid::startup::ExistingKeys::read(&settings).unwrap()
+}
+
 pub fn test_settings(database_url: &str) -> Settings {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

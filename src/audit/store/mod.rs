@@ -27,9 +27,8 @@ use sqlx::{
     Row, Sqlite, Type,
 };
 
-use super::chain::{Finding, Hash, Head, StoredCheckpoint, Summary};
+use super::chain::{CheckpointClaims, Finding, Hash, Head, StoredCheckpoint, Summary, TrailKeys};
 use super::{AuditEntry, AuditError, AuditKind, AuditRecord};
-use crate::attest::Jwks;
 use crate::domain::Spelled;
 use crate::infra::BoxFuture;
 use crate::infra::read_batch::{self, ReadBatcher, ReadMany};
@@ -53,6 +52,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         "request unique",
         include_str!("../migrations/postgres/0002_request_unique.sql"),
     ),
+    (
+        3,
+        "export",
+        include_str!("../migrations/postgres/0003_export.sql"),
+    ),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (
@@ -64,6 +68,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         2,
         "request unique",
         include_str!("../migrations/sqlite/0002_request_unique.sql"),
+    ),
+    (
+        3,
+        "export",
+        include_str!("../migrations/sqlite/0003_export.sql"),
     ),
 ];
 
@@ -88,16 +97,24 @@ const SCAN_PAGE: i64 = 10_000;
 pub type Verification = Result<Summary, Finding>;
 
 /// What `vnid audit prune` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneOutcome {
     /// Rows removed.
     pub removed: u64,
-    /// The last row removed, where the signed cut now anchors the trail.
-    pub cut: Option<i64>,
+    /// The last row removed, where the signed cut now anchors the trail,
+    /// and the cut checkpoint.
+    pub cut: Option<(Head, String)>,
+    /// Rows removed that no export held: only when forced.
+    pub unexported: Option<(i64, i64)>,
 }
 
 /// Signs the cut checkpoint of a prune, inside its transaction.
 pub type SignCut<'a> = &'a (dyn Fn(&Head) -> Result<String, AuditError> + Sync);
+
+/// Signs a periodic checkpoint of a head, naming the checkpoint before it
+/// (if any), inside the transaction that stores it.
+pub type SignCheckpoint<'a> =
+    &'a (dyn Fn(&Head, Option<&Head>) -> Result<String, AuditError> + Sync);
 
 pub trait AuditStore: Send + Sync + 'static {
     fn migrate(&self) -> BoxFuture<'_, Result<(), AuditError>>;
@@ -106,15 +123,20 @@ pub trait AuditStore: Send + Sync + 'static {
     /// after them. The first entry's `seq` is `head.seq - len + 1`.
     fn append<'a>(&'a self, entries: &'a [AuditEntry]) -> BoxFuture<'a, Result<Head, AuditError>>;
 
-    /// Stores a signed checkpoint; the database gives up on it after
-    /// `within` (a lock held elsewhere never holds a connection longer).
+    /// Signs and stores a checkpoint of `head`, chained onto the newest
+    /// checkpoint in the trail, with the checkpoints locked so that
+    /// instances sharing the trail sign one chain. Returns the token, or
+    /// `None` when a checkpoint at or after `head` is there already
+    /// (another instance's vouches for these rows). The database gives up
+    /// after `within` (a lock held elsewhere never holds a connection
+    /// longer).
     fn add_checkpoint<'a>(
         &'a self,
-        seq: i64,
+        head: Head,
         at_us: i64,
-        token: &'a str,
+        sign: SignCheckpoint<'a>,
         within: Duration,
-    ) -> BoxFuture<'a, Result<(), AuditError>>;
+    ) -> BoxFuture<'a, Result<Option<String>, AuditError>>;
 
     /// The rows filed under `subject_index`, newest first, older than
     /// `before` (a `seq`) when given.
@@ -143,9 +165,12 @@ pub trait AuditStore: Send + Sync + 'static {
     fn head(&self) -> BoxFuture<'_, Result<Head, AuditError>>;
 
     /// Walks the whole trail, as of one snapshot, against the checkpoints
-    /// and attestations `jwks` verifies.
-    fn verify<'a>(&'a self, jwks: &'a Jwks) -> BoxFuture<'a, Result<Verification, AuditError>> {
-        self.verify_witnessed(jwks, &[], &[])
+    /// and attestations `keys` verify.
+    fn verify<'a>(
+        &'a self,
+        keys: TrailKeys<'a>,
+    ) -> BoxFuture<'a, Result<Verification, AuditError>> {
+        self.verify_witnessed(keys, &[], &[])
     }
 
     /// [`AuditStore::verify`], holding the trail also to checkpoints a
@@ -153,19 +178,48 @@ pub trait AuditStore: Send + Sync + 'static {
     /// expects.
     fn verify_witnessed<'a>(
         &'a self,
-        jwks: &'a Jwks,
+        keys: TrailKeys<'a>,
         witnessed: &'a [StoredCheckpoint],
         expected: &'a [Head],
     ) -> BoxFuture<'a, Result<Verification, AuditError>>;
 
     /// Removes the rows older than `before_us`, oldest first, up to the
     /// first row that is not, and leaves a signed cut checkpoint at the
-    /// last one removed, in the same transaction.
+    /// last one removed, in the same transaction. Refuses
+    /// ([`AuditError::Unexported`]) when some of those rows went into no
+    /// export, unless `force`.
     fn prune<'a>(
         &'a self,
         before_us: i64,
+        force: bool,
         sign_cut: SignCut<'a>,
     ) -> BoxFuture<'a, Result<PruneOutcome, AuditError>>;
+
+    /// Up to `limit` rows after row `after` and up to row `through`, in
+    /// order.
+    fn rows<'a>(
+        &'a self,
+        after: i64,
+        through: i64,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, AuditError>>;
+
+    /// The stored checkpoints of rows `from` to `to`, in order.
+    fn checkpoints<'a>(
+        &'a self,
+        from: i64,
+        to: i64,
+    ) -> BoxFuture<'a, Result<Vec<StoredCheckpoint>, AuditError>>;
+
+    /// Records that rows `from` to `to` went into an export whose lines
+    /// hash to `sha256`.
+    fn record_export<'a>(
+        &'a self,
+        from: i64,
+        to: i64,
+        at_us: i64,
+        sha256: &'a str,
+    ) -> BoxFuture<'a, Result<(), AuditError>>;
 }
 
 /// What differs between the two databases.
@@ -173,6 +227,9 @@ pub trait Dialect: Database + Sized {
     const MIGRATIONS: Migrations;
     /// Reads the head and holds it until the transaction ends.
     const LOCK_HEAD: &'static str;
+    /// Holds the checkpoints against other writers (not readers, nor
+    /// appends) until the transaction ends.
+    const LOCK_CHECKPOINTS: &'static str;
     /// The first statement of a transaction that must read one snapshot.
     const SNAPSHOT: Option<&'static str>;
     /// Lifts the session's statement bound in a long transaction (prune).
@@ -194,6 +251,7 @@ impl Dialect for Postgres {
     const MIGRATIONS: Migrations = POSTGRES_MIGRATIONS;
     // A row lock, and no dead row version per append.
     const LOCK_HEAD: &'static str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
+    const LOCK_CHECKPOINTS: &'static str = "LOCK TABLE audit_checkpoint IN EXCLUSIVE MODE";
     const SNAPSHOT: Option<&'static str> =
         Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
     const UNBOUNDED: Option<&'static str> = Some(UNBOUNDED_STATEMENTS);
@@ -224,6 +282,8 @@ impl Dialect for Sqlite {
     // not be upgraded while another connection writes).
     const LOCK_HEAD: &'static str =
         "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
+    // Any write takes SQLite's one write lock.
+    const LOCK_CHECKPOINTS: &'static str = "UPDATE audit_head SET seq = seq WHERE id = 1";
     // A read transaction in WAL mode sees one snapshot from its first read.
     const SNAPSHOT: Option<&'static str> = None;
     const UNBOUNDED: Option<&'static str> = None;
@@ -530,11 +590,11 @@ where
 
     fn add_checkpoint<'a>(
         &'a self,
-        seq: i64,
+        head: Head,
         at_us: i64,
-        token: &'a str,
+        sign: SignCheckpoint<'a>,
         within: Duration,
-    ) -> BoxFuture<'a, Result<(), AuditError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, AuditError>> {
         Box::pin(async move {
             let mut tx = self.writes.begin().await.map_err(audit_error::<DB>)?;
             if let Some(bounded) = DB::BOUNDED {
@@ -545,18 +605,42 @@ where
                     .await
                     .map_err(audit_error::<DB>)?;
             }
+            sqlx::query(DB::LOCK_CHECKPOINTS)
+                .execute(&mut *tx)
+                .await
+                .map_err(audit_error::<DB>)?;
+            let newest =
+                sqlx::query("SELECT seq, token FROM audit_checkpoint ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(audit_error::<DB>)?;
+            let prev = match newest {
+                None => None,
+                Some(row) => {
+                    let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
+                    let seq: i64 = row.try_get(0).map_err(corrupt)?;
+                    let token: String = row.try_get(1).map_err(corrupt)?;
+                    if seq >= head.seq {
+                        return Ok(None);
+                    }
+                    Some(CheckpointClaims::unverified_head(&token).ok_or_else(|| {
+                        AuditError::Corrupt(format!("the checkpoint at row {seq} cannot be read"))
+                    })?)
+                }
+            };
+            let token = sign(&head, prev.as_ref())?;
             sqlx::query(
-                "INSERT INTO audit_checkpoint (seq, at_us, cut, token) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (seq) DO NOTHING",
+                "INSERT INTO audit_checkpoint (seq, at_us, cut, token) VALUES ($1, $2, $3, $4)",
             )
-            .bind(seq)
+            .bind(head.seq)
             .bind(at_us)
             .bind(false)
-            .bind(token)
+            .bind(token.as_str())
             .execute(&mut *tx)
             .await
             .map_err(audit_error::<DB>)?;
-            tx.commit().await.map_err(audit_error::<DB>)
+            tx.commit().await.map_err(audit_error::<DB>)?;
+            Ok(Some(token))
         })
     }
 
@@ -633,18 +717,90 @@ where
 
     fn verify_witnessed<'a>(
         &'a self,
-        jwks: &'a Jwks,
+        keys: TrailKeys<'a>,
         witnessed: &'a [StoredCheckpoint],
         expected: &'a [Head],
     ) -> BoxFuture<'a, Result<Verification, AuditError>> {
-        Box::pin(self.walk(jwks, witnessed, expected))
+        Box::pin(self.walk(keys, witnessed, expected))
     }
 
     fn prune<'a>(
         &'a self,
         before_us: i64,
+        force: bool,
         sign_cut: SignCut<'a>,
     ) -> BoxFuture<'a, Result<PruneOutcome, AuditError>> {
-        Box::pin(self.prune_rows(before_us, sign_cut))
+        Box::pin(self.prune_rows(before_us, force, sign_cut))
+    }
+
+    fn rows<'a>(
+        &'a self,
+        after: i64,
+        through: i64,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, AuditError>> {
+        Box::pin(async move {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
+            )))
+            .bind(after)
+            .bind(through)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(audit_error::<DB>)?
+            .iter()
+            .map(Self::record)
+            .collect()
+        })
+    }
+
+    fn checkpoints<'a>(
+        &'a self,
+        from: i64,
+        to: i64,
+    ) -> BoxFuture<'a, Result<Vec<StoredCheckpoint>, AuditError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "SELECT seq, token FROM audit_checkpoint WHERE seq >= $1 AND seq <= $2 \
+                 ORDER BY seq",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(audit_error::<DB>)?
+            .iter()
+            .map(|row| {
+                Ok(StoredCheckpoint {
+                    seq: row.try_get(0)?,
+                    token: row.try_get(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| AuditError::Corrupt(e.to_string()))
+        })
+    }
+
+    fn record_export<'a>(
+        &'a self,
+        from: i64,
+        to: i64,
+        at_us: i64,
+        sha256: &'a str,
+    ) -> BoxFuture<'a, Result<(), AuditError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO audit_export (from_seq, to_seq, at_us, sha256) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(from)
+            .bind(to)
+            .bind(at_us)
+            .bind(sha256)
+            .execute(&self.writes)
+            .await
+            .map_err(audit_error::<DB>)?;
+            Ok(())
+        })
     }
 }

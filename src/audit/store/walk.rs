@@ -8,9 +8,8 @@ use super::{
     COLUMNS, Dialect, HEAD, PruneOutcome, SCAN_PAGE, SignCut, SqlAudit, Verification, audit_error,
     hash,
 };
-use crate::attest::Jwks;
 use crate::audit::AuditError;
-use crate::audit::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint};
+use crate::audit::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint, TrailKeys};
 
 impl<DB> SqlAudit<DB>
 where
@@ -29,7 +28,7 @@ where
 {
     pub(super) async fn walk(
         &self,
-        jwks: &Jwks,
+        keys: TrailKeys<'_>,
         witnessed: &[StoredCheckpoint],
         expected: &[Head],
     ) -> Result<Verification, AuditError> {
@@ -60,7 +59,7 @@ where
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(|e| AuditError::Corrupt(e.to_string()))?;
-        let walk = ChainCheck::new(jwks, &checkpoints)
+        let walk = ChainCheck::new(keys, &checkpoints)
             .and_then(|walk| walk.witnessed(witnessed))
             .and_then(|walk| {
                 expected
@@ -128,6 +127,7 @@ where
     pub(super) async fn prune_rows(
         &self,
         before_us: i64,
+        force: bool,
         sign_cut: SignCut<'_>,
     ) -> Result<PruneOutcome, AuditError> {
         let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
@@ -165,6 +165,7 @@ where
             return Ok(PruneOutcome {
                 removed: 0,
                 cut: None,
+                unexported: None,
             });
         };
         let cut_head = Head {
@@ -175,6 +176,25 @@ where
                 "row_hash",
             )?,
         };
+        let first: i64 = sqlx::query("SELECT min(seq) FROM audit_log")
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get::<Option<i64>, _>(0))
+            .map_err(audit_error::<DB>)?
+            .unwrap_or(cut);
+        let exported = sqlx::query("SELECT from_seq, to_seq FROM audit_export WHERE to_seq >= $1")
+            .bind(first)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(audit_error::<DB>)?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<Vec<(i64, i64)>, sqlx::Error>>()
+            .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+        let unexported = crate::audit::export::unexported(first, cut, &exported);
+        if let (Some((first, last)), false) = (unexported, force) {
+            return Err(AuditError::Unexported { first, last });
+        }
         let token = sign_cut(&cut_head)?;
         let removed: i64 = sqlx::query("SELECT count(*) FROM audit_log WHERE seq <= $1")
             .bind(cut)
@@ -206,7 +226,8 @@ where
         tx.commit().await.map_err(audit_error::<DB>)?;
         Ok(PruneOutcome {
             removed: u64::try_from(removed).unwrap_or(0),
-            cut: Some(cut),
+            cut: Some((cut_head, token)),
+            unexported,
         })
     }
 }

@@ -1,0 +1,371 @@
+//! The archive of a range of the trail: `vnid audit export` writes it,
+//! `vnid audit verify --file` checks it with no database, and `vnid audit
+//! prune` removes only rows that went into one.
+//!
+//! One JSON document per line:
+//!
+//! 1. `{"export": {...}}`: the format, the range (`from`, `to`), the head
+//!    the range ends at (`to_head`), the hash the first row follows
+//!    (`after_hash`), when, and the keys that check it (`attestation_keys`,
+//!    `checkpoint_keys`: JWKS documents).
+//! 2. one `{"row": {...}}` per row, in `seq` order: every column.
+//! 3. one `{"checkpoint": {"seq", "token"}}` per signed checkpoint in the
+//!    range, in `seq` order.
+//! 4. `{"end": {"rows": n, "sha256": …}}`: the count, and the SHA-256 of
+//!    every line before it, so that a file cut short or edited without
+//!    re-signing anything is told from one that was never whole.
+//!
+//! The chain, the checkpoints (signed by the checkpoint key) and each
+//! row's attestation are checked exactly as in the database; the keys in
+//! the file are named by their kid in the verdict, and `--witness` or
+//! `--expect` tie the file to evidence kept elsewhere.
+
+use std::io::{BufRead, Write};
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint, Summary, TrailKeys};
+use super::{AuditEntry, AuditKind, AuditRecord};
+use crate::attest::Jwks;
+use crate::domain::Spelled;
+
+/// The `format` of the first line.
+pub const FORMAT: &str = "vnid-audit-export/1";
+
+/// The first line: what the file holds, and the keys that check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportHeader {
+    pub format: String,
+    /// The first row exported.
+    pub from: i64,
+    /// The last row exported.
+    pub to: i64,
+    /// base64url of the last row's hash.
+    pub to_head: String,
+    /// base64url of the hash the first row follows (its `prev_hash`).
+    pub after_hash: String,
+    /// Microseconds since the epoch.
+    pub exported_at_us: i64,
+    pub attestation_keys: serde_json::Value,
+    pub checkpoint_keys: serde_json::Value,
+}
+
+/// One row, every column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RowLine {
+    seq: i64,
+    at_us: i64,
+    kind: String,
+    agency: String,
+    purpose: String,
+    request_id: String,
+    subject: String,
+    subject_index: String,
+    verdict: String,
+    reason: String,
+    attestation_id: String,
+    attestation: String,
+    request_digest: String,
+    prev_hash: String,
+    row_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CheckpointLine {
+    seq: i64,
+    token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct EndLine {
+    rows: u64,
+    sha256: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Line {
+    Export(Box<ExportHeader>),
+    Row(Box<RowLine>),
+    Checkpoint(CheckpointLine),
+    End(EndLine),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot write the export: {0}")]
+    Write(#[source] std::io::Error),
+    #[error("cannot read the export: {0}")]
+    Read(#[source] std::io::Error),
+    /// The file is not an export.
+    #[error("line {line}: {what}")]
+    Malformed { line: usize, what: String },
+    /// The file is not what was written: cut short, or edited.
+    #[error("it is not the file that was written: {0}")]
+    Altered(&'static str),
+}
+
+fn b64(hash: &Hash) -> String {
+    Base64UrlUnpadded::encode_string(hash)
+}
+
+fn unb64(text: &str) -> Option<Hash> {
+    Base64UrlUnpadded::decode_vec(text)
+        .ok()
+        .and_then(|h| h.try_into().ok())
+}
+
+/// Writes an export line by line, hashing what it writes.
+pub struct ExportWriter<W: Write> {
+    out: W,
+    digest: Sha256,
+    rows: u64,
+}
+
+impl<W: Write> ExportWriter<W> {
+    pub fn start(out: W, header: ExportHeader) -> Result<Self, ExportError> {
+        let mut writer = Self {
+            out,
+            digest: Sha256::new(),
+            rows: 0,
+        };
+        writer.line(&Line::Export(Box::new(header)))?;
+        Ok(writer)
+    }
+
+    fn line(&mut self, line: &Line) -> Result<(), ExportError> {
+        let mut text = serde_json::to_vec(line).map_err(|e| ExportError::Write(e.into()))?;
+        text.push(b'\n');
+        self.digest.update(&text);
+        self.out.write_all(&text).map_err(ExportError::Write)
+    }
+
+    pub fn row(&mut self, record: &AuditRecord) -> Result<(), ExportError> {
+        let e = &record.entry;
+        self.rows += 1;
+        self.line(&Line::Row(Box::new(RowLine {
+            seq: record.seq,
+            at_us: e.at_us,
+            kind: e.kind.name().to_owned(),
+            agency: e.agency.clone(),
+            purpose: e.purpose.clone(),
+            request_id: e.request_id.clone(),
+            subject: e.subject.clone(),
+            subject_index: e.subject_index.clone(),
+            verdict: e.verdict.clone(),
+            reason: e.reason.clone(),
+            attestation_id: e.attestation_id.clone(),
+            attestation: e.attestation.clone(),
+            request_digest: e.request_digest.clone(),
+            prev_hash: b64(&record.prev_hash),
+            row_hash: b64(&record.row_hash),
+        })))
+    }
+
+    pub fn checkpoint(&mut self, cp: &StoredCheckpoint) -> Result<(), ExportError> {
+        self.line(&Line::Checkpoint(CheckpointLine {
+            seq: cp.seq,
+            token: cp.token.clone(),
+        }))
+    }
+
+    /// Ends the file with its count and digest; returns the digest and
+    /// the writer.
+    pub fn finish(mut self) -> Result<(String, W), ExportError> {
+        let sha256 = Base64UrlUnpadded::encode_string(&self.digest.clone().finalize());
+        self.line(&Line::End(EndLine {
+            rows: self.rows,
+            sha256: sha256.clone(),
+        }))?;
+        self.out.flush().map_err(ExportError::Write)?;
+        Ok((sha256, self.out))
+    }
+}
+
+/// What an export holds that verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub summary: Summary,
+    pub from: i64,
+    /// The kids of the keys it was checked with.
+    pub attestation_kids: Vec<String>,
+    pub checkpoint_kids: Vec<String>,
+}
+
+/// Reads an export whole, then checks it as `vnid audit verify` checks a
+/// trail: `Err` when the file cannot be read as a whole export, `Ok(Err)`
+/// when it was changed.
+pub fn verify(
+    input: impl BufRead,
+    witnessed: &[StoredCheckpoint],
+    expected: &[Head],
+) -> Result<Result<ExportSummary, Finding>, ExportError> {
+    let read = read(input)?;
+    let malformed = |what: &str| ExportError::Malformed {
+        line: 1,
+        what: what.to_owned(),
+    };
+    let keys = |doc: &serde_json::Value| {
+        Jwks::parse(&doc.to_string()).map_err(|e| malformed(&e.to_string()))
+    };
+    let attestations = keys(&read.header.attestation_keys)?;
+    let checkpoints = keys(&read.header.checkpoint_keys)?;
+    let trail = TrailKeys {
+        attestations: &attestations,
+        checkpoints: &checkpoints,
+    };
+    let after = Head {
+        seq: read.header.from - 1,
+        hash: unb64(&read.header.after_hash).ok_or_else(|| malformed("after_hash"))?,
+    };
+    let to = Head {
+        seq: read.header.to,
+        hash: unb64(&read.header.to_head).ok_or_else(|| malformed("to_head"))?,
+    };
+    let checked = (|| {
+        let walk = ChainCheck::after(trail, after, &read.checkpoints)?.witnessed(witnessed)?;
+        let mut walk = expected
+            .iter()
+            .try_fold(walk, |walk, head| walk.expect(*head))?;
+        for row in &read.rows {
+            walk.push(row).map_err(|finding| match finding {
+                // No database to look the predecessor up in.
+                Finding::Unlinked { seq, .. } => Finding::Changed {
+                    seq,
+                    what: "it does not follow the row before it",
+                },
+                finding => finding,
+            })?;
+        }
+        walk.finish(to)
+    })();
+    Ok(checked.map(|summary| ExportSummary {
+        summary,
+        from: read.header.from,
+        attestation_kids: attestations.kids(),
+        checkpoint_kids: checkpoints.kids(),
+    }))
+}
+
+struct Read {
+    header: ExportHeader,
+    rows: Vec<AuditRecord>,
+    checkpoints: Vec<StoredCheckpoint>,
+}
+
+fn read(input: impl BufRead) -> Result<Read, ExportError> {
+    let mut digest = Sha256::new();
+    let mut header = None;
+    let mut rows = Vec::new();
+    let mut checkpoints = Vec::new();
+    let mut ended = false;
+    for (n, line) in input.lines().enumerate() {
+        let number = n + 1;
+        let malformed = |what: String| ExportError::Malformed { line: number, what };
+        let text = line.map_err(ExportError::Read)?;
+        if ended {
+            return Err(malformed("a line after the end".into()));
+        }
+        let parsed: Line = serde_json::from_str(&text)
+            .map_err(|e| malformed(format!("not an export line: {e}")))?;
+        match parsed {
+            Line::Export(h) if number == 1 => {
+                if h.format != FORMAT {
+                    return Err(malformed(format!("format {:?}, not {FORMAT:?}", h.format)));
+                }
+                header = Some(*h);
+            }
+            _ if number == 1 => return Err(malformed("the export's header is not first".into())),
+            Line::Export(_) => return Err(malformed("a second header".into())),
+            Line::Row(row) => rows.push(record(*row).map_err(malformed)?),
+            Line::Checkpoint(cp) => checkpoints.push(StoredCheckpoint {
+                seq: cp.seq,
+                token: cp.token,
+            }),
+            Line::End(end) => {
+                let sha256 = Base64UrlUnpadded::encode_string(&digest.clone().finalize());
+                if end.sha256 != sha256 || end.rows != rows.len() as u64 {
+                    return Err(ExportError::Altered(
+                        "its lines do not hash to its end line (edited, or lines removed)",
+                    ));
+                }
+                ended = true;
+                continue;
+            }
+        }
+        digest.update(text.as_bytes());
+        digest.update(b"\n");
+    }
+    let header = header.ok_or(ExportError::Malformed {
+        line: 1,
+        what: "an empty file".into(),
+    })?;
+    if !ended {
+        return Err(ExportError::Altered("it has no end line (cut short)"));
+    }
+    Ok(Read {
+        header,
+        rows,
+        checkpoints,
+    })
+}
+
+fn record(row: RowLine) -> Result<AuditRecord, String> {
+    let hash = |text: &str, what: &str| unb64(text).ok_or_else(|| format!("{what} is not a hash"));
+    Ok(AuditRecord {
+        seq: row.seq,
+        prev_hash: hash(&row.prev_hash, "prev_hash")?,
+        row_hash: hash(&row.row_hash, "row_hash")?,
+        entry: AuditEntry {
+            at_us: row.at_us,
+            kind: AuditKind::from_name(&row.kind)
+                .ok_or_else(|| format!("kind {:?} is unknown", row.kind))?,
+            agency: row.agency,
+            purpose: row.purpose,
+            request_id: row.request_id,
+            subject: row.subject,
+            subject_index: row.subject_index,
+            verdict: row.verdict,
+            reason: row.reason,
+            attestation_id: row.attestation_id,
+            attestation: row.attestation,
+            request_digest: row.request_digest,
+        },
+    })
+}
+
+/// Which rows of `first..=last` no export covers (the first such run),
+/// given the exported ranges.
+pub fn unexported(first: i64, last: i64, exported: &[(i64, i64)]) -> Option<(i64, i64)> {
+    let mut ranges = exported.to_vec();
+    ranges.sort_unstable();
+    let mut next = first;
+    for (from, to) in ranges {
+        if next > last {
+            break;
+        }
+        if from > next {
+            return Some((next, (from - 1).min(last)));
+        }
+        next = next.max(to + 1);
+    }
+    (next <= last).then_some((next, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unexported_rows_are_found_between_and_after_exports() {
+        assert_eq!(unexported(1, 10, &[(1, 10)]), None);
+        assert_eq!(unexported(1, 10, &[(1, 4), (5, 12)]), None);
+        assert_eq!(unexported(1, 10, &[]), Some((1, 10)));
+        assert_eq!(unexported(1, 10, &[(1, 4), (7, 10)]), Some((5, 6)));
+        assert_eq!(unexported(1, 10, &[(3, 10)]), Some((1, 2)));
+        assert_eq!(unexported(5, 10, &[(1, 7)]), Some((8, 10)));
+        assert_eq!(unexported(5, 4, &[]), None);
+    }
+}

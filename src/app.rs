@@ -26,8 +26,9 @@ use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
 use crate::startup::{
     Seed, StartupError, cache_in_front_of, identities, load_attester, load_checkpoint_key,
-    newest_checkpoint_note, open_audit_store, open_mirror,
+    load_keyring, newest_checkpoint_note, open_audit_store, open_mirror,
 };
+use crate::verify::Attester;
 use crate::verify::{Replays, Verifier};
 
 /// HTTP/2 flow-control window of one stream: HTTP/2's own default. At
@@ -47,6 +48,9 @@ pub struct Application {
     cache: Option<Arc<CachedMirror>>,
     /// Who may call: replaced when the registry is reloaded (SIGHUP).
     callers: Arc<Callers>,
+    /// The attestation keys: replaced when they are reloaded (SIGHUP).
+    attester: Arc<Attester>,
+    checkpoint_kid: Option<String>,
     /// Mutual TLS (`None`: plaintext loopback): reloaded with the registry.
     tls: Option<Arc<ServerTls>>,
     /// How connections are let in.
@@ -57,19 +61,30 @@ pub struct Application {
     audit_writer: Option<WriterHandle>,
 }
 
-/// What SIGHUP reloads: the registry and the TLS files (certificate, CA,
-/// CRLs). Connections already open keep their handshake; every call from
-/// then on is authorized against the new registry.
+/// What SIGHUP reloads: the registry, the TLS files (certificate, CA,
+/// CRLs) and the attestation keys (the signing key and the published
+/// ones: the JWKS changes without a restart). Connections already open
+/// keep their handshake; every call from then on is authorized against
+/// the new registry and signed with the new key.
 #[derive(Clone)]
 pub struct Reloader {
     callers: Arc<Callers>,
     tls: Option<Arc<ServerTls>>,
+    attester: Arc<Attester>,
+    /// The checkpoint key's kid, which no attestation key may share.
+    checkpoint_kid: Option<String>,
 }
 
 impl Reloader {
     /// Takes what `settings` say; on an error nothing changes.
     pub fn reload(&self, settings: &Settings) -> Result<(), StartupError> {
         let identities = identities(settings)?;
+        let keyring = load_keyring(settings)?;
+        if self.checkpoint_kid.as_deref() == Some(&keyring.signing_kid()) {
+            return Err(StartupError::Refused(
+                "the new attestation signing key is the audit checkpoint key".into(),
+            ));
+        }
         match (&self.tls, &settings.tls) {
             (Some(tls), Some(files)) => tls.reload(files)?,
             (None, None) => {}
@@ -80,6 +95,20 @@ impl Reloader {
             }
         }
         self.callers.replace(identities);
+        let new_kid = keyring.signing_kid();
+        let old_kid = self.attester.keyring().signing_kid();
+        let old_published = keyring.publishes(&old_kid);
+        self.attester.replace_keyring(keyring);
+        if old_kid != new_kid {
+            tracing::info!(kid = %new_kid, previous = %old_kid, "attestation signing key rolled");
+            if !old_published {
+                tracing::warn!(
+                    previous = %old_kid,
+                    "the previous signing key is no longer published \
+                     (attestation.published_key_files): what it signed no longer verifies"
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -130,7 +159,7 @@ impl Application {
         let identities = identities(settings)?;
         let mirror = open_mirror(settings, Seed::Demo).await?;
         let attester = Arc::new(load_attester(settings)?);
-        tracing::info!(kid = %attester.keyring.signing_kid(), "attestation key loaded");
+        tracing::info!(kid = %attester.keyring().signing_kid(), "attestation key loaded");
         let cache = cache_in_front_of(settings, mirror.clone())?;
         let store: Arc<dyn MirrorStore> = match &cache {
             Some(cache) => cache.clone(),
@@ -140,15 +169,14 @@ impl Application {
         if trail == Trail::Kept {
             trail_reaches_its_witness(settings, audit_store.as_ref()).await?;
         }
+        let mut checkpoint_kid = None;
         let (audit, audit_writer): (Arc<dyn AuditSink>, _) = match trail {
             Trail::Kept => {
+                let checkpoint_key = load_checkpoint_key(settings, &attester)?;
+                checkpoint_kid = Some(checkpoint_key.signing_kid());
                 let (log, writer) = AuditLog::spawn(
                     audit_store.clone(),
-                    Checkpointer::new(
-                        Arc::new(load_checkpoint_key(settings, &attester)?),
-                        &attester.issuer,
-                        clock.clone(),
-                    ),
+                    Checkpointer::new(Arc::new(checkpoint_key), &attester.issuer, clock.clone()),
                     clock.clone(),
                     crate::audit::WriterParams {
                         newest_note: Some(newest_checkpoint_note(settings)?),
@@ -182,7 +210,12 @@ impl Application {
             guard,
             clock.clone(),
         ));
-        let history = Arc::new(AccessHistory::new(audit_store, audit, attester, clock));
+        let history = Arc::new(AccessHistory::new(
+            audit_store,
+            audit,
+            attester.clone(),
+            clock,
+        ));
         let callers = Arc::new(Callers::new(identities, settings.tls.is_some()));
         let api = VerificationApi::new(verifier, callers.clone(), settings.batch.params());
         let callers_handle = callers.clone();
@@ -254,6 +287,8 @@ impl Application {
             drain_timeout: Duration::from_millis(server.drain_timeout_ms),
             cache,
             callers: callers_handle,
+            attester,
+            checkpoint_kid,
             tls,
             admission: server.admission(),
             connections: Arc::default(),
@@ -271,6 +306,8 @@ impl Application {
         Reloader {
             callers: self.callers.clone(),
             tls: self.tls.clone(),
+            attester: self.attester.clone(),
+            checkpoint_kid: self.checkpoint_kid.clone(),
         }
     }
 
@@ -408,7 +445,7 @@ pub async fn reload_on_hangup<E: std::fmt::Display>(
             .map_err(|e| e.to_string())
             .and_then(|s| reloader.reload(&s).map_err(|e| e.to_string()));
         match reloaded {
-            Ok(()) => tracing::info!("agency registry and TLS files reloaded"),
+            Ok(()) => tracing::info!("agency registry, TLS files and attestation keys reloaded"),
             Err(error) => {
                 tracing::error!(%error, "agency registry NOT reloaded; the previous one stays")
             }

@@ -341,7 +341,7 @@ pub fn load_checkpoint_key(
         }
     };
     let key = Keyring::load(&path, &audit.published_checkpoint_key_files)?;
-    if key.signing_kid() == attester.keyring.signing_kid() {
+    if key.signing_kid() == attester.keyring().signing_kid() {
         return Err(StartupError::Refused(format!(
             "audit.checkpoint_key_file {} is the attestation signing key: checkpoints need a key \
              of their own",
@@ -352,6 +352,27 @@ pub fn load_checkpoint_key(
 }
 
 pub fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
+    let a = &settings.attestation;
+    let subject = match &a.subject_key_file {
+        Some(path) => path.clone(),
+        None => {
+            let path = data_dir(settings)?.join("subject.key");
+            create_secret_file_once(&path, || Ok(SubjectKey::generate_bytes()?.to_vec()))?;
+            path
+        }
+    };
+    Ok(Attester::new(
+        load_keyring(settings)?,
+        SubjectKey::load(&subject)?,
+        &a.issuer,
+        a.ttl_seconds,
+    ))
+}
+
+/// The attestation signing key (a dev key generated under the data
+/// directory when none is configured) and the keys still published: what
+/// start-up and SIGHUP load.
+pub fn load_keyring(settings: &Settings) -> Result<Keyring, StartupError> {
     let a = &settings.attestation;
     let signing = match &a.signing_key_file {
         Some(path) => path.clone(),
@@ -364,20 +385,7 @@ pub fn load_attester(settings: &Settings) -> Result<Attester, StartupError> {
             path
         }
     };
-    let subject = match &a.subject_key_file {
-        Some(path) => path.clone(),
-        None => {
-            let path = data_dir(settings)?.join("subject.key");
-            create_secret_file_once(&path, || Ok(SubjectKey::generate_bytes()?.to_vec()))?;
-            path
-        }
-    };
-    Ok(Attester {
-        keyring: Keyring::load(&signing, &a.published_key_files)?,
-        subject_key: SubjectKey::load(&subject)?,
-        issuer: a.issuer.clone(),
-        ttl_seconds: a.ttl_seconds,
-    })
+    Ok(Keyring::load(&signing, &a.published_key_files)?)
 }
 
 /// The data directory, created if missing and made its owner's alone: it

@@ -42,6 +42,13 @@
 //!                                         per transaction, one after
 //!                                         another as the writer does;
 //!                                         prints "rows rows_per_s"
+//!   load_tools writers URL WRITERS GROUP SECONDS
+//!                                         WRITERS concurrent writers, each
+//!                                         with its own connections (as
+//!                                         instances have), append groups
+//!                                         of GROUP check-sized rows to one
+//!                                         trail at URL for SECONDS; prints
+//!                                         "writers rows rows_per_s"
 //!
 //! One file per command. A gRPC frame is a 0 byte (not compressed), the length as a big-endian
 //! u32, and the protobuf message: what h2load sends as the request body.
@@ -53,6 +60,7 @@ mod drive;
 mod hello;
 mod serve;
 mod timing;
+mod writers;
 
 use prost::Message;
 use vnid::pb;
@@ -151,8 +159,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["append", url, csv, group] => {
             current_thread()?.block_on(append::append(url, csv, group.parse()?))?
         }
+        ["writers", url, n, group, seconds] => tokio::runtime::Runtime::new()?.block_on(
+            writers::writers(url, n.parse()?, group.parse()?, seconds.parse()?),
+        )?,
         _ => eprintln!(
-            "usage: load_tools frame|hello|serve-without-trail|drive|drive-file|timing|append \
+            "usage: load_tools frame|hello|serve-without-trail|drive|drive-file|timing|append|writers \
              … (see the comment at the top of benches/load_tools/main.rs)"
         ),
     }

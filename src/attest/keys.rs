@@ -49,6 +49,8 @@ pub struct Keyring {
     /// `base64url(header)` of audit checkpoints.
     checkpoint_header_b64: String,
     jwks_json: String,
+    /// The kid of every published key, signing key first.
+    kids: Vec<String>,
 }
 
 impl fmt::Debug for Keyring {
@@ -107,12 +109,18 @@ impl Keyring {
             header_b64: header(TOKEN_TYPE),
             checkpoint_header_b64: header(CHECKPOINT_TYPE),
             jwks_json: jwks.to_string(),
+            kids: keys.iter().map(thumbprint).collect(),
             signing,
         }
     }
 
     pub fn signing_kid(&self) -> String {
         thumbprint(&self.signing.verifying_key())
+    }
+
+    /// Whether the JWKS holds the key `kid`.
+    pub fn publishes(&self, kid: &str) -> bool {
+        self.kids.iter().any(|k| k == kid)
     }
 
     /// The RFC 7517 JWKS of every published key, signing key first.

@@ -17,6 +17,9 @@ mod keys;
 mod subject;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 
@@ -71,10 +74,40 @@ pub enum TokenError {
 /// What is needed to attest: keys, issuer, lifetime.
 #[derive(Debug)]
 pub struct Attester {
-    pub keyring: Keyring,
+    /// The signing key and the published ones: replaced whole when the
+    /// keys are reloaded (SIGHUP); a check signs with the keyring it read.
+    keyring: ArcSwap<Keyring>,
+    /// Never reloaded: every pairwise subject and subject index depends
+    /// on it.
     pub subject_key: SubjectKey,
     pub issuer: String,
     pub ttl_seconds: i64,
+}
+
+impl Attester {
+    pub fn new(keyring: Keyring, subject_key: SubjectKey, issuer: &str, ttl_seconds: i64) -> Self {
+        Self {
+            keyring: ArcSwap::from_pointee(keyring),
+            subject_key,
+            issuer: issuer.to_owned(),
+            ttl_seconds,
+        }
+    }
+
+    /// The keyring now.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.load_full()
+    }
+
+    /// Signs with the signing key now.
+    pub fn sign(&self, claims: &AttestationClaims) -> Result<String, serde_json::Error> {
+        self.keyring.load().sign(claims)
+    }
+
+    /// Takes `keyring` for every check from now on.
+    pub fn replace_keyring(&self, keyring: Keyring) {
+        self.keyring.store(Arc::new(keyring));
+    }
 }
 
 fn b64(bytes: &[u8]) -> String {

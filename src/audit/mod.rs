@@ -25,7 +25,7 @@ mod writer;
 use std::sync::Arc;
 
 pub use chain::{Finding, Hash, Head, Summary, TrailKeys};
-pub use store::{AuditStore, PruneOutcome, SignCheckpoint, SqlAudit, Verification};
+pub use store::{AuditStore, KeyUse, PruneOutcome, SignCheckpoint, SqlAudit, Verification};
 pub use writer::{AuditLog, AuditSink, NoAudit, WriterHandle, WriterParams};
 
 use crate::attest::Keyring;

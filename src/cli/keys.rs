@@ -1,16 +1,17 @@
 //! The keys and certificates: `vnid keygen` (an attestation signing key),
-//! `vnid verify-attestation` (a token against a JWKS), `vnid dev-certs`
-//! (a development CA for trying mutual TLS).
+//! `vnid keys list` (each key and when it signed), `vnid
+//! verify-attestation` (a token against a JWKS), `vnid dev-certs` (a
+//! development CA for trying mutual TLS).
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
-use super::{Failure, fail};
+use super::{Failure, Place, block_on, fail};
 use crate::attest::{Jwks, Keyring, generate_key_pem};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, format_rfc3339};
 use crate::devcerts::Holder;
-use crate::startup::create_secret_file_once;
+use crate::startup::{ExistingKeys, create_secret_file_once, existing_audit_store};
 
 #[derive(Debug, Args)]
 pub(super) struct Keygen {
@@ -89,4 +90,88 @@ pub(super) fn dev_certs(args: DevCerts) -> Result<(), Failure> {
         println!("{}", file.display());
     }
     Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum KeysCommand {
+    /// Each attestation key: its kid, its algorithm, whether it signs or is
+    /// only published, and the time of its first and last attestation in
+    /// the audit trail, so that an operator knows when an old key may leave
+    /// the JWKS (once no attestation it signed is still needed). Keys that
+    /// signed rows of the trail but are no longer configured are listed
+    /// too. Reads every row of the trail once.
+    List(ListKeys),
+}
+
+pub(super) fn run(command: KeysCommand) -> Result<(), Failure> {
+    match command {
+        KeysCommand::List(args) => list(args),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ListKeys {
+    #[command(flatten)]
+    place: Place,
+}
+
+fn list(args: ListKeys) -> Result<(), Failure> {
+    let settings = args.place.settings()?;
+    let uses = block_on(async {
+        let store = existing_audit_store(&settings).await.map_err(fail)?;
+        store.key_uses().await.map_err(fail)
+    })?;
+    let keys = ExistingKeys::read(&settings).map_err(fail)?;
+    // Every kid the configuration publishes (signing key first), then any
+    // the trail holds that it does not.
+    let mut listed: Vec<(String, String, &str)> = keys
+        .attestations
+        .kids()
+        .into_iter()
+        .enumerate()
+        .map(|(i, kid)| {
+            let status = if i == 0 { "signing" } else { "published" };
+            (kid, "EdDSA".to_owned(), status)
+        })
+        .collect();
+    let mut used = std::collections::HashMap::new();
+    for key_use in &uses {
+        let Some((kid, alg)) = header_key(&key_use.header_b64) else {
+            continue;
+        };
+        if !listed.iter().any(|(k, _, _)| *k == kid) {
+            listed.push((kid.clone(), alg, "NOT published"));
+        }
+        used.insert(kid, key_use);
+    }
+    println!(
+        "{:<43}  {:<6}  {:<13}  {:<20}  {:<20}  ROWS",
+        "KID", "ALG", "STATUS", "FIRST ATTESTATION", "LAST ATTESTATION"
+    );
+    for (kid, alg, status) in listed {
+        let (first, last, rows) = used.get(&kid).map_or_else(
+            || ("-".to_owned(), "-".to_owned(), 0),
+            |u| {
+                (
+                    format_rfc3339(u.first_us.div_euclid(1_000_000)),
+                    format_rfc3339(u.last_us.div_euclid(1_000_000)),
+                    u.rows,
+                )
+            },
+        );
+        println!("{kid:<43}  {alg:<6}  {status:<13}  {first:<20}  {last:<20}  {rows}");
+    }
+    Ok(())
+}
+
+/// The kid and algorithm a JWS header (base64url) names.
+fn header_key(header_b64: &str) -> Option<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        alg: String,
+        kid: String,
+    }
+    let bytes = <base64ct::Base64UrlUnpadded as base64ct::Encoding>::decode_vec(header_b64).ok()?;
+    let header: Header = serde_json::from_slice(&bytes).ok()?;
+    Some((header.kid, header.alg))
 }

@@ -3,8 +3,9 @@
 //!
 //! - [`serve`]: `vnid serve`.
 //! - [`import`]: `vnid import`, `vnid gen-population`.
-//! - [`audit`]: `vnid audit verify`, `vnid audit prune`.
-//! - [`keys`]: `vnid keygen`, `vnid verify-attestation`, `vnid dev-certs`.
+//! - [`audit`]: `vnid audit verify`, `vnid audit prune`, `vnid audit export`.
+//! - [`keys`]: `vnid keygen`, `vnid keys list`, `vnid verify-attestation`,
+//!   `vnid dev-certs`.
 //! - [`verify_batch`]: `vnid verify-batch`.
 
 mod audit;
@@ -44,6 +45,11 @@ enum Command {
     GenPopulation(import::GenPopulation),
     /// Generates an Ed25519 signing key (PKCS#8 PEM, mode 0600) and prints its kid.
     Keygen(keys::Keygen),
+    /// The attestation keys: `vnid keys list`.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Writes a development CA, a server certificate and agency client
     /// certificates (PEM; keys mode 0600) for trying mutual TLS.
     DevCerts(keys::DevCerts),
@@ -67,6 +73,7 @@ impl Cli {
             Command::Import(args) => import::run(args),
             Command::GenPopulation(args) => import::gen_population(args),
             Command::Keygen(args) => keys::keygen(args),
+            Command::Keys { command } => keys::run(command),
             Command::DevCerts(args) => keys::dev_certs(args),
             Command::VerifyAttestation(args) => keys::verify_attestation(args),
             Command::Audit { command } => audit::run(command),

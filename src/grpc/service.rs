@@ -116,7 +116,7 @@ impl VerificationService for VerificationApi {
         &self,
         _request: Request<pb::GetSigningKeysRequest>,
     ) -> Result<Response<pb::GetSigningKeysResponse>, Status> {
-        let jwks_json = self.verifier.jwks_json().to_owned();
+        let jwks_json = self.verifier.jwks_json();
         respond(Ok(pb::GetSigningKeysResponse { jwks_json }), Instant::now())
     }
 }

@@ -130,8 +130,9 @@ impl Verifier {
         }
     }
 
-    pub fn jwks_json(&self) -> &str {
-        self.attester.keyring.jwks_json()
+    /// The published keys now (they change when the keys are reloaded).
+    pub fn jwks_json(&self) -> String {
+        self.attester.keyring().jwks_json().to_owned()
     }
 
     /// One check, arrived by `call` (which the agency must be allowed,
@@ -278,7 +279,7 @@ impl Verifier {
                 verdict: assessment.verdict,
                 reason,
                 checks,
-                attestation: self.attester.keyring.sign(&claims)?,
+                attestation: self.attester.sign(&claims)?,
                 attestation_id,
                 data_as_of,
             },

@@ -1027,6 +1027,18 @@ async fn store_suite(store: &dyn AuditStore, tamper: &str, run_sql: impl AsyncFn
     let summary = store.verify(keys).await.unwrap().unwrap();
     assert_eq!((summary.rows, summary.head.seq), (9, 9));
     assert_eq!(summary.checkpoint, Some(9));
+    // Which key signed the rows, and when first and last.
+    let uses = store.key_uses().await.unwrap();
+    assert_eq!(uses.len(), 1);
+    assert_eq!(
+        (uses[0].rows, uses[0].first_us <= uses[0].last_us),
+        (9, true)
+    );
+    assert!(
+        all[0]
+            .attestation
+            .starts_with(&format!("{}.", uses[0].header_b64))
+    );
 
     // Person 1's rows (seq 2, 4, 6, 8), newest first, two at a time.
     let page = store.history("person-1", None, 2).await.unwrap();

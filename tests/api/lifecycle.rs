@@ -208,3 +208,151 @@ async fn sighup_reloads_the_agency_registry_without_dropping_connections() {
     assert!(client.verify(exam()).await.is_ok());
     assert!(served.stop("-TERM").await.success());
 }
+
+/// A key roll as an operator does it: a new signing key, the old one moved
+/// to the published keys, SIGHUP. The JWKS changes without a restart,
+/// what the old key signed still verifies against it, and `vnid keys list`
+/// tells when each key signed.
+#[tokio::test]
+async fn sighup_rolls_the_signing_key_and_the_jwks_follows() {
+    let url = crate::pg::PgServer::shared().fresh_database().await;
+    let mirror =
+        vnid::mirror::PgMirror::connect_lazy(&url, 2, std::time::Duration::from_secs(5)).unwrap();
+    vnid::mirror::MirrorAdmin::migrate(&mirror).await.unwrap();
+    vnid::mirror::load_records(
+        &mirror,
+        vnid::mirror::LoadMode::Full,
+        None,
+        fixtures().into_iter(),
+    )
+    .await
+    .unwrap();
+    let dir = crate::store::tempdir::Dir::new("key-roll");
+    let key = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, vnid::attest::generate_key_pem().unwrap().as_bytes()).unwrap();
+        let kid = vnid::attest::Keyring::load(&path, &[])
+            .unwrap()
+            .signing_kid();
+        (path, kid)
+    };
+    let ((old_key, old_kid), (new_key, new_kid)) = (key("2026-05.pem"), key("2026-11.pem"));
+    let config = dir.path().join("vnid.toml");
+    let write_config = |signing: &std::path::Path, published: &[&std::path::Path]| {
+        let published: Vec<String> = published
+            .iter()
+            .map(|p| format!("{:?}", p.to_str().unwrap()))
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "plaintext_agency = \"hospital\"\nplaintext_operator = \"\"\n\
+                 [attestation]\nsigning_key_file = {:?}\npublished_key_files = [{}]\n\
+                 [[agencies]]\nid = \"hospital\"\npurposes = [\"healthcare\"]\n",
+                signing.to_str().unwrap(),
+                published.join(", ")
+            ),
+        )
+        .unwrap();
+    };
+    write_config(&old_key, &[]);
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ];
+    let mut serve = vec!["serve", "--listen", "127.0.0.1:0"];
+    serve.extend(args);
+    let mut served = Served::spawn(vnid(Some(&url), &serve));
+    let mut client = served.client().await;
+    let jwks_json =
+        |mut client: vnid::pb::verification_service_client::VerificationServiceClient<
+            tonic::transport::Channel,
+        >| async move {
+            client
+                .get_signing_keys(pb::GetSigningKeysRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .jwks_json
+        };
+    let before = client
+        .verify(request(DAM.id, DAM.name))
+        .await
+        .unwrap()
+        .into_inner();
+    let kids = |json: &str| vnid::attest::Jwks::parse(json).unwrap().kids();
+    assert_eq!(
+        kids(&jwks_json(client.clone()).await),
+        std::slice::from_ref(&old_kid)
+    );
+
+    write_config(&new_key, &[&old_key]);
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &served.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let rolled = loop {
+        let json = jwks_json(client.clone()).await;
+        if kids(&json).len() == 2 {
+            break json;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(kids(&rolled), [new_kid.clone(), old_kid.clone()]);
+    let after = client
+        .verify(request(DAM.id, DAM.name))
+        .await
+        .unwrap()
+        .into_inner();
+    let jwks = vnid::attest::Jwks::parse(&rolled).unwrap();
+    let now = vnid::clock::Clock::now(&vnid::clock::SystemClock);
+    // Both verify against the one JWKS; each names its own key.
+    assert!(jwks.verify(&before.attestation, now).is_ok());
+    assert!(jwks.verify(&after.attestation, now).is_ok());
+    let kid_of = |token: &str| {
+        let header = token.split('.').next().unwrap();
+        let bytes =
+            <base64ct::Base64UrlUnpadded as base64ct::Encoding>::decode_vec(header).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(kid_of(&before.attestation), old_kid);
+    assert_eq!(kid_of(&after.attestation), new_kid);
+    assert!(served.stop("-TERM").await.success());
+
+    let mut list = vec!["keys", "list"];
+    list.extend(args);
+    let out = vnid(Some(&url), &list).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line_of = |kid: &str| {
+        said.lines()
+            .find(|line| line.starts_with(kid))
+            .unwrap_or_else(|| panic!("{kid} not listed: {said}"))
+            .to_owned()
+    };
+    let (new_line, old_line) = (line_of(&new_kid), line_of(&old_kid));
+    assert!(
+        new_line.contains("signing") && new_line.ends_with(" 1"),
+        "{said}"
+    );
+    assert!(
+        old_line.contains("published") && old_line.ends_with(" 1"),
+        "{said}"
+    );
+    let year = &vnid::clock::format_rfc3339(now)[..5];
+    assert_eq!(old_line.matches(year).count(), 2, "first and last: {said}");
+}

@@ -108,6 +108,17 @@ pub struct PruneOutcome {
     pub unexported: Option<(i64, i64)>,
 }
 
+/// The attestations of the trail signed under one JWS header (so by one
+/// key): how many, and when the first and the last were given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    /// `base64url(header)`, the token's first part.
+    pub header_b64: String,
+    pub first_us: i64,
+    pub last_us: i64,
+    pub rows: i64,
+}
+
 /// Signs the cut checkpoint of a prune, inside its transaction.
 pub type SignCut<'a> = &'a (dyn Fn(&Head) -> Result<String, AuditError> + Sync);
 
@@ -211,6 +222,10 @@ pub trait AuditStore: Send + Sync + 'static {
         to: i64,
     ) -> BoxFuture<'a, Result<Vec<StoredCheckpoint>, AuditError>>;
 
+    /// Which keys signed the attestations kept in the trail, and when
+    /// first and last: one read of every row.
+    fn key_uses(&self) -> BoxFuture<'_, Result<Vec<KeyUse>, AuditError>>;
+
     /// Records that rows `from` to `to` went into an export whose lines
     /// hash to `sha256`.
     fn record_export<'a>(
@@ -230,6 +245,8 @@ pub trait Dialect: Database + Sized {
     /// Holds the checkpoints against other writers (not readers, nor
     /// appends) until the transaction ends.
     const LOCK_CHECKPOINTS: &'static str;
+    /// The first part of a row's attestation (its JWS header).
+    const TOKEN_HEADER: &'static str;
     /// The first statement of a transaction that must read one snapshot.
     const SNAPSHOT: Option<&'static str>;
     /// Lifts the session's statement bound in a long transaction (prune).
@@ -252,6 +269,7 @@ impl Dialect for Postgres {
     // A row lock, and no dead row version per append.
     const LOCK_HEAD: &'static str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
     const LOCK_CHECKPOINTS: &'static str = "LOCK TABLE audit_checkpoint IN EXCLUSIVE MODE";
+    const TOKEN_HEADER: &'static str = "split_part(attestation, '.', 1)";
     const SNAPSHOT: Option<&'static str> =
         Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
     const UNBOUNDED: Option<&'static str> = Some(UNBOUNDED_STATEMENTS);
@@ -284,6 +302,7 @@ impl Dialect for Sqlite {
         "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
     // Any write takes SQLite's one write lock.
     const LOCK_CHECKPOINTS: &'static str = "UPDATE audit_head SET seq = seq WHERE id = 1";
+    const TOKEN_HEADER: &'static str = "substr(attestation, 1, instr(attestation, '.') - 1)";
     // A read transaction in WAL mode sees one snapshot from its first read.
     const SNAPSHOT: Option<&'static str> = None;
     const UNBOUNDED: Option<&'static str> = None;
@@ -775,6 +794,30 @@ where
                 Ok(StoredCheckpoint {
                     seq: row.try_get(0)?,
                     token: row.try_get(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| AuditError::Corrupt(e.to_string()))
+        })
+    }
+
+    fn key_uses(&self) -> BoxFuture<'_, Result<Vec<KeyUse>, AuditError>> {
+        Box::pin(async move {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {header} AS header, min(at_us), max(at_us), count(*) FROM audit_log \
+                 WHERE kind <> 'access_history' GROUP BY header ORDER BY min(at_us)",
+                header = DB::TOKEN_HEADER
+            )))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(audit_error::<DB>)?
+            .iter()
+            .map(|row| {
+                Ok(KeyUse {
+                    header_b64: row.try_get(0)?,
+                    first_us: row.try_get(1)?,
+                    last_us: row.try_get(2)?,
+                    rows: row.try_get(3)?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -1,0 +1,68 @@
+//! Many writers on one trail: what several instances appending to one
+//! Postgres get together, each through the service's own append.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use vnid::audit::{AuditEntry, AuditKind, AuditStore, SqlAudit};
+use vnid::domain::CheckCall;
+
+/// A row the size of a check's: a 955-character attestation, the tokens
+/// and ids of the sizes the service writes.
+fn entry(writer: usize, n: u64) -> AuditEntry {
+    AuditEntry {
+        at_us: 1_795_000_000_000_000 + n as i64,
+        kind: AuditKind::Check(CheckCall::Verify),
+        agency: "hospital-cho-ray".into(),
+        purpose: "PURPOSE_HEALTHCARE".into(),
+        request_id: format!("writer-{writer}-{n}"),
+        subject: "s".repeat(43),
+        subject_index: "i".repeat(43),
+        verdict: "VERDICT_VERIFIED".into(),
+        reason: String::new(),
+        attestation_id: format!("{writer:08}-{n:024}"),
+        attestation: "a".repeat(955),
+        request_digest: "d".repeat(43),
+    }
+}
+
+/// WRITERS tasks, each with its own connections (as separate instances
+/// have), append groups of GROUP rows one after another for SECONDS;
+/// prints "writers rows rows_per_s".
+pub async fn writers(
+    url: &str,
+    writers: usize,
+    group: usize,
+    seconds: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let first = SqlAudit::connect_lazy(url, 2, Duration::from_secs(30))?;
+    first.migrate().await?;
+    let rows = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = SqlAudit::connect_lazy(url, 2, Duration::from_secs(30))?;
+        let (rows, stop) = (rows.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let entries: Vec<AuditEntry> = (0..group as u64).map(|i| entry(w, n + i)).collect();
+                store.append(&entries).await?;
+                n += group as u64;
+                rows.fetch_add(group as u64, Ordering::Relaxed);
+            }
+            Ok::<_, vnid::audit::AuditError>(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rows = rows.load(Ordering::Relaxed);
+    println!("{writers} {rows} {:.0}", rows as f64 / elapsed);
+    Ok(())
+}

@@ -33,7 +33,8 @@ cleanup() {
   rm -rf "$work"
 }
 
-setup() { # NAME
+# start_postgres NAME: $work, and a throwaway Postgres on $pg_port ($pg_pid).
+start_postgres() {
   pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   work=$(mktemp -d "/tmp/vnid-bench-$1.XXXXXX")
   chmod 755 "$work"
@@ -43,19 +44,21 @@ setup() { # NAME
     as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups)
   fi
   trap cleanup EXIT
-
-  echo "== building (release)"
-  cargo build --release --quiet
-  cargo build --release --benches --quiet
-  vnid="$PWD/target/release/vnid"
-  tools=$(ls -t target/release/deps/load_tools-* | grep -v '\.d$' | head -1)
-
   pg_port=$(free_port)
   "${as_pg[@]}" "$pg_bin/initdb" -D "$work/data" --auth=trust --username=postgres --no-sync -E UTF8 --locale=C >/dev/null
   "${as_pg[@]}" "$pg_bin/postgres" -D "$work/data" -k "$work" -p "$pg_port" -c listen_addresses=127.0.0.1 >"$work/pg.log" 2>&1 &
   pids+=($!)
   pg_pid=$!
   until grep -qs "ready to accept connections" "$work/pg.log"; do sleep 0.1; done
+}
+
+setup() { # NAME
+  start_postgres "$1"
+  echo "== building (release)"
+  cargo build --release --quiet
+  cargo build --release --benches --quiet
+  vnid="$PWD/target/release/vnid"
+  tools=$(ls -t target/release/deps/load_tools-* | grep -v '\.d$' | head -1)
   redis_port=$(free_port)
   redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
   pids+=($!)

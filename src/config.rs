@@ -123,6 +123,10 @@ pub struct AuditSettings {
     /// still in the trail were signed with; `vnid audit verify` accepts
     /// them.
     pub published_checkpoint_key_files: Vec<PathBuf>,
+    /// Rows per partition of a Postgres trail: `vnid audit prune` drops a
+    /// partition whole once every row in it is past retention. Size it to
+    /// a day or a week of checks.
+    pub partition_rows: i64,
 }
 
 /// Against harvesting: someone who knows a province, a gender and a birth
@@ -296,6 +300,7 @@ impl Default for AuditSettings {
             witness_file: None,
             checkpoint_key_file: None,
             published_checkpoint_key_files: Vec::new(),
+            partition_rows: 10_000_000,
         }
     }
 }

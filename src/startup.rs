@@ -104,12 +104,15 @@ pub fn identities(settings: &Settings) -> Result<Identities, StartupError> {
 pub async fn open_audit_store(settings: &Settings) -> Result<Arc<dyn AuditStore>, StartupError> {
     let url = audit_url(settings);
     let store: Arc<dyn AuditStore> = match url {
-        Some(url) => Arc::new(SqlAudit::<Postgres>::connect_with(
-            url.expose(),
-            &settings
-                .database
-                .pool(settings.audit.max_connections.max(1)),
-        )?),
+        Some(url) => Arc::new(
+            SqlAudit::<Postgres>::connect_with(
+                url.expose(),
+                &settings
+                    .database
+                    .pool(settings.audit.max_connections.max(1)),
+            )?
+            .with_partition_rows(settings.audit.partition_rows.max(1)),
+        ),
         None => {
             Arc::new(SqlAudit::<Sqlite>::open(&private_database(settings, EMBEDDED_TRAIL)?).await?)
         }

@@ -49,6 +49,9 @@
 //!                                         of GROUP check-sized rows to one
 //!                                         trail at URL for SECONDS; prints
 //!                                         "writers rows rows_per_s"
+//!   load_tools fill URL ROWS GROUP        ROWS check-sized rows appended
+//!                                         to the trail at URL, GROUP per
+//!                                         transaction
 //!
 //! One file per command. A gRPC frame is a 0 byte (not compressed), the length as a big-endian
 //! u32, and the protobuf message: what h2load sends as the request body.
@@ -162,8 +165,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["writers", url, n, group, seconds] => tokio::runtime::Runtime::new()?.block_on(
             writers::writers(url, n.parse()?, group.parse()?, seconds.parse()?),
         )?,
+        ["fill", url, rows, group] => {
+            current_thread()?.block_on(writers::fill(url, rows.parse()?, group.parse()?))?
+        }
         _ => eprintln!(
-            "usage: load_tools frame|hello|serve-without-trail|drive|drive-file|timing|append|writers \
+            "usage: load_tools frame|hello|serve-without-trail|drive|drive-file|timing|append|writers|fill \
              … (see the comment at the top of benches/load_tools/main.rs)"
         ),
     }

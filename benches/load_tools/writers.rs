@@ -66,3 +66,19 @@ pub async fn writers(
     println!("{writers} {rows} {:.0}", rows as f64 / elapsed);
     Ok(())
 }
+
+/// ROWS check-sized rows appended to the trail at URL, in groups of
+/// GROUP, one writer: what `benches/trail_size.sh` measures on disk.
+pub async fn fill(url: &str, rows: u64, group: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let store = SqlAudit::connect_lazy(url, 2, Duration::from_secs(30))?;
+    store.migrate().await?;
+    let mut n = 0;
+    while n < rows {
+        let size = group.min(rows - n);
+        let entries: Vec<AuditEntry> = (n..n + size).map(|i| entry(0, i)).collect();
+        store.append(&entries).await?;
+        n += size;
+    }
+    println!("{n}");
+    Ok(())
+}

@@ -647,6 +647,8 @@ async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
     let mut settings = test_settings(&url);
     let dir = Dir::new("audit-prune");
     settings.data_dir = dir.path().to_owned();
+    // Partitions of three rows: the three old checks fill one.
+    settings.audit.partition_rows = 3;
     let mut app = spawn_app_with(settings).await;
     // Three checks 400 days ago, two now.
     app.clock.set(NOW - 400 * 86_400);
@@ -1108,9 +1110,21 @@ async fn both_stores_keep_the_same_trail() {
     )
     .await;
 
+    // Postgres' rows in partitions of 4: the prune drops the first (and
+    // the empty one the migration left), and the rest follow the head.
     let url = PgServer::shared().fresh_database().await;
-    let postgres = audit_store(&url);
+    let postgres = audit_store(&url).with_partition_rows(4);
     let pool = postgres.pool().clone();
+    let partitions = async |pool: &sqlx::PgPool| -> Vec<(i64, i64)> {
+        sqlx::query_as(
+            "SELECT p.from_seq, p.to_seq FROM audit_partition p \
+             JOIN pg_inherits i ON i.inhrelid = p.name::regclass \
+             WHERE i.inhparent = 'audit_log'::regclass ORDER BY p.to_seq",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    };
     store_suite(
         &postgres,
         &format!("{UNGUARDED} UPDATE audit_log SET purpose = 'PURPOSE_EXAMINATION' WHERE seq = 7"),
@@ -1122,6 +1136,11 @@ async fn both_stores_keep_the_same_trail() {
         },
     )
     .await;
+    assert_eq!(
+        partitions(&pool).await,
+        [(5, 9), (9, 13), (13, 17)],
+        "rows 1 to 4 dropped with their partition; one partition ahead of the head"
+    );
 }
 
 /// Without the Redis index, every check reads the trail for its

@@ -117,6 +117,8 @@ async fn redis_holds_nothing_readable() {
         secrets.push(p.id.into());
         secrets.push(p.dob.into());
         secrets.extend(p.old.iter().map(|o| o.to_string()));
+        secrets.push(p.name.into());
+        secrets.push(vnid::domain::normalize_name(p.name));
         for word in p.name.split(' ') {
             secrets.push(word.into());
             secrets.push(word.to_lowercase());
@@ -124,6 +126,10 @@ async fn redis_holds_nothing_readable() {
         }
         secrets.push(p.status.as_str().into());
     }
+    // Three bytes (`Lan`, any case) turn up in random ciphertext by chance
+    // about once in a thousand runs: words that short are looked for as
+    // part of the whole name.
+    secrets.retain(|secret| secret.len() >= 4);
     for key in keys.into_iter().chain(marks) {
         // vnid:v1:<generation>:<22 characters of base64url>, or
         // vnid:r:v1:<22 characters of base64url> (a used request id).

@@ -137,18 +137,7 @@ async fn a_call_in_flight_at_shutdown_still_gets_its_answer() {
 
 #[tokio::test]
 async fn sighup_reloads_the_agency_registry_without_dropping_connections() {
-    let url = crate::pg::PgServer::shared().fresh_database().await;
-    let mirror =
-        vnid::mirror::PgMirror::connect_lazy(&url, 2, std::time::Duration::from_secs(5)).unwrap();
-    vnid::mirror::MirrorAdmin::migrate(&mirror).await.unwrap();
-    vnid::mirror::load_records(
-        &mirror,
-        vnid::mirror::LoadMode::Full,
-        None,
-        fixtures().into_iter(),
-    )
-    .await
-    .unwrap();
+    let url = database_with_fixtures().await;
     let dir = crate::store::tempdir::Dir::new("sighup");
     let config = dir.path().join("vnid.toml");
     let registry = |purposes: &str| {
@@ -215,18 +204,7 @@ async fn sighup_reloads_the_agency_registry_without_dropping_connections() {
 /// tells when each key signed.
 #[tokio::test]
 async fn sighup_rolls_the_signing_key_and_the_jwks_follows() {
-    let url = crate::pg::PgServer::shared().fresh_database().await;
-    let mirror =
-        vnid::mirror::PgMirror::connect_lazy(&url, 2, std::time::Duration::from_secs(5)).unwrap();
-    vnid::mirror::MirrorAdmin::migrate(&mirror).await.unwrap();
-    vnid::mirror::load_records(
-        &mirror,
-        vnid::mirror::LoadMode::Full,
-        None,
-        fixtures().into_iter(),
-    )
-    .await
-    .unwrap();
+    let url = database_with_fixtures().await;
     let dir = crate::store::tempdir::Dir::new("key-roll");
     let key = |name: &str| {
         let path = dir.path().join(name);
@@ -355,4 +333,21 @@ async fn sighup_rolls_the_signing_key_and_the_jwks_follows() {
     );
     let year = &vnid::clock::format_rfc3339(now)[..5];
     assert_eq!(old_line.matches(year).count(), 2, "first and last: {said}");
+}
+
+/// A fresh database holding the fixtures' mirror, for a `vnid serve`.
+async fn database_with_fixtures() -> String {
+    let url = crate::pg::PgServer::shared().fresh_database().await;
+    let mirror =
+        vnid::mirror::PgMirror::connect_lazy(&url, 2, std::time::Duration::from_secs(5)).unwrap();
+    vnid::mirror::MirrorAdmin::migrate(&mirror).await.unwrap();
+    vnid::mirror::load_records(
+        &mirror,
+        vnid::mirror::LoadMode::Full,
+        None,
+        fixtures().into_iter(),
+    )
+    .await
+    .unwrap();
+    url
 }

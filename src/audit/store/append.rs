@@ -20,6 +20,11 @@ const APPEND_EXPECTING: &str = "\
 WITH moved AS (
     UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3 AND hash = $4
     RETURNING 1
+), requests AS (
+    INSERT INTO audit_request (agency, request_id, seq)
+    SELECT agency, request_id, seq FROM UNNEST($8::text[], $10::text[], $5::bigint[], $7::text[])
+        AS r(agency, request_id, seq, kind)
+    WHERE kind <> 'access_history' AND EXISTS (SELECT 1 FROM moved)
 )
 INSERT INTO audit_log (seq, at_us, kind, agency, purpose, request_id, subject, subject_index,
                        verdict, reason, attestation_id, attestation, request_digest,
@@ -54,8 +59,9 @@ impl SqlAudit<Postgres> {
                         .map_err(audit_error::<Postgres>)?,
                 )?,
             };
-            let mut head = expected;
             let n = entries.len();
+            self.ensure_partitions(expected.seq + n as i64).await?;
+            let mut head = expected;
             let (mut seq, mut at, mut prev, mut this) = (
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
@@ -112,28 +118,49 @@ fn poisoned() -> AuditError {
     AuditError::Corrupt("the cached audit head's lock is poisoned".into())
 }
 
-/// `INSERT … VALUES ($1, …, $14), …` for `rows` rows, built once per size.
+/// `INSERT … VALUES ($1, …, $15), …` of rows for `rows` rows, built once
+/// per size.
 fn insert_sql(rows: usize) -> AssertSqlSafe<Arc<str>> {
     static SQL: OnceLock<Vec<Arc<str>>> = OnceLock::new();
-    let all = SQL.get_or_init(|| {
+    AssertSqlSafe(
+        inserts(&SQL, "audit_log", COLUMNS, COLUMN_COUNT)[rows.min(ROWS_PER_INSERT)].clone(),
+    )
+}
+
+/// The same for the rows' (agency, request_id, seq).
+fn insert_request_sql(rows: usize) -> AssertSqlSafe<Arc<str>> {
+    static SQL: OnceLock<Vec<Arc<str>>> = OnceLock::new();
+    AssertSqlSafe(
+        inserts(&SQL, "audit_request", "agency, request_id, seq", 3)[rows.min(ROWS_PER_INSERT)]
+            .clone(),
+    )
+}
+
+/// `INSERT INTO table (columns) VALUES …` for 0 to `ROWS_PER_INSERT`
+/// rows of `count` columns.
+fn inserts<'a>(
+    cell: &'a OnceLock<Vec<Arc<str>>>,
+    table: &str,
+    columns: &str,
+    count: usize,
+) -> &'a [Arc<str>] {
+    cell.get_or_init(|| {
         (0..=ROWS_PER_INSERT)
             .map(|n| {
                 let values: Vec<String> = (0..n)
                     .map(|r| {
-                        let params: Vec<String> = (1..=COLUMN_COUNT)
-                            .map(|c| format!("${}", r * COLUMN_COUNT + c))
-                            .collect();
+                        let params: Vec<String> =
+                            (1..=count).map(|c| format!("${}", r * count + c)).collect();
                         format!("({})", params.join(", "))
                     })
                     .collect();
                 Arc::from(format!(
-                    "INSERT INTO audit_log ({COLUMNS}) VALUES {}",
+                    "INSERT INTO {table} ({columns}) VALUES {}",
                     values.join(", ")
                 ))
             })
             .collect()
-    });
-    AssertSqlSafe(all[rows.min(ROWS_PER_INSERT)].clone())
+    })
 }
 
 impl<DB> SqlAudit<DB>
@@ -180,6 +207,23 @@ where
                     .bind(head.hash.to_vec())
                     .bind(row_hash.to_vec());
                 head.hash = row_hash;
+            }
+            insert.execute(&mut *tx).await.map_err(audit_error::<DB>)?;
+        }
+        // Each check's (agency, request_id), unique: a second one fails the
+        // whole append as a duplicate.
+        let first = head.seq - entries.len() as i64 + 1;
+        let checks: Vec<(i64, &AuditEntry)> = (first..)
+            .zip(entries)
+            .filter(|(_, e)| e.request_key().is_some())
+            .collect();
+        for chunk in checks.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::query(insert_request_sql(chunk.len()));
+            for (seq, e) in chunk {
+                insert = insert
+                    .bind(e.agency.as_str())
+                    .bind(e.request_id.as_str())
+                    .bind(*seq);
             }
             insert.execute(&mut *tx).await.map_err(audit_error::<DB>)?;
         }

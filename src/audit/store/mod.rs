@@ -14,6 +14,7 @@
 //! rows (a retry's first answer, a person's history, a day's count).
 
 mod append;
+mod partitions;
 mod walk;
 
 use std::path::Path;
@@ -57,6 +58,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         "export",
         include_str!("../migrations/postgres/0003_export.sql"),
     ),
+    (
+        4,
+        "partitions",
+        include_str!("../migrations/postgres/0004_partitions.sql"),
+    ),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (
@@ -73,6 +79,11 @@ const SQLITE_MIGRATIONS: Migrations = &[
         3,
         "export",
         include_str!("../migrations/sqlite/0003_export.sql"),
+    ),
+    (
+        4,
+        "request table",
+        include_str!("../migrations/sqlite/0004_partitions.sql"),
     ),
 ];
 
@@ -106,6 +117,15 @@ pub struct PruneOutcome {
     pub cut: Option<(Head, String)>,
     /// Rows removed that no export held: only when forced.
     pub unexported: Option<(i64, i64)>,
+}
+
+impl PruneOutcome {
+    /// Nothing old enough to remove.
+    pub const NOTHING: Self = Self {
+        removed: 0,
+        cut: None,
+        unexported: None,
+    };
 }
 
 /// The attestations of the trail signed under one JWS header (so by one
@@ -258,6 +278,13 @@ pub trait Dialect: Database + Sized {
         store: &'a SqlAudit<Self>,
         entries: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<Head, AuditError>>;
+    /// Postgres drops whole partitions; SQLite deletes rows.
+    fn prune<'a>(
+        store: &'a SqlAudit<Self>,
+        before_us: i64,
+        force: bool,
+        sign_cut: SignCut<'a>,
+    ) -> BoxFuture<'a, Result<PruneOutcome, AuditError>>;
     fn run_migrations<'a>(
         migrator: &'a Migrator,
         pool: &'a Pool<Self>,
@@ -284,6 +311,15 @@ impl Dialect for Postgres {
         entries: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<Head, AuditError>> {
         Box::pin(store.append_expecting(entries))
+    }
+
+    fn prune<'a>(
+        store: &'a SqlAudit<Self>,
+        before_us: i64,
+        force: bool,
+        sign_cut: SignCut<'a>,
+    ) -> BoxFuture<'a, Result<PruneOutcome, AuditError>> {
+        Box::pin(store.prune_partitions(before_us, force, sign_cut))
     }
 
     fn run_migrations<'a>(
@@ -316,6 +352,15 @@ impl Dialect for Sqlite {
         Box::pin(store.append_rows(entries))
     }
 
+    fn prune<'a>(
+        store: &'a SqlAudit<Self>,
+        before_us: i64,
+        force: bool,
+        sign_cut: SignCut<'a>,
+    ) -> BoxFuture<'a, Result<PruneOutcome, AuditError>> {
+        Box::pin(store.prune_rows(before_us, force, sign_cut))
+    }
+
     fn is_unavailable(error: &sqlx::Error) -> bool {
         sqlite_is_unavailable(error)
     }
@@ -342,6 +387,8 @@ pub struct SqlAudit<DB: Database> {
     last_head: Arc<std::sync::Mutex<Option<Head>>>,
     /// Retries' first answers, gathered into shared queries (Postgres).
     first_requests: Option<Arc<ReadBatcher<FirstRequests>>>,
+    /// The partitions of the rows, created ahead of the head (Postgres).
+    partitions: Arc<partitions::Partitions>,
 }
 
 impl SqlAudit<Postgres> {
@@ -380,7 +427,16 @@ impl SqlAudit<Postgres> {
             pool: reads,
             writes: pool(WRITE_CONNECTIONS)?,
             last_head: Arc::default(),
+            partitions: Arc::new(partitions::Partitions::new(partitions::DEFAULT_ROWS)),
         })
+    }
+
+    /// Rows per partition of the trail: the partitions this store creates
+    /// ahead of the head take this many rows each.
+    #[must_use]
+    pub fn with_partition_rows(mut self, rows: i64) -> Self {
+        self.partitions = Arc::new(partitions::Partitions::new(rows));
+        self
     }
 }
 
@@ -400,6 +456,7 @@ impl SqlAudit<Sqlite> {
             writes: pool(WRITE_CONNECTIONS).await.map_err(unavailable)?,
             last_head: Arc::default(),
             first_requests: None,
+            partitions: Arc::new(partitions::Partitions::new(0)),
         })
     }
 }
@@ -417,10 +474,15 @@ impl<DB: Database> SqlAudit<DB> {
 }
 
 /// The first check an agency made under a `request_id`.
+/// Up to `$3` rows after row `$1` and up to row `$2`, in order.
+static ROWS_AFTER: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3")
+});
+
 static FIRST_REQUEST: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {COLUMNS} FROM audit_log WHERE agency = $1 AND request_id = $2 \
-         AND kind <> 'access_history' ORDER BY seq LIMIT 1"
+        "SELECT {COLUMNS} FROM audit_log WHERE seq = \
+         (SELECT seq FROM audit_request WHERE agency = $1 AND request_id = $2)"
     )
 });
 
@@ -429,8 +491,8 @@ static FIRST_REQUEST: LazyLock<String> = LazyLock::new(|| {
 static FIRST_REQUESTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT a.*, q.n FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(agency, request_id, n) \
-         CROSS JOIN LATERAL (SELECT {COLUMNS} FROM audit_log WHERE agency = q.agency \
-         AND request_id = q.request_id AND kind <> 'access_history' ORDER BY seq LIMIT 1) a"
+         JOIN audit_request r ON r.agency = q.agency AND r.request_id = q.request_id \
+         CROSS JOIN LATERAL (SELECT {COLUMNS} FROM audit_log WHERE seq = r.seq) a"
     )
 });
 
@@ -536,6 +598,15 @@ where
             .transpose()
     }
 
+    /// A row of `SELECT seq, token FROM audit_checkpoint`.
+    fn checkpoint(row: &DB::Row) -> Result<StoredCheckpoint, AuditError> {
+        let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
+        Ok(StoredCheckpoint {
+            seq: row.try_get(0).map_err(corrupt)?,
+            token: row.try_get(1).map_err(corrupt)?,
+        })
+    }
+
     fn record(row: &DB::Row) -> Result<AuditRecord, AuditError> {
         let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
         let text = |i: usize| row.try_get::<String, _>(i).map_err(corrupt);
@@ -636,9 +707,7 @@ where
             let prev = match newest {
                 None => None,
                 Some(row) => {
-                    let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
-                    let seq: i64 = row.try_get(0).map_err(corrupt)?;
-                    let token: String = row.try_get(1).map_err(corrupt)?;
+                    let StoredCheckpoint { seq, token } = Self::checkpoint(&row)?;
                     if seq >= head.seq {
                         return Ok(None);
                     }
@@ -749,7 +818,7 @@ where
         force: bool,
         sign_cut: SignCut<'a>,
     ) -> BoxFuture<'a, Result<PruneOutcome, AuditError>> {
-        Box::pin(self.prune_rows(before_us, force, sign_cut))
+        DB::prune(self, before_us, force, sign_cut)
     }
 
     fn rows<'a>(
@@ -759,18 +828,16 @@ where
         limit: i64,
     ) -> BoxFuture<'a, Result<Vec<AuditRecord>, AuditError>> {
         Box::pin(async move {
-            sqlx::query(AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
-            )))
-            .bind(after)
-            .bind(through)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(audit_error::<DB>)?
-            .iter()
-            .map(Self::record)
-            .collect()
+            sqlx::query(AssertSqlSafe(ROWS_AFTER.as_str()))
+                .bind(after)
+                .bind(through)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(audit_error::<DB>)?
+                .iter()
+                .map(Self::record)
+                .collect()
         })
     }
 
@@ -790,14 +857,8 @@ where
             .await
             .map_err(audit_error::<DB>)?
             .iter()
-            .map(|row| {
-                Ok(StoredCheckpoint {
-                    seq: row.try_get(0)?,
-                    token: row.try_get(1)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| AuditError::Corrupt(e.to_string()))
+            .map(Self::checkpoint)
+            .collect()
         })
     }
 

@@ -5,8 +5,8 @@
 use sqlx::{AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use super::{
-    COLUMNS, Dialect, HEAD, PruneOutcome, SCAN_PAGE, SignCut, SqlAudit, Verification, audit_error,
-    hash,
+    Dialect, HEAD, PruneOutcome, ROWS_AFTER, SCAN_PAGE, SignCut, SqlAudit, Verification,
+    audit_error, hash,
 };
 use crate::audit::AuditError;
 use crate::audit::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint, TrailKeys};
@@ -51,14 +51,8 @@ where
             .await
             .map_err(audit_error::<DB>)?
             .iter()
-            .map(|row| {
-                Ok(StoredCheckpoint {
-                    seq: row.try_get(0)?,
-                    token: row.try_get(1)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+            .map(Self::checkpoint)
+            .collect::<Result<Vec<_>, _>>()?;
         let walk = ChainCheck::new(keys, &checkpoints)
             .and_then(|walk| walk.witnessed(witnessed))
             .and_then(|walk| {
@@ -72,15 +66,13 @@ where
         };
         let mut after = i64::MIN;
         loop {
-            let rows = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
-            )))
-            .bind(after)
-            .bind(head.seq)
-            .bind(SCAN_PAGE)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(audit_error::<DB>)?;
+            let rows = sqlx::query(AssertSqlSafe(ROWS_AFTER.as_str()))
+                .bind(after)
+                .bind(head.seq)
+                .bind(SCAN_PAGE)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(audit_error::<DB>)?;
             for row in &rows {
                 let record = Self::record(row)?;
                 match walk.push(&record) {
@@ -124,6 +116,111 @@ where
         })
     }
 
+    /// The ranges of rows exports hold, those reaching row `from` or later.
+    async fn exported_ranges(
+        tx: &mut sqlx::Transaction<'_, DB>,
+        from: i64,
+    ) -> Result<Vec<(i64, i64)>, AuditError> {
+        sqlx::query("SELECT from_seq, to_seq FROM audit_export WHERE to_seq >= $1")
+            .bind(from)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(audit_error::<DB>)?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<Vec<(i64, i64)>, sqlx::Error>>()
+            .map_err(|e| AuditError::Corrupt(e.to_string()))
+    }
+
+    /// The row before the oldest one young enough to keep (the head when
+    /// every row is old). No index on the time: every append would pay
+    /// for it. Rows go in in time order, so this reads the rows it is
+    /// about to remove, in primary-key order, and stops at the first one
+    /// to keep.
+    pub(super) async fn old_enough(
+        tx: &mut sqlx::Transaction<'_, DB>,
+        before_us: i64,
+        head: &Head,
+    ) -> Result<i64, AuditError> {
+        let keep_from: Option<i64> =
+            sqlx::query("SELECT seq FROM audit_log WHERE at_us >= $1 ORDER BY seq LIMIT 1")
+                .bind(before_us)
+                .fetch_optional(&mut **tx)
+                .await
+                .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+                .map_err(audit_error::<DB>)?;
+        Ok(keep_from.map_or(head.seq, |seq| seq - 1))
+    }
+
+    /// What every prune does once it knows its cut, the last row it
+    /// removes: refuses rows no export holds (unless `force`), signs the
+    /// cut checkpoint, and removes the rows' request entries and the
+    /// checkpoints older than the cut. The rows themselves are the
+    /// caller's to remove. `None`: no row at `cut`, nothing to prune.
+    pub(super) async fn cut_at(
+        tx: &mut sqlx::Transaction<'_, DB>,
+        cut: i64,
+        before_us: i64,
+        force: bool,
+        sign_cut: SignCut<'_>,
+    ) -> Result<Option<PruneOutcome>, AuditError> {
+        let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
+        let row = sqlx::query("SELECT row_hash FROM audit_log WHERE seq = $1")
+            .bind(cut)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(audit_error::<DB>)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let cut_head = Head {
+            seq: cut,
+            hash: hash(row.try_get(0).map_err(corrupt)?, "row_hash")?,
+        };
+        let (first, removed): (Option<i64>, i64) =
+            sqlx::query("SELECT min(seq), count(*) FROM audit_log WHERE seq <= $1")
+                .bind(cut)
+                .fetch_one(&mut **tx)
+                .await
+                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                .map_err(audit_error::<DB>)?;
+        let first = first.unwrap_or(cut);
+        let exported = Self::exported_ranges(tx, first).await?;
+        let unexported = crate::audit::export::unexported(first, cut, &exported);
+        if let (Some((first, last)), false) = (unexported, force) {
+            return Err(AuditError::Unexported { first, last });
+        }
+        let token = sign_cut(&cut_head)?;
+        for statement in [
+            "DELETE FROM audit_request WHERE seq <= $1",
+            // Older checkpoints vouch for rows no longer kept.
+            "DELETE FROM audit_checkpoint WHERE seq <= $1",
+        ] {
+            sqlx::query(statement)
+                .bind(cut)
+                .execute(&mut **tx)
+                .await
+                .map_err(audit_error::<DB>)?;
+        }
+        sqlx::query(
+            "INSERT INTO audit_checkpoint (seq, at_us, cut, token) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(cut)
+        .bind(before_us)
+        .bind(true)
+        .bind(token.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(audit_error::<DB>)?;
+        Ok(Some(PruneOutcome {
+            removed: u64::try_from(removed).unwrap_or(0),
+            cut: Some((cut_head, token)),
+            unexported,
+        }))
+    }
+
+    /// The embedded trail's prune: the rows up to the cut deleted, under
+    /// the head's lock.
     pub(super) async fn prune_rows(
         &self,
         before_us: i64,
@@ -143,91 +240,17 @@ where
                 .await
                 .map_err(audit_error::<DB>)?,
         )?;
-        // The cut: the row before the oldest one young enough to keep. (No
-        // index on the time: every append would pay for it. Rows go in in
-        // time order, so this reads the rows it is about to remove, in
-        // primary-key order, and stops at the first one to keep.)
-        let keep_from: Option<i64> =
-            sqlx::query("SELECT seq FROM audit_log WHERE at_us >= $1 ORDER BY seq LIMIT 1")
-                .bind(before_us)
-                .fetch_optional(&mut *tx)
-                .await
-                .and_then(|row| row.map(|row| row.try_get(0)).transpose())
-                .map_err(audit_error::<DB>)?;
-        let cut = keep_from.map_or(head.seq, |seq| seq - 1);
-        let row = sqlx::query("SELECT row_hash FROM audit_log WHERE seq = $1")
-            .bind(cut)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(audit_error::<DB>)?;
-        let Some(row) = row else {
+        let cut = Self::old_enough(&mut tx, before_us, &head).await?;
+        let Some(outcome) = Self::cut_at(&mut tx, cut, before_us, force, sign_cut).await? else {
             // Nothing older than the cut is left (or the trail is empty).
-            return Ok(PruneOutcome {
-                removed: 0,
-                cut: None,
-                unexported: None,
-            });
+            return Ok(PruneOutcome::NOTHING);
         };
-        let cut_head = Head {
-            seq: cut,
-            hash: hash(
-                row.try_get(0)
-                    .map_err(|e| AuditError::Corrupt(e.to_string()))?,
-                "row_hash",
-            )?,
-        };
-        let first: i64 = sqlx::query("SELECT min(seq) FROM audit_log")
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|row| row.try_get::<Option<i64>, _>(0))
-            .map_err(audit_error::<DB>)?
-            .unwrap_or(cut);
-        let exported = sqlx::query("SELECT from_seq, to_seq FROM audit_export WHERE to_seq >= $1")
-            .bind(first)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(audit_error::<DB>)?
-            .iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect::<Result<Vec<(i64, i64)>, sqlx::Error>>()
-            .map_err(|e| AuditError::Corrupt(e.to_string()))?;
-        let unexported = crate::audit::export::unexported(first, cut, &exported);
-        if let (Some((first, last)), false) = (unexported, force) {
-            return Err(AuditError::Unexported { first, last });
-        }
-        let token = sign_cut(&cut_head)?;
-        let removed: i64 = sqlx::query("SELECT count(*) FROM audit_log WHERE seq <= $1")
-            .bind(cut)
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(audit_error::<DB>)?;
         sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
             .bind(cut)
             .execute(&mut *tx)
             .await
             .map_err(audit_error::<DB>)?;
-        // Older checkpoints vouch for rows no longer kept.
-        sqlx::query("DELETE FROM audit_checkpoint WHERE seq <= $1")
-            .bind(cut)
-            .execute(&mut *tx)
-            .await
-            .map_err(audit_error::<DB>)?;
-        sqlx::query(
-            "INSERT INTO audit_checkpoint (seq, at_us, cut, token) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(cut)
-        .bind(before_us)
-        .bind(true)
-        .bind(token.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(audit_error::<DB>)?;
         tx.commit().await.map_err(audit_error::<DB>)?;
-        Ok(PruneOutcome {
-            removed: u64::try_from(removed).unwrap_or(0),
-            cut: Some((cut_head, token)),
-            unexported,
-        })
+        Ok(outcome)
     }
 }

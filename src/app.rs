@@ -26,7 +26,7 @@ use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
 use crate::startup::{
     Seed, StartupError, cache_in_front_of, identities, load_attester, load_checkpoint_key,
-    load_keyring, newest_checkpoint_note, open_audit_store, open_mirror,
+    load_keyring, newest_checkpoint_note, open_audit_store, open_mirror, witness_database,
 };
 use crate::verify::Attester;
 use crate::verify::{Replays, Verifier};
@@ -166,9 +166,21 @@ impl Application {
             None => mirror,
         };
         let audit_store = open_audit_store(settings).await?;
-        if trail == Trail::Kept {
-            trail_reaches_its_witness(settings, audit_store.as_ref()).await?;
-        }
+        let witness_database = match trail {
+            Trail::Kept => {
+                let database = witness_database(settings)?;
+                if let Some(database) = &database {
+                    database
+                        .prepare()
+                        .await
+                        .map_err(|e| StartupError::Refused(e.to_string()))?;
+                }
+                trail_reaches_its_witness(settings, audit_store.as_ref(), database.as_ref())
+                    .await?;
+                database
+            }
+            Trail::NotKept => None,
+        };
         let mut checkpoint_kid = None;
         let (audit, audit_writer): (Arc<dyn AuditSink>, _) = match trail {
             Trail::Kept => {
@@ -180,6 +192,7 @@ impl Application {
                     clock.clone(),
                     crate::audit::WriterParams {
                         newest_note: Some(newest_checkpoint_note(settings)?),
+                        witness_database,
                         ..settings.audit.writer_params()
                     },
                 );
@@ -392,13 +405,15 @@ impl Application {
 }
 
 /// Refuses to serve on a trail shorter than its witnesses say it was
-/// (emptied, replaced by an older copy, or cut): the witness file, and the
-/// note of the newest checkpoint kept in the data directory. Appending to
+/// (emptied, replaced by an older copy, or cut): the witness file, the
+/// witness database, and the note of the newest checkpoint kept in the
+/// data directory. Appending to
 /// it would chain new rows onto a trail that lost evidence. Restore the
 /// trail, or move the witness aside if that loss is known and recorded.
 async fn trail_reaches_its_witness(
     settings: &Settings,
     store: &dyn crate::audit::AuditStore,
+    database: Option<&crate::audit::witness::WitnessDatabase>,
 ) -> Result<(), StartupError> {
     use crate::audit::witness;
     let refused = |e: witness::WitnessError| StartupError::Refused(e.to_string());
@@ -412,6 +427,10 @@ async fn trail_reaches_its_witness(
     if let Some(path) = settings.audit.witness_file.as_ref().filter(|p| p.exists()) {
         let seq = witness::last_seq(path).map_err(refused)?;
         evidence.extend(seq.map(|seq| (seq, format!("the witness file {}", path.display()))));
+    }
+    if let Some(database) = database {
+        let seq = database.last_seq().await.map_err(refused)?;
+        evidence.extend(seq.map(|seq| (seq, "the witness database".to_owned())));
     }
     let Some((vouched, by)) = evidence.into_iter().max_by_key(|(seq, _)| *seq) else {
         return Ok(());

@@ -115,6 +115,11 @@ pub struct AuditSettings {
     /// appended here (one JSON line each, synced), for
     /// `vnid audit verify --witness`. Absent: the log is the only witness.
     pub witness_file: Option<PathBuf>,
+    /// `postgres://…` of a witness database (other credentials than the
+    /// trail's, ideally another server): every checkpoint also goes into
+    /// its `vnid_audit_witness` table, for `vnid audit verify
+    /// --witness-database`.
+    pub witness_database_url: Option<Secret>,
     /// The Ed25519 key (PKCS#8 PEM) that signs the trail's checkpoints: a
     /// key of its own, never the attestation key. Absent: one generated
     /// under the data directory (`audit-checkpoint-key.pem`).
@@ -279,6 +284,7 @@ impl AuditSettings {
             checkpoint_rows: self.checkpoint_rows.max(1),
             checkpoint_interval: Duration::from_secs(self.checkpoint_interval_seconds.max(1)),
             witness_file: self.witness_file.clone(),
+            witness_database: None,
             newest_note: None,
         }
     }
@@ -298,6 +304,7 @@ impl Default for AuditSettings {
             // Five years.
             retention_days: 1_826,
             witness_file: None,
+            witness_database_url: None,
             checkpoint_key_file: None,
             published_checkpoint_key_files: Vec::new(),
             partition_rows: 10_000_000,

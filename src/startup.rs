@@ -11,6 +11,7 @@ use std::sync::Arc;
 use sqlx::{Postgres, Sqlite};
 
 use crate::attest::{Jwks, KeyError, Keyring, SubjectKey, generate_key_pem};
+use crate::audit::witness::WitnessDatabase;
 use crate::audit::{AuditError, AuditStore, SqlAudit, TrailKeys};
 use crate::cache::{CacheBackend, CachedMirror, MemoryBackend, RedisBackend, Sealer};
 use crate::config::Settings;
@@ -318,6 +319,17 @@ pub fn cache_in_front_of(
         sealer,
         c.params(),
     ))))
+}
+
+/// The witness database, when one is configured (not connected yet).
+pub fn witness_database(settings: &Settings) -> Result<Option<WitnessDatabase>, StartupError> {
+    settings
+        .audit
+        .witness_database_url
+        .as_ref()
+        .map(|url| WitnessDatabase::connect(url.expose(), &settings.database.pool(2)))
+        .transpose()
+        .map_err(|e| StartupError::Refused(format!("audit.witness_database_url: {e}")))
 }
 
 /// Where an instance notes the newest checkpoint it stored: under its

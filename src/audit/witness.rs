@@ -9,6 +9,12 @@
 //! logged once under the `vnid::witness` target, so that log shipping
 //! keeps a copy of its own. `vnid audit verify --witness FILE` holds the
 //! trail to every line.
+//!
+//! A witness database (`audit.witness_database_url`: another Postgres, or
+//! at least other credentials, whose owner is not the trail's) keeps the
+//! same lines in a table, `vnid_audit_witness`, for deployments whose
+//! instances have no file that outlives them; vnid needs only `INSERT` and
+//! `SELECT` on it. `vnid audit verify --witness-database` reads it.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
@@ -56,6 +62,8 @@ pub enum WitnessError {
     Line { path: PathBuf, line: usize },
     #[error("{path}: its last line is not a witnessed checkpoint")]
     Last { path: PathBuf },
+    #[error("the witness database: {0}")]
+    Database(#[source] sqlx::Error),
 }
 
 /// Copies a stored checkpoint to its witnesses: the log (target
@@ -70,6 +78,84 @@ pub fn keep(path: Option<&Path>, line: &WitnessLine) -> Result<(), WitnessError>
         "audit checkpoint"
     );
     path.map_or(Ok(()), |path| append(path, line))
+}
+
+/// The witness table, created by vnid when it may (its owner may create it
+/// instead and grant vnid `INSERT, SELECT` only).
+const WITNESS_TABLE: &str = "CREATE TABLE IF NOT EXISTS vnid_audit_witness (
+    seq   bigint PRIMARY KEY,
+    head  text   NOT NULL,
+    token text   NOT NULL
+)";
+
+/// Checkpoints kept in a database other than the trail's.
+#[derive(Debug, Clone)]
+pub struct WitnessDatabase {
+    pool: sqlx::PgPool,
+}
+
+impl WitnessDatabase {
+    /// Connects on first use.
+    pub fn connect(
+        url: &str,
+        settings: &crate::infra::sql::PoolSettings,
+    ) -> Result<Self, WitnessError> {
+        crate::infra::sql::lazy_pool(url, settings)
+            .map(|pool| Self { pool })
+            .map_err(WitnessError::Database)
+    }
+
+    /// Creates the witness table if it is missing (and vnid may).
+    pub async fn prepare(&self) -> Result<(), WitnessError> {
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('vnid_audit_witness')::text")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(WitnessError::Database)?;
+        if exists.is_none() {
+            sqlx::query(WITNESS_TABLE)
+                .execute(&self.pool)
+                .await
+                .map_err(WitnessError::Database)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `line` (a checkpoint kept already is kept once).
+    pub async fn append(&self, line: &WitnessLine) -> Result<(), WitnessError> {
+        sqlx::query(
+            "INSERT INTO vnid_audit_witness (seq, head, token) VALUES ($1, $2, $3) \
+             ON CONFLICT (seq) DO NOTHING",
+        )
+        .bind(line.seq)
+        .bind(&line.head)
+        .bind(&line.token)
+        .execute(&self.pool)
+        .await
+        .map_err(WitnessError::Database)?;
+        Ok(())
+    }
+
+    /// Every checkpoint it holds, in order.
+    pub async fn read(&self) -> Result<Vec<StoredCheckpoint>, WitnessError> {
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, token FROM vnid_audit_witness ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(WitnessError::Database)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, token)| StoredCheckpoint { seq, token })
+            .collect())
+    }
+
+    /// The row of the newest checkpoint it holds; `None` when it holds none.
+    pub async fn last_seq(&self) -> Result<Option<i64>, WitnessError> {
+        sqlx::query_scalar("SELECT max(seq) FROM vnid_audit_witness")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(WitnessError::Database)
+    }
 }
 
 /// Replaces the note of the newest checkpoint an instance stored (one

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::store::AuditStore;
-use super::witness::{self, WitnessLine};
+use super::witness::{self, WitnessDatabase, WitnessLine};
 use super::{AuditEntry, AuditError, Checkpointer, Head};
 use crate::clock::Clock;
 use crate::infra::BoxFuture;
@@ -54,6 +54,8 @@ pub struct WriterParams {
     pub checkpoint_interval: Duration,
     /// Where every checkpoint is also appended, outside the database.
     pub witness_file: Option<PathBuf>,
+    /// A database other than the trail's that keeps every checkpoint too.
+    pub witness_database: Option<WitnessDatabase>,
     /// Where the newest checkpoint this instance stored is noted (under
     /// its data directory): the server refuses to start on a trail that
     /// no longer reaches it.
@@ -69,6 +71,7 @@ impl Default for WriterParams {
             checkpoint_rows: 10_000,
             checkpoint_interval: Duration::from_secs(60),
             witness_file: None,
+            witness_database: None,
             newest_note: None,
         }
     }
@@ -328,6 +331,17 @@ impl Writer {
     /// is logged as an error; the checkpoint stands in the trail.
     async fn witness(&self, head: &Head, token: &str) {
         let line = WitnessLine::new(head, token);
+        if let Some(database) = &self.params.witness_database {
+            let kept =
+                tokio::time::timeout(self.params.write_timeout, database.append(&line)).await;
+            match kept {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "audit checkpoint NOT witnessed"),
+                Err(_) => tracing::error!(
+                    "audit checkpoint NOT witnessed: the witness database did not answer in time"
+                ),
+            }
+        }
         let (path, note) = (
             self.params.witness_file.clone(),
             self.params.newest_note.clone(),

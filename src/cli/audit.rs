@@ -12,7 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::files::NewFile;
 use crate::startup::{
     ExistingKeys, existing_audit_store, load_attester, load_checkpoint_key, open_audit_store,
-    trail_exists,
+    trail_exists, witness_database,
 };
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +48,10 @@ pub(super) struct Verify {
     /// with, checkpoint by checkpoint; repeat for several.
     #[arg(long = "witness")]
     witnesses: Vec<PathBuf>,
+    /// Holds the trail to the witness database too
+    /// (`audit.witness_database_url`).
+    #[arg(long)]
+    witness_database: bool,
     /// SEQ:HEAD, a head this trail must still hold (as the last line of
     /// an earlier `audit verify` prints it: row and base64url hash);
     /// repeat for several.
@@ -97,6 +101,12 @@ fn verify(args: Verify) -> Result<(), Failure> {
         for path in &args.witnesses {
             witnessed.extend(witness::read(path).map_err(fail)?);
         }
+        if args.witness_database {
+            let database = witness_database(&settings).map_err(fail)?.ok_or_else(|| {
+                fail("--witness-database: no audit.witness_database_url is configured")
+            })?;
+            witnessed.extend(database.read().await.map_err(fail)?);
+        }
         let store = existing_audit_store(&settings).await.map_err(fail)?;
         store
             .verify_witnessed(keys.trail(), &witnessed, &args.expected)
@@ -112,9 +122,11 @@ fn verify(args: Verify) -> Result<(), Failure> {
 
 /// What a trail (or an export) that verifies holds, as its verdict says.
 fn described(summary: &Summary, args: &Verify) -> String {
-    let witnessed = match args.witnesses.len() {
-        0 => String::new(),
-        n => format!("; it agrees with {n} witness file(s)"),
+    let witnessed = match (args.witnesses.len(), args.witness_database) {
+        (0, false) => String::new(),
+        (0, true) => "; it agrees with the witness database".to_owned(),
+        (n, false) => format!("; it agrees with {n} witness file(s)"),
+        (n, true) => format!("; it agrees with {n} witness file(s) and the witness database"),
     };
     format!(
         "{} rows (rows {} to {}), head {}, newest signed checkpoint: {}{witnessed}",
@@ -183,10 +195,21 @@ fn prune(args: Prune) -> Result<(), Failure> {
         let key = load_checkpoint_key(&settings, &attester).map_err(fail)?;
         let checkpointer = Checkpointer::new(Arc::new(key), &attester.issuer, clock);
         let store = open_audit_store(&settings).await.map_err(fail)?;
-        store
+        let outcome = store
             .prune(before_us, args.force, &|head| checkpointer.sign_cut(head))
             .await
-            .map_err(|e| fail(format!("prune refused: {e}")))
+            .map_err(|e| fail(format!("prune refused: {e}")))?;
+        if let (Some((head, token)), Some(database)) =
+            (&outcome.cut, witness_database(&settings).map_err(fail)?)
+        {
+            let line = witness::WitnessLine::new(head, token);
+            if let Err(error) = database.append(&line).await {
+                eprintln!(
+                    "vnid audit prune: the cut checkpoint is NOT in the witness database: {error}"
+                );
+            }
+        }
+        Ok(outcome)
     })?;
     if let Some((first, last)) = outcome.unexported {
         tracing::warn!(

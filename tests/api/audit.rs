@@ -250,12 +250,18 @@ struct Drill {
 
 impl Drill {
     async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// A drill whose server's settings `configure` changes first.
+    async fn with(configure: impl FnOnce(&mut vnid::config::Settings)) -> Self {
         let url = PgServer::shared().fresh_database().await;
         let mut settings = test_settings(&url);
         let dir = Dir::new("audit-drill");
         settings.data_dir = dir.path().to_owned();
         settings.audit.checkpoint_rows = 5;
         settings.audit.witness_file = Some(dir.path().join("witness.jsonl"));
+        configure(&mut settings);
         let mut app = spawn_app_with(settings).await;
         for n in 0..10 {
             app.verify(mixed_request(n)).await.unwrap();
@@ -1329,4 +1335,76 @@ async fn with_redis_a_new_request_skips_the_trail_and_a_retry_still_finds_it() {
     let answered = c.verify(refused).await.unwrap();
     assert_eq!(answered.verdict(), pb::Verdict::Verified);
     assert_eq!(marks(&mut conn).await, 3);
+}
+
+/// For instances with no file that outlives them: a witness database (of
+/// its own) keeps every checkpoint, holds the trail to them in `audit
+/// verify --witness-database`, and keeps a server off a trail it lost.
+#[tokio::test]
+async fn a_witness_database_keeps_what_the_trail_database_lost() {
+    let witness_url = PgServer::shared().fresh_database().await;
+    let drill = Drill::with(|settings| {
+        settings.audit.witness_file = None;
+        settings.audit.witness_database_url = Some(vnid::config::Secret::new(&witness_url));
+    })
+    .await;
+    let witness = PgPool::connect(&witness_url).await.unwrap();
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM vnid_audit_witness ORDER BY seq")
+        .fetch_all(&witness)
+        .await
+        .unwrap();
+    assert_eq!(seqs, [5, 10]);
+    let verify = || {
+        let out = vnid(
+            Some(&drill.url),
+            &[
+                "audit",
+                "verify",
+                "--witness-database",
+                "--data-dir",
+                drill.dir.path().to_str().unwrap(),
+            ],
+        )
+        .env("VNID__AUDIT__WITNESS_DATABASE_URL", &witness_url)
+        .output()
+        .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), said)
+    };
+    let (code, said) = verify();
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("agrees with the witness database"), "{said}");
+
+    // The newest rows cut off with their checkpoints, the head rewound.
+    drill
+        .sql(
+            "DELETE FROM audit_log WHERE seq > 5; DELETE FROM audit_checkpoint WHERE seq > 5; \
+             UPDATE audit_head SET seq = 5, hash = (SELECT row_hash FROM audit_log WHERE seq = 5)",
+        )
+        .await;
+    assert_eq!(drill.verify().0, 0, "the database alone cannot tell");
+    let (code, said) = verify();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("truncated: it ends at row 5, but a witnessed checkpoint vouches for row 10"),
+        "{said}"
+    );
+    // Nor does a server start on it, with no other witness left.
+    std::fs::remove_file(drill.dir.path().join("audit-newest-checkpoint.json")).unwrap();
+    let mut settings = test_settings(&drill.url);
+    settings.data_dir = drill.dir.path().to_owned();
+    settings.audit.witness_database_url = Some(vnid::config::Secret::new(&witness_url));
+    match vnid::app::Application::build(&settings).await {
+        Ok(_) => panic!("a server started on a cut trail"),
+        Err(error) => assert!(
+            error
+                .to_string()
+                .contains("ends at row 5, but the witness database vouches for row 10"),
+            "{error}"
+        ),
+    }
 }

@@ -68,8 +68,10 @@ setup() { # NAME
   # One deployment: every instance signs with the same keys.
   "$vnid" keygen --out "$work/signing.pem" >/dev/null
   head -c 32 /dev/urandom >"$work/subject.key"
+  "$vnid" keygen --out "$work/checkpoint.pem" >/dev/null
   export VNID__ATTESTATION__SIGNING_KEY_FILE="$work/signing.pem"
   export VNID__ATTESTATION__SUBJECT_KEY_FILE="$work/subject.key"
+  export VNID__AUDIT__CHECKPOINT_KEY_FILE="$work/checkpoint.pem"
 }
 
 start_vnid() { # NAME PORT [ENV=VALUE...]: a release server, its pid in $work/NAME.pid

@@ -1408,35 +1408,3 @@ async fn a_witness_database_keeps_what_the_trail_database_lost() {
         ),
     }
 }
-
-/// The database chains a group (when the head is unknown to the writer,
-/// or another instance moved it) exactly as vnid does: Vietnamese text
-/// and all, what it wrote verifies, and the writer's own appends chain on.
-#[tokio::test]
-async fn a_group_chained_in_the_database_hashes_as_vnid_does() {
-    let new_key =
-        || vnid::attest::Keyring::from_pem(&vnid::attest::generate_key_pem().unwrap()).unwrap();
-    let (ring, checkpoint_key) = (new_key(), new_key());
-    let jwks = Jwks::parse(ring.jwks_json()).unwrap();
-    let checkpoint_jwks = Jwks::parse(checkpoint_key.jwks_json()).unwrap();
-    let keys = vnid::audit::TrailKeys {
-        attestations: &jwks,
-        checkpoints: &checkpoint_jwks,
-    };
-    let url = PgServer::shared().fresh_database().await;
-    let (first, second) = (audit_store(&url), audit_store(&url));
-    first.migrate().await.unwrap();
-    let mut all = entries(&ring, 6, 0);
-    for e in &mut all {
-        e.reason = "Bệnh viện Chợ Rẫy: Nguyễn Thị Thu Thủy ✓".into();
-    }
-    all[2].kind = vnid::audit::AuditKind::AccessHistory;
-    all[2].attestation.clear();
-    // Each store's first group is chained in the database; then the first
-    // store's next group optimistically, onto a head the second moved.
-    assert_eq!(first.append(&all[0..2]).await.unwrap().seq, 2);
-    assert_eq!(second.append(&all[2..4]).await.unwrap().seq, 4);
-    assert_eq!(first.append(&all[4..6]).await.unwrap().seq, 6);
-    let summary = first.verify(keys).await.unwrap().unwrap();
-    assert_eq!((summary.rows, summary.head.seq), (6, 6));
-}

@@ -1,7 +1,7 @@
 //! Appending a group of rows to the chain: on Postgres one statement that
 //! moves the head only if it is still where this store left it (no lock
-//! held between round trips), else one that chains the group in the
-//! database; on SQLite, the locking append.
+//! held between round trips), falling back to the locking append every
+//! database has.
 
 use std::sync::{Arc, OnceLock};
 
@@ -34,27 +34,36 @@ SELECT * FROM UNNEST($5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::tex
                      $17::text[], $18::bytea[], $19::bytea[])
 WHERE EXISTS (SELECT 1 FROM moved)";
 
+/// Optimistic appends tried before taking the head's lock.
+const OPTIMISTIC_TRIES: usize = 3;
+
 impl SqlAudit<Postgres> {
     /// One round trip per group: the statement is its own transaction, and
     /// holds the head's row lock only while it runs. Under load on a busy
     /// machine, the five round trips of a locking transaction (each waiting
-    /// for a CPU) cost more than the rows. The group is chained here onto
-    /// the head this store left; if another instance appended meanwhile,
-    /// nothing is written, and the group goes to the database to be
-    /// chained there, onto whatever the head is then
-    /// (`vnid_audit_append`): writers that share the trail queue on the
-    /// head's lock rather than chain groups again and again for heads that
-    /// have moved on.
+    /// for a CPU) cost more than the rows. If another instance appended
+    /// meanwhile, nothing is written and the group is chained again onto
+    /// the new head; after a few such misses, the locking append.
     pub(super) async fn append_expecting(
         &self,
         entries: &[AuditEntry],
     ) -> Result<Head, AuditError> {
-        let cached = *self.last_head.lock().map_err(|_| poisoned())?;
-        let n = entries.len();
-        if let Some(expected) = cached {
+        for _ in 0..OPTIMISTIC_TRIES {
+            let cached = *self.last_head.lock().map_err(|_| poisoned())?;
+            let expected = match cached {
+                Some(head) => head,
+                None => Self::head_of(
+                    &sqlx::query(HEAD)
+                        .fetch_one(&self.writes)
+                        .await
+                        .map_err(audit_error::<Postgres>)?,
+                )?,
+            };
+            let n = entries.len();
             self.ensure_partitions(expected.seq + n as i64).await?;
             let mut head = expected;
-            let (mut seq, mut prev, mut this) = (
+            let (mut seq, mut at, mut prev, mut this) = (
+                Vec::with_capacity(n),
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
@@ -63,79 +72,46 @@ impl SqlAudit<Postgres> {
                 let row_hash = row_hash(&head.hash, e);
                 head.seq += 1;
                 seq.push(head.seq);
+                at.push(e.at_us);
                 prev.push(head.hash.to_vec());
                 this.push(row_hash.to_vec());
                 head.hash = row_hash;
             }
-            let inserted = bind_entries(
-                sqlx::query(APPEND_EXPECTING)
-                    .bind(head.seq)
-                    .bind(head.hash.to_vec())
-                    .bind(expected.seq)
-                    .bind(expected.hash.to_vec())
-                    .bind(seq),
-                entries,
-            )
-            .bind(prev)
-            .bind(this)
-            .execute(&self.writes)
-            .await
-            .map_err(audit_error::<Postgres>)?
-            .rows_affected();
-            if inserted as usize == n {
-                *self.last_head.lock().map_err(|_| poisoned())? = Some(head);
+            let text = |f: fn(&AuditEntry) -> &str| entries.iter().map(f).collect::<Vec<_>>();
+            let inserted = sqlx::query(APPEND_EXPECTING)
+                .bind(head.seq)
+                .bind(head.hash.to_vec())
+                .bind(expected.seq)
+                .bind(expected.hash.to_vec())
+                .bind(seq)
+                .bind(at)
+                .bind(text(|e| e.kind.name()))
+                .bind(text(|e| &e.agency))
+                .bind(text(|e| &e.purpose))
+                .bind(text(|e| &e.request_id))
+                .bind(text(|e| &e.subject))
+                .bind(text(|e| &e.subject_index))
+                .bind(text(|e| &e.verdict))
+                .bind(text(|e| &e.reason))
+                .bind(text(|e| &e.attestation_id))
+                .bind(text(|e| &e.attestation))
+                .bind(text(|e| &e.request_digest))
+                .bind(prev)
+                .bind(this)
+                .execute(&self.writes)
+                .await
+                .map_err(audit_error::<Postgres>)?
+                .rows_affected();
+            let moved = inserted as usize == n;
+            *self.last_head.lock().map_err(|_| poisoned())? = moved.then_some(head);
+            if moved {
                 return Ok(head);
             }
         }
-        // The head unknown, or moved by another instance: chained in the
-        // database, onto a head at least as far as the one known.
-        let known = match cached {
-            Some(head) => head,
-            None => Self::head_of(
-                &sqlx::query(HEAD)
-                    .fetch_one(&self.writes)
-                    .await
-                    .map_err(audit_error::<Postgres>)?,
-            )?,
-        };
-        self.ensure_partitions(known.seq + n as i64).await?;
-        let row = bind_entries(
-            sqlx::query(
-                "SELECT head_seq, head_hash FROM vnid_audit_append($1::bigint[], $2::text[], \
-                 $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                 $9::text[], $10::text[], $11::text[], $12::text[])",
-            ),
-            entries,
-        )
-        .fetch_one(&self.writes)
-        .await
-        .map_err(audit_error::<Postgres>)?;
-        let head = Self::head_of(&row)?;
+        let head = self.append_rows(entries).await?;
         *self.last_head.lock().map_err(|_| poisoned())? = Some(head);
         Ok(head)
     }
-}
-
-/// Binds the entries' columns as arrays, in the table's order from
-/// `at_us` to `request_digest`.
-fn bind_entries<'q>(
-    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    entries: &'q [AuditEntry],
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    let text = |f: fn(&AuditEntry) -> &str| entries.iter().map(f).collect::<Vec<_>>();
-    query
-        .bind(entries.iter().map(|e| e.at_us).collect::<Vec<_>>())
-        .bind(text(|e| e.kind.name()))
-        .bind(text(|e| &e.agency))
-        .bind(text(|e| &e.purpose))
-        .bind(text(|e| &e.request_id))
-        .bind(text(|e| &e.subject))
-        .bind(text(|e| &e.subject_index))
-        .bind(text(|e| &e.verdict))
-        .bind(text(|e| &e.reason))
-        .bind(text(|e| &e.attestation_id))
-        .bind(text(|e| &e.attestation))
-        .bind(text(|e| &e.request_digest))
 }
 
 fn poisoned() -> AuditError {

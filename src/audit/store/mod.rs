@@ -63,11 +63,6 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         "partitions",
         include_str!("../migrations/postgres/0004_partitions.sql"),
     ),
-    (
-        5,
-        "append in database",
-        include_str!("../migrations/postgres/0005_append_in_database.sql"),
-    ),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (

@@ -212,10 +212,8 @@ fn prune(args: Prune) -> Result<(), Failure> {
         Ok(outcome)
     })?;
     if let Some((first, last)) = outcome.unexported {
-        tracing::warn!(
-            first,
-            last,
-            "audit prune --force removed rows that no export holds"
+        eprintln!(
+            "vnid audit prune: WARNING: --force removed rows {first} to {last}, which no export holds"
         );
     }
     match outcome.cut {

@@ -1077,11 +1077,15 @@ async fn store_suite(store: &dyn AuditStore, tamper: &str, run_sql: impl AsyncFn
         store.prune(NOW * 1_000_000, false, &sign).await,
         Err(vnid::audit::AuditError::Unexported { first: 4, last: 4 })
     ));
-    store.record_export(4, 9, NOW, "digest").await.unwrap();
-    let outcome = store.prune(NOW * 1_000_000, false, &sign).await.unwrap();
+    // Forced: pruned all the same, and said so.
+    let outcome = store.prune(NOW * 1_000_000, true, &sign).await.unwrap();
     assert_eq!(
-        (outcome.removed, outcome.cut.map(|(head, _)| head.seq)),
-        (4, Some(4))
+        (
+            outcome.removed,
+            outcome.cut.map(|(head, _)| head.seq),
+            outcome.unexported
+        ),
+        (4, Some(4), Some((4, 4)))
     );
     let summary = store.verify(keys).await.unwrap().unwrap();
     assert_eq!((summary.rows, summary.anchor), (5, 4));

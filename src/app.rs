@@ -407,9 +407,9 @@ impl Application {
 /// Refuses to serve on a trail shorter than its witnesses say it was
 /// (emptied, replaced by an older copy, or cut): the witness file, the
 /// witness database, and the note of the newest checkpoint kept in the
-/// data directory. Appending to
-/// it would chain new rows onto a trail that lost evidence. Restore the
-/// trail, or move the witness aside if that loss is known and recorded.
+/// data directory. Appending to it would chain new rows onto a trail that
+/// lost evidence. Restore the trail, or set the witness aside if that
+/// loss is known and recorded.
 async fn trail_reaches_its_witness(
     settings: &Settings,
     store: &dyn crate::audit::AuditStore,
@@ -417,7 +417,8 @@ async fn trail_reaches_its_witness(
 ) -> Result<(), StartupError> {
     use crate::audit::witness;
     let refused = |e: witness::WitnessError| StartupError::Refused(e.to_string());
-    // The witness file is named first when both vouch for one row.
+    // Of witnesses vouching for one row, the last listed is named: a
+    // witness outside the data directory before the directory's own note.
     let note = newest_checkpoint_note(settings)?;
     let mut evidence: Vec<(i64, String)> = witness::newest_noted(&note)
         .map_err(refused)?
@@ -439,7 +440,7 @@ async fn trail_reaches_its_witness(
     if head.seq < vouched {
         return Err(StartupError::Refused(format!(
             "the audit trail ends at row {}, but {by} vouches for row {vouched}: restore the \
-             trail (or move that file aside, if the loss is known and recorded) before serving",
+             trail (or set that witness aside, if the loss is known and recorded) before serving",
             head.seq,
         )));
     }

@@ -1412,3 +1412,36 @@ async fn a_witness_database_keeps_what_the_trail_database_lost() {
         ),
     }
 }
+
+/// A partition that cannot be created for the moment (a long reader holds
+/// the rows' table) holds up no append while the partitions have room.
+#[tokio::test]
+async fn appends_go_on_while_a_partition_cannot_be_created_yet() {
+    let ring = vnid::attest::Keyring::from_pem(&vnid::attest::generate_key_pem().unwrap()).unwrap();
+    let url = PgServer::shared().fresh_database().await;
+    let first = audit_store(&url).with_partition_rows(4);
+    first.migrate().await.unwrap();
+    let all = entries(&ring, 3, 0);
+    first.append(&all[0..2]).await.unwrap();
+    // A reader holding the table: no partition can be created meanwhile.
+    let pool = PgPool::connect(&url).await.unwrap();
+    let mut reader = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE audit_log IN ACCESS SHARE MODE")
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    // Another instance wanting partitions of 100 rows ahead: it cannot
+    // create one, but row 3 has its partition already.
+    let second = audit_store(&url).with_partition_rows(100);
+    assert_eq!(second.append(&all[2..3]).await.unwrap().seq, 3);
+    reader.rollback().await.unwrap();
+    let ends: Vec<i64> = sqlx::query_scalar("SELECT to_seq FROM audit_partition ORDER BY to_seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        ends.last(),
+        Some(&9),
+        "nothing created while the table was held: {ends:?}"
+    );
+}

@@ -52,7 +52,7 @@ impl SqlAudit<Postgres> {
         }
         match self.create_partitions(through).await {
             Ok(end) => {
-                p.end.store(end, Ordering::Relaxed);
+                p.end.fetch_max(end, Ordering::Relaxed);
                 Ok(())
             }
             Err(error) if through < p.end.load(Ordering::Relaxed) => {
@@ -82,6 +82,8 @@ impl SqlAudit<Postgres> {
             .and_then(|row| row.try_get::<Option<i64>, _>(0))
             .map_err(audit_error::<Postgres>)?
             .ok_or_else(|| AuditError::Corrupt("audit_partition lists no partition".into()))?;
+        // What exists already, whether or not more can be created now.
+        self.partitions.end.fetch_max(end, Ordering::Relaxed);
         while end <= through + rows {
             let name = format!("audit_log_s{end}");
             sqlx::query(AssertSqlSafe(format!(

@@ -8,9 +8,10 @@
 //!    the range ends at (`to_head`), the hash the first row follows
 //!    (`after_hash`), when, and the keys that check it (`attestation_keys`,
 //!    `checkpoint_keys`: JWKS documents).
-//! 2. one `{"row": {...}}` per row, in `seq` order: every column.
-//! 3. one `{"checkpoint": {"seq", "token"}}` per signed checkpoint in the
-//!    range, in `seq` order.
+//! 2. one `{"checkpoint": {"seq", "token"}}` per signed checkpoint in the
+//!    range, in `seq` order: first, so that the rows are checked as they
+//!    are read, never held in memory.
+//! 3. one `{"row": {...}}` per row, in `seq` order: every column.
 //! 4. `{"end": {"rows": n, "sha256": …}}`: the count, and the SHA-256 of
 //!    every line before it, so that a file cut short or edited without
 //!    re-signing anything is told from one that was never whole.
@@ -194,122 +195,148 @@ pub struct ExportSummary {
     pub checkpoint_kids: Vec<String>,
 }
 
-/// Reads an export whole, then checks it as `vnid audit verify` checks a
-/// trail: `Err` when the file cannot be read as a whole export, `Ok(Err)`
-/// when it was changed.
+/// Checks an export as `vnid audit verify` checks a trail, reading it
+/// once, a row at a time (an export of a day at national volume does not
+/// fit in memory): `Err` when the file cannot be read as a whole export,
+/// `Ok(Err)` when it was changed.
 pub fn verify(
     input: impl BufRead,
     witnessed: &[StoredCheckpoint],
     expected: &[Head],
 ) -> Result<Result<ExportSummary, Finding>, ExportError> {
-    let read = read(input)?;
-    let malformed = |what: &str| ExportError::Malformed {
-        line: 1,
-        what: what.to_owned(),
+    let mut lines = Lines::new(input);
+    let Some(Line::Export(header)) = lines.next()? else {
+        return Err(lines.malformed("the export's header is not first"));
     };
+    if header.format != FORMAT {
+        return Err(lines.malformed(&format!("format {:?}, not {FORMAT:?}", header.format)));
+    }
     let keys = |doc: &serde_json::Value| {
-        Jwks::parse(&doc.to_string()).map_err(|e| malformed(&e.to_string()))
+        Jwks::parse(&doc.to_string()).map_err(|e| lines.malformed(&e.to_string()))
     };
-    let attestations = keys(&read.header.attestation_keys)?;
-    let checkpoints = keys(&read.header.checkpoint_keys)?;
+    let attestations = keys(&header.attestation_keys)?;
+    let checkpoint_keys = keys(&header.checkpoint_keys)?;
     let trail = TrailKeys {
         attestations: &attestations,
-        checkpoints: &checkpoints,
+        checkpoints: &checkpoint_keys,
     };
+    let hash_of = |text: &str, what: &str| unb64(text).ok_or_else(|| lines.malformed(what));
     let after = Head {
-        seq: read.header.from - 1,
-        hash: unb64(&read.header.after_hash).ok_or_else(|| malformed("after_hash"))?,
+        seq: header.from - 1,
+        hash: hash_of(&header.after_hash, "after_hash is not a hash")?,
     };
     let to = Head {
-        seq: read.header.to,
-        hash: unb64(&read.header.to_head).ok_or_else(|| malformed("to_head"))?,
+        seq: header.to,
+        hash: hash_of(&header.to_head, "to_head is not a hash")?,
     };
-    let checked = (|| {
-        let walk = ChainCheck::after(trail, after, &read.checkpoints)?.witnessed(witnessed)?;
-        let mut walk = expected
-            .iter()
-            .try_fold(walk, |walk, head| walk.expect(*head))?;
-        for row in &read.rows {
-            walk.push(row).map_err(|finding| match finding {
+    // The checkpoints, then the rows, then the end.
+    let mut checkpoints = Vec::new();
+    let mut line = lines.next()?;
+    while let Some(Line::Checkpoint(cp)) = line {
+        checkpoints.push(StoredCheckpoint {
+            seq: cp.seq,
+            token: cp.token,
+        });
+        line = lines.next()?;
+    }
+    let mut walk = match ChainCheck::after(trail, after, &checkpoints)
+        .and_then(|walk| walk.witnessed(witnessed))
+        .and_then(|walk| {
+            expected
+                .iter()
+                .try_fold(walk, |walk, head| walk.expect(*head))
+        }) {
+        Ok(walk) => walk,
+        Err(finding) => return Ok(Err(finding)),
+    };
+    let mut rows = 0u64;
+    let mut finding = None;
+    while let Some(Line::Row(row)) = line {
+        let record = record(*row).map_err(|what| lines.malformed(&what))?;
+        rows += 1;
+        // The first finding is the verdict; the rest of the file is still
+        // read, so that a file cut short is told apart.
+        if finding.is_none()
+            && let Err(found) = walk.push(&record)
+        {
+            finding = Some(match found {
                 // No database to look the predecessor up in.
                 Finding::Unlinked { seq, .. } => Finding::Changed {
                     seq,
                     what: "it does not follow the row before it",
                 },
-                finding => finding,
-            })?;
+                found => found,
+            });
         }
-        walk.finish(to)
-    })();
-    Ok(checked.map(|summary| ExportSummary {
+        line = lines.next()?;
+    }
+    match line {
+        Some(Line::End(end)) => {
+            if end.sha256 != lines.sha256_before_end || end.rows != rows {
+                return Err(ExportError::Altered(
+                    "its lines do not hash to its end line (edited, or lines removed)",
+                ));
+            }
+        }
+        None => return Err(ExportError::Altered("it has no end line (cut short)")),
+        Some(_) => return Err(lines.malformed("a line out of its place")),
+    }
+    if lines.next()?.is_some() {
+        return Err(lines.malformed("a line after the end"));
+    }
+    if let Some(finding) = finding {
+        return Ok(Err(finding));
+    }
+    Ok(walk.finish(to).map(|summary| ExportSummary {
         summary,
-        from: read.header.from,
+        from: header.from,
         attestation_kids: attestations.kids(),
-        checkpoint_kids: checkpoints.kids(),
+        checkpoint_kids: checkpoint_keys.kids(),
     }))
 }
 
-struct Read {
-    header: ExportHeader,
-    rows: Vec<AuditRecord>,
-    checkpoints: Vec<StoredCheckpoint>,
+/// An export's lines, parsed one at a time, hashed as they go.
+struct Lines<R> {
+    input: std::io::Lines<R>,
+    number: usize,
+    digest: Sha256,
+    /// The SHA-256 of every line before the end line, once it is read.
+    sha256_before_end: String,
 }
 
-fn read(input: impl BufRead) -> Result<Read, ExportError> {
-    let mut digest = Sha256::new();
-    let mut header = None;
-    let mut rows = Vec::new();
-    let mut checkpoints = Vec::new();
-    let mut ended = false;
-    for (n, line) in input.lines().enumerate() {
-        let number = n + 1;
-        let malformed = |what: String| ExportError::Malformed { line: number, what };
-        let text = line.map_err(ExportError::Read)?;
-        if ended {
-            return Err(malformed("a line after the end".into()));
+impl<R: BufRead> Lines<R> {
+    fn new(input: R) -> Self {
+        Self {
+            input: input.lines(),
+            number: 0,
+            digest: Sha256::new(),
+            sha256_before_end: String::new(),
         }
-        let parsed: Line = serde_json::from_str(&text)
-            .map_err(|e| malformed(format!("not an export line: {e}")))?;
-        match parsed {
-            Line::Export(h) if number == 1 => {
-                if h.format != FORMAT {
-                    return Err(malformed(format!("format {:?}, not {FORMAT:?}", h.format)));
-                }
-                header = Some(*h);
-            }
-            _ if number == 1 => return Err(malformed("the export's header is not first".into())),
-            Line::Export(_) => return Err(malformed("a second header".into())),
-            Line::Row(row) => rows.push(record(*row).map_err(malformed)?),
-            Line::Checkpoint(cp) => checkpoints.push(StoredCheckpoint {
-                seq: cp.seq,
-                token: cp.token,
-            }),
-            Line::End(end) => {
-                let sha256 = Base64UrlUnpadded::encode_string(&digest.clone().finalize());
-                if end.sha256 != sha256 || end.rows != rows.len() as u64 {
-                    return Err(ExportError::Altered(
-                        "its lines do not hash to its end line (edited, or lines removed)",
-                    ));
-                }
-                ended = true;
-                continue;
-            }
+    }
+
+    fn next(&mut self) -> Result<Option<Line>, ExportError> {
+        let Some(text) = self.input.next() else {
+            return Ok(None);
+        };
+        let text = text.map_err(ExportError::Read)?;
+        self.number += 1;
+        let line: Line = serde_json::from_str(&text)
+            .map_err(|e| self.malformed(&format!("not an export line: {e}")))?;
+        if matches!(line, Line::End(_)) {
+            self.sha256_before_end =
+                Base64UrlUnpadded::encode_string(&self.digest.clone().finalize());
         }
-        digest.update(text.as_bytes());
-        digest.update(b"\n");
+        self.digest.update(text.as_bytes());
+        self.digest.update(b"\n");
+        Ok(Some(line))
     }
-    let header = header.ok_or(ExportError::Malformed {
-        line: 1,
-        what: "an empty file".into(),
-    })?;
-    if !ended {
-        return Err(ExportError::Altered("it has no end line (cut short)"));
+
+    fn malformed(&self, what: &str) -> ExportError {
+        ExportError::Malformed {
+            line: self.number.max(1),
+            what: what.to_owned(),
+        }
     }
-    Ok(Read {
-        header,
-        rows,
-        checkpoints,
-    })
 }
 
 fn record(row: RowLine) -> Result<AuditRecord, String> {

@@ -295,6 +295,9 @@ fn export(args: Export) -> Result<(), Failure> {
         let file = NewFile::create(&args.out, 0o600).map_err(written)?;
         let mut out =
             export::ExportWriter::start(std::io::BufWriter::new(file), header).map_err(fail)?;
+        for cp in store.checkpoints(from, to).await.map_err(fail)? {
+            out.checkpoint(&cp).map_err(fail)?;
+        }
         let mut after = from - 1;
         let mut rows = 0u64;
         while after < to {
@@ -305,9 +308,6 @@ fn export(args: Export) -> Result<(), Failure> {
                 out.row(row).map_err(fail)?;
             }
             rows += page.len() as u64;
-        }
-        for cp in store.checkpoints(from, to).await.map_err(fail)? {
-            out.checkpoint(&cp).map_err(fail)?;
         }
         let (sha256, buffered) = out.finish().map_err(fail)?;
         let file = buffered.into_inner().map_err(|e| written(e.into_error()))?;

@@ -754,6 +754,33 @@ async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
     let (code, said) = offline(changed.to_str().unwrap());
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("NOT verified"), "{said}");
+    // A row's verdict changed, and the end line made to match: the
+    // attestation in the row still says otherwise.
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let row = lines
+        .iter()
+        .position(|l| l.starts_with("{\"row\""))
+        .unwrap();
+    lines[row] = lines[row].replacen("VERDICT_VERIFIED", "VERDICT_NOT_VERIFIED", 1);
+    let end = lines.len() - 1;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(
+        lines[..end]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    let mut end_line: serde_json::Value = serde_json::from_str(&lines[end]).unwrap();
+    end_line["end"]["sha256"] =
+        <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(&digest).into();
+    lines[end] = end_line.to_string();
+    std::fs::write(&changed, lines.join("\n") + "\n").unwrap();
+    let (code, said) = offline(changed.to_str().unwrap());
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("NOT verified: audit row 1 was changed"),
+        "{said}"
+    );
     // Cut short.
     let lines: Vec<&str> = text.lines().collect();
     std::fs::write(&changed, lines[..lines.len() - 2].join("\n") + "\n").unwrap();

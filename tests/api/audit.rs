@@ -303,13 +303,7 @@ impl Drill {
             self.dir.path().to_str().unwrap(),
         ];
         args.extend_from_slice(more);
-        let out = vnid(Some(&self.url), &args).output().unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), said)
+        run_to_end(vnid(Some(&self.url), &args))
     }
 }
 
@@ -683,13 +677,7 @@ async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
     let run = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--data-dir", data_dir]);
-        let out = vnid(Some(&url), &all).output().unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), said)
+        run_to_end(vnid(Some(&url), &all))
     };
     // Nothing was exported: the prune refuses, and removes nothing.
     let out = prune().output().unwrap();
@@ -702,7 +690,7 @@ async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
     // An export of the old rows, checked with no database at all.
     let export = dir.path().join("export-1-3.jsonl");
     let export_path = export.to_str().unwrap();
-    let (code, said) = run(&[
+    let export_1_3 = [
         "audit",
         "export",
         "--from",
@@ -711,35 +699,16 @@ async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
         "3",
         "--out",
         export_path,
-    ]);
+    ];
+    let (code, said) = run(&export_1_3);
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("rows 1 to 3 (3 rows)"), "{said}");
-    let offline = |path: &str| {
-        let out = vnid(None, &["audit", "verify", "--file", path])
-            .env_remove("VNID__DATABASE_URL")
-            .output()
-            .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), said)
-    };
+    let offline = |path: &str| run_to_end(vnid(None, &["audit", "verify", "--file", path]));
     let (code, said) = offline(export_path);
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("verified: 3 rows (rows 1 to 3)"), "{said}");
     // A second export under the same name is refused, the first kept.
-    let (code, said) = run(&[
-        "audit",
-        "export",
-        "--from",
-        "1",
-        "--to",
-        "3",
-        "--out",
-        export_path,
-    ]);
+    let (code, said) = run(&export_1_3);
     assert_ne!(code, 0, "{said}");
     assert!(said.contains("exists already"), "{said}");
     assert_eq!(offline(export_path).0, 0);
@@ -1386,7 +1355,7 @@ async fn a_witness_database_keeps_what_the_trail_database_lost() {
         .unwrap();
     assert_eq!(seqs, [5, 10]);
     let verify = || {
-        let out = vnid(
+        let mut cmd = vnid(
             Some(&drill.url),
             &[
                 "audit",
@@ -1395,16 +1364,9 @@ async fn a_witness_database_keeps_what_the_trail_database_lost() {
                 "--data-dir",
                 drill.dir.path().to_str().unwrap(),
             ],
-        )
-        .env("VNID__AUDIT__WITNESS_DATABASE_URL", &witness_url)
-        .output()
-        .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
         );
-        (out.status.code().unwrap_or(-1), said)
+        cmd.env("VNID__AUDIT__WITNESS_DATABASE_URL", &witness_url);
+        run_to_end(cmd)
     };
     let (code, said) = verify();
     assert_eq!(code, 0, "{said}");

@@ -301,6 +301,18 @@ pub fn date(year: u32, month: u32, day: u32) -> Option<pb::PartialDate> {
 }
 
 /// The `vnid` binary, without this process's `VNID__` environment.
+/// Runs `cmd` to its end: its exit code, and what it said (standard
+/// output, then standard error).
+pub fn run_to_end(mut cmd: Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), said)
+}
+
 pub fn vnid(database_url: Option<&str>, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vnid"));
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("VNID__")) {

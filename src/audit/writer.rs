@@ -188,17 +188,24 @@ impl Writer {
         // The trail keeps one check per (agency, request_id): a second row
         // under a pair already in the group is not written, and is answered
         // `Duplicate` once the first is durable.
-        let mut pairs = HashSet::new();
-        let (mut rows, mut repeats) = (Vec::with_capacity(group.len()), Vec::new());
-        for pending in group {
-            let first = pending
-                .entry
-                .request_key()
-                .is_none_or(|(a, r)| pairs.insert((a.to_owned(), r.to_owned())));
+        let first: Vec<bool> = {
+            let mut pairs = HashSet::new();
+            (group.iter())
+                .map(|p| p.entry.request_key().is_none_or(|pair| pairs.insert(pair)))
+                .collect()
+        };
+        // The rows to append and, in the same order, who waits for each.
+        let (mut rows, mut waiting) = (
+            Vec::with_capacity(group.len()),
+            Vec::with_capacity(group.len()),
+        );
+        let mut repeats = Vec::new();
+        for (pending, first) in group.into_iter().zip(first) {
             if first {
-                rows.push(pending);
+                rows.push(pending.entry);
+                waiting.push(pending.done);
             } else {
-                repeats.push(pending);
+                repeats.push(pending.done);
             }
         }
         let mut appended = self.append(&rows).await;
@@ -210,15 +217,19 @@ impl Writer {
             // earlier group): those rows are answered so, the rest go again.
             match self.already_in_trail(&rows).await {
                 Ok(taken) => {
-                    let mut kept = Vec::with_capacity(rows.len());
-                    for (pending, taken) in rows.into_iter().zip(taken) {
+                    let mut kept = (
+                        Vec::with_capacity(rows.len()),
+                        Vec::with_capacity(rows.len()),
+                    );
+                    for ((entry, done), taken) in rows.into_iter().zip(waiting).zip(taken) {
                         if taken {
-                            let _ = pending.done.send(Err(AuditError::Duplicate));
+                            let _ = done.send(Err(AuditError::Duplicate));
                         } else {
-                            kept.push(pending);
+                            kept.0.push(entry);
+                            kept.1.push(done);
                         }
                     }
-                    rows = kept;
+                    (rows, waiting) = kept;
                     appended = self.append(&rows).await;
                 }
                 Err(error) => appended = Err(error),
@@ -227,36 +238,35 @@ impl Writer {
         match &appended {
             Ok(Some(head)) => {
                 let first = head.seq - rows.len() as i64 + 1;
-                for (seq, pending) in (first..).zip(rows) {
-                    let _ = pending.done.send(Ok(seq));
+                for (seq, done) in (first..).zip(waiting) {
+                    let _ = done.send(Ok(seq));
                 }
                 self.unvouched = Some(*head);
             }
             Ok(None) => {}
             Err(error) => {
                 tracing::warn!(%error, rows = rows.len(), "audit group commit failed");
-                for pending in rows {
-                    let _ = pending.done.send(Err(error.for_each_waiter()));
+                for done in waiting {
+                    let _ = done.send(Err(error.for_each_waiter()));
                 }
             }
         }
-        for pending in repeats {
+        for done in repeats {
             let answer = match &appended {
                 Ok(_) => AuditError::Duplicate,
                 Err(error) => error.for_each_waiter(),
             };
-            let _ = pending.done.send(Err(answer));
+            let _ = done.send(Err(answer));
         }
     }
 
     /// Appends `rows` in one transaction, within the write timeout; `None`
     /// when there is nothing to append.
-    async fn append(&self, rows: &[Pending]) -> Result<Option<Head>, AuditError> {
+    async fn append(&self, rows: &[AuditEntry]) -> Result<Option<Head>, AuditError> {
         if rows.is_empty() {
             return Ok(None);
         }
-        let entries: Vec<AuditEntry> = rows.iter().map(|p| p.entry.clone()).collect();
-        match tokio::time::timeout(self.params.write_timeout, self.store.append(&entries)).await {
+        match tokio::time::timeout(self.params.write_timeout, self.store.append(rows)).await {
             Ok(result) => result.map(Some),
             Err(_) => Err(AuditError::Unavailable(
                 "the audit store did not answer in time".into(),
@@ -266,10 +276,10 @@ impl Writer {
 
     /// For each row, whether the trail already holds its (agency,
     /// request_id).
-    async fn already_in_trail(&self, rows: &[Pending]) -> Result<Vec<bool>, AuditError> {
+    async fn already_in_trail(&self, rows: &[AuditEntry]) -> Result<Vec<bool>, AuditError> {
         let mut taken = Vec::with_capacity(rows.len());
-        for pending in rows {
-            let found = match pending.entry.request_key() {
+        for entry in rows {
+            let found = match entry.request_key() {
                 Some((agency, request_id)) => tokio::time::timeout(
                     self.params.write_timeout,
                     self.store.first_request(agency, request_id),

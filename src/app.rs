@@ -166,43 +166,42 @@ impl Application {
             None => mirror,
         };
         let audit_store = open_audit_store(settings).await?;
-        let witness_database = match trail {
+        let (audit, audit_writer, checkpoint_kid): (Arc<dyn AuditSink>, _, _) = match trail {
             Trail::Kept => {
-                let database = witness_database(settings)?;
-                if let Some(database) = &database {
+                let witness_database = witness_database(settings)?;
+                if let Some(database) = &witness_database {
                     database
                         .prepare()
                         .await
                         .map_err(|e| StartupError::Refused(e.to_string()))?;
                 }
-                trail_reaches_its_witness(settings, audit_store.as_ref(), database.as_ref())
-                    .await?;
-                database
-            }
-            Trail::NotKept => None,
-        };
-        let mut checkpoint_kid = None;
-        let (audit, audit_writer): (Arc<dyn AuditSink>, _) = match trail {
-            Trail::Kept => {
+                let newest_note = newest_checkpoint_note(settings)?;
+                trail_reaches_its_witness(
+                    settings,
+                    audit_store.as_ref(),
+                    &newest_note,
+                    witness_database.as_ref(),
+                )
+                .await?;
                 let checkpoint_key = load_checkpoint_key(settings, &attester)?;
-                checkpoint_kid = Some(checkpoint_key.signing_kid());
+                let checkpoint_kid = checkpoint_key.signing_kid();
                 let (log, writer) = AuditLog::spawn(
                     audit_store.clone(),
                     Checkpointer::new(Arc::new(checkpoint_key), &attester.issuer, clock.clone()),
                     clock.clone(),
                     crate::audit::WriterParams {
-                        newest_note: Some(newest_checkpoint_note(settings)?),
+                        newest_note: Some(newest_note),
                         witness_database,
                         ..settings.audit.writer_params()
                     },
                 );
-                (Arc::new(log), Some(writer))
+                (Arc::new(log), Some(writer), Some(checkpoint_kid))
             }
             Trail::NotKept => {
                 tracing::error!(
                     "NO AUDIT TRAIL IS KEPT: a server built to measure, never to serve"
                 );
-                (Arc::new(NoAudit), None)
+                (Arc::new(NoAudit), None, None)
             }
         };
         let trail = (trail == Trail::Kept).then(|| audit_store.clone());
@@ -413,14 +412,14 @@ impl Application {
 async fn trail_reaches_its_witness(
     settings: &Settings,
     store: &dyn crate::audit::AuditStore,
+    note: &std::path::Path,
     database: Option<&crate::audit::witness::WitnessDatabase>,
 ) -> Result<(), StartupError> {
     use crate::audit::witness;
     let refused = |e: witness::WitnessError| StartupError::Refused(e.to_string());
     // Of witnesses vouching for one row, the last listed is named: a
     // witness outside the data directory before the directory's own note.
-    let note = newest_checkpoint_note(settings)?;
-    let mut evidence: Vec<(i64, String)> = witness::newest_noted(&note)
+    let mut evidence: Vec<(i64, String)> = witness::newest_noted(note)
         .map_err(refused)?
         .map(|seq| (seq, format!("the data directory's note {}", note.display())))
         .into_iter()

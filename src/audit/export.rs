@@ -188,8 +188,8 @@ impl<W: Write> ExportWriter<W> {
 /// What an export holds that verifies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportSummary {
+    /// Its rows start after `summary.anchor`.
     pub summary: Summary,
-    pub from: i64,
     /// The kids of the keys it was checked with.
     pub attestation_kids: Vec<String>,
     pub checkpoint_kids: Vec<String>,
@@ -289,7 +289,6 @@ pub fn verify(
     }
     Ok(walk.finish(to).map(|summary| ExportSummary {
         summary,
-        from: header.from,
         attestation_kids: attestations.kids(),
         checkpoint_kids: checkpoint_keys.kids(),
     }))

@@ -135,20 +135,13 @@ impl SqlAudit<Postgres> {
                 .map_err(audit_error::<Postgres>)?,
         )?;
         let old_enough = Self::old_enough(&mut tx, before_us, &head).await?;
-        let dropped: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM audit_partition WHERE to_seq - 1 <= $1")
+        let dropped: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, to_seq FROM audit_partition WHERE to_seq - 1 <= $1")
                 .bind(old_enough)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(audit_error::<Postgres>)?;
-        let cut: Option<i64> = sqlx::query_scalar(
-            "SELECT max(to_seq) - 1 FROM audit_partition WHERE to_seq - 1 <= $1",
-        )
-        .bind(old_enough)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(audit_error::<Postgres>)?;
-        let Some(cut) = cut else {
+        let Some(cut) = dropped.iter().map(|(_, to)| to - 1).max() else {
             return Ok(PruneOutcome::NOTHING);
         };
         // None: nothing but empty partitions (or rows pruned already).
@@ -161,7 +154,7 @@ impl SqlAudit<Postgres> {
             .await
             .map_err(audit_error::<Postgres>)?;
         // Last: dropping takes the rows' table whole until the commit.
-        for name in &dropped {
+        for (name, _) in &dropped {
             if !name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')

@@ -18,6 +18,7 @@
 pub mod chain;
 pub mod export;
 pub mod history;
+pub mod packed;
 pub mod store;
 pub mod witness;
 mod writer;

@@ -136,7 +136,7 @@ fn list(args: ListKeys) -> Result<(), Failure> {
         .collect();
     let mut used = std::collections::HashMap::new();
     for key_use in &uses {
-        let Some((kid, alg)) = header_key(&key_use.header_b64) else {
+        let Some((kid, alg)) = header_key(&key_use.header) else {
             continue;
         };
         if !listed.iter().any(|(k, _, _)| *k == kid) {
@@ -164,14 +164,13 @@ fn list(args: ListKeys) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The kid and algorithm a JWS header (base64url) names.
-fn header_key(header_b64: &str) -> Option<(String, String)> {
+/// The kid and algorithm a JWS header (its JSON) names.
+fn header_key(header: &[u8]) -> Option<(String, String)> {
     #[derive(serde::Deserialize)]
     struct Header {
         alg: String,
         kid: String,
     }
-    let bytes = <base64ct::Base64UrlUnpadded as base64ct::Encoding>::decode_vec(header_b64).ok()?;
-    let header: Header = serde_json::from_slice(&bytes).ok()?;
+    let header: Header = serde_json::from_slice(header).ok()?;
     Some((header.kid, header.alg))
 }

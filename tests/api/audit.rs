@@ -67,7 +67,7 @@ async fn two_instances_under_concurrent_load_lose_and_double_nothing() {
 
     let store = audit_store(&url);
     let rows = sqlx::query(
-        "SELECT seq, request_id, attestation_id, attestation, subject_index FROM audit_log \
+        "SELECT seq, request_id, attestation_id, attestation_bytes, subject_index FROM audit_log \
          ORDER BY seq",
     )
     .fetch_all(store.pool())
@@ -78,7 +78,14 @@ async fn two_instances_under_concurrent_load_lose_and_double_nothing() {
     assert_eq!(seqs, (1..=400).collect::<Vec<_>>(), "one chain, no gaps");
     let stored: BTreeSet<(String, String, String)> = rows
         .iter()
-        .map(|r| (r.get(1), r.get(2), r.get(3)))
+        .map(|r| {
+            let kept: Vec<u8> = r.get(3);
+            (
+                r.get(1),
+                r.get(2),
+                vnid::audit::packed::unpack(&kept).unwrap(),
+            )
+        })
         .collect();
     let answered: BTreeSet<(String, String, String)> = answers
         .into_iter()
@@ -318,7 +325,7 @@ impl Drill {
         self.sql(UNGUARDED).await;
         let rows = sqlx::query(
             "SELECT seq, at_us, kind, agency, purpose, request_id, subject, subject_index, \
-             verdict, reason, attestation_id, attestation, request_digest \
+             verdict, reason, attestation_id, attestation_bytes, request_digest \
              FROM audit_log ORDER BY seq",
         )
         .fetch_all(&self.pool)
@@ -339,7 +346,7 @@ impl Drill {
                 verdict: text(8),
                 reason: text(9),
                 attestation_id: text(10),
-                attestation: text(11),
+                attestation: vnid::audit::packed::unpack(&row.get::<Vec<u8>, _>(11)).unwrap(),
                 request_digest: text(12),
             };
             let hash = row_hash(&prev, &entry);
@@ -1038,10 +1045,10 @@ async fn store_suite(store: &dyn AuditStore, tamper: &str, run_sql: impl AsyncFn
         (uses[0].rows, uses[0].first_us <= uses[0].last_us),
         (9, true)
     );
-    assert!(
-        all[0]
-            .attestation
-            .starts_with(&format!("{}.", uses[0].header_b64))
+    let header_b64 = all[0].attestation.split('.').next().unwrap();
+    assert_eq!(
+        uses[0].header,
+        <base64ct::Base64UrlUnpadded as base64ct::Encoding>::decode_vec(header_b64).unwrap()
     );
 
     // Person 1's rows (seq 2, 4, 6, 8), newest first, two at a time.
@@ -1433,4 +1440,84 @@ async fn appends_go_on_while_a_partition_cannot_be_created_yet() {
         Some(&9),
         "nothing created while the table was held: {ends:?}"
     );
+}
+
+/// Rows written before attestations were kept as bytes keep their text:
+/// they read back, verify and count for their key as the new ones do, in
+/// both stores; a new row's attestation takes a quarter less room.
+#[tokio::test]
+async fn rows_kept_as_text_before_the_bytes_still_read_and_verify() {
+    let dir = Dir::new("audit-text-rows");
+    let sqlite = SqlAudit::<sqlx::Sqlite>::open(&dir.path().join("audit.sqlite3"))
+        .await
+        .unwrap();
+    let pool = sqlite.pool().clone();
+    text_rows_suite(
+        &sqlite,
+        "DROP TRIGGER audit_log_append_only;",
+        async |sql| {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    let postgres = audit_store(&PgServer::shared().fresh_database().await);
+    let pool = postgres.pool().clone();
+    text_rows_suite(&postgres, UNGUARDED, async |sql| {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+    })
+    .await;
+}
+
+/// `run_sql` runs one statement, giving its first column's integer if any.
+async fn text_rows_suite(
+    store: &dyn AuditStore,
+    unguard: &str,
+    run_sql: impl AsyncFn(String) -> Option<i64>,
+) {
+    let ring = vnid::attest::Keyring::from_pem(&vnid::attest::generate_key_pem().unwrap()).unwrap();
+    let jwks = Jwks::parse(ring.jwks_json()).unwrap();
+    let keys = vnid::audit::TrailKeys {
+        attestations: &jwks,
+        checkpoints: &jwks,
+    };
+    let all = entries(&ring, 6, 0);
+    store.migrate().await.unwrap();
+    store.append(&all).await.unwrap();
+    // A new row's attestation as kept: packed, a quarter smaller.
+    let kept = run_sql(
+        "SELECT CAST(length(attestation_bytes) AS BIGINT) FROM audit_log WHERE seq = 1".into(),
+    )
+    .await
+    .unwrap();
+    let text = all[0].attestation.len() as i64;
+    assert!(
+        kept * 4 <= text * 3 + 12,
+        "{kept} bytes for {text} characters"
+    );
+    // Rows 1 to 3 as the schema before kept them.
+    run_sql(unguard.into()).await;
+    for e in &all[..3] {
+        run_sql(format!(
+            "UPDATE audit_log SET attestation = '{}', attestation_bytes = NULL \
+             WHERE attestation_id = '{}'",
+            e.attestation, e.attestation_id
+        ))
+        .await;
+    }
+    let summary = store.verify(keys).await.unwrap().unwrap();
+    assert_eq!(summary.rows, 6);
+    let read: Vec<String> = (store.rows(0, 6, 10).await.unwrap().into_iter())
+        .map(|r| r.entry.attestation)
+        .collect();
+    let given: Vec<String> = all.iter().map(|e| e.attestation.clone()).collect();
+    assert_eq!(read, given, "every row's attestation exactly as given");
+    let uses = store.key_uses().await.unwrap();
+    assert_eq!(uses.len(), 1, "one key, whichever way its rows are kept");
+    assert_eq!(uses[0].rows, 6);
 }

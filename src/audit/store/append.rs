@@ -11,7 +11,7 @@ use super::{
     COLUMN_COUNT, COLUMNS, Dialect, HEAD, MOVE_HEAD, ROWS_PER_INSERT, SqlAudit, audit_error,
 };
 use crate::audit::chain::{Head, row_hash};
-use crate::audit::{AuditEntry, AuditError};
+use crate::audit::{AuditEntry, AuditError, packed};
 use crate::domain::Spelled;
 
 /// Appends a group in one statement, if the head is still where this store
@@ -27,10 +27,10 @@ WITH moved AS (
     WHERE kind <> 'access_history' AND EXISTS (SELECT 1 FROM moved)
 )
 INSERT INTO audit_log (seq, at_us, kind, agency, purpose, request_id, subject, subject_index,
-                       verdict, reason, attestation_id, attestation, request_digest,
+                       verdict, reason, attestation_id, attestation_bytes, request_digest,
                        prev_hash, row_hash)
 SELECT * FROM UNNEST($5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[],
-                     $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
+                     $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bytea[],
                      $17::text[], $18::bytea[], $19::bytea[])
 WHERE EXISTS (SELECT 1 FROM moved)";
 
@@ -94,7 +94,12 @@ impl SqlAudit<Postgres> {
                 .bind(text(|e| &e.verdict))
                 .bind(text(|e| &e.reason))
                 .bind(text(|e| &e.attestation_id))
-                .bind(text(|e| &e.attestation))
+                .bind(
+                    entries
+                        .iter()
+                        .map(|e| packed::pack(&e.attestation))
+                        .collect::<Vec<_>>(),
+                )
                 .bind(text(|e| &e.request_digest))
                 .bind(prev)
                 .bind(this)
@@ -202,10 +207,12 @@ where
                     .bind(e.verdict.as_str())
                     .bind(e.reason.as_str())
                     .bind(e.attestation_id.as_str())
-                    .bind(e.attestation.as_str())
+                    .bind(packed::pack(&e.attestation))
                     .bind(e.request_digest.as_str())
                     .bind(head.hash.to_vec())
-                    .bind(row_hash.to_vec());
+                    .bind(row_hash.to_vec())
+                    // The text column, for rows written before bytes.
+                    .bind("");
                 head.hash = row_hash;
             }
             insert.execute(&mut *tx).await.map_err(audit_error::<DB>)?;

@@ -29,7 +29,7 @@ use sqlx::{
 };
 
 use super::chain::{CheckpointClaims, Finding, Hash, Head, StoredCheckpoint, Summary, TrailKeys};
-use super::{AuditEntry, AuditError, AuditKind, AuditRecord};
+use super::{AuditEntry, AuditError, AuditKind, AuditRecord, packed};
 use crate::domain::Spelled;
 use crate::infra::BoxFuture;
 use crate::infra::read_batch::{self, ReadBatcher, ReadMany};
@@ -63,6 +63,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         "partitions",
         include_str!("../migrations/postgres/0004_partitions.sql"),
     ),
+    (
+        5,
+        "attestation bytes",
+        include_str!("../migrations/postgres/0005_attestation_bytes.sql"),
+    ),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (
@@ -85,13 +90,21 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "request table",
         include_str!("../migrations/sqlite/0004_partitions.sql"),
     ),
+    (
+        5,
+        "attestation bytes",
+        include_str!("../migrations/sqlite/0005_attestation_bytes.sql"),
+    ),
 ];
 
+/// A row as read: the attestation as bytes (see [`packed`]), or for a row
+/// written before that, as text (the last column).
 const COLUMNS: &str = "seq, at_us, kind, agency, purpose, request_id, subject, subject_index, \
-    verdict, reason, attestation_id, attestation, request_digest, prev_hash, row_hash";
-const COLUMN_COUNT: usize = 15;
+    verdict, reason, attestation_id, attestation_bytes, request_digest, prev_hash, row_hash, \
+    attestation";
+const COLUMN_COUNT: usize = 16;
 
-/// Rows per INSERT statement (15 parameters each).
+/// Rows per INSERT statement (16 parameters each).
 const ROWS_PER_INSERT: usize = 128;
 
 const MOVE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
@@ -132,8 +145,8 @@ impl PruneOutcome {
 /// key): how many, and when the first and the last were given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyUse {
-    /// `base64url(header)`, the token's first part.
-    pub header_b64: String,
+    /// The JWS header (its JSON).
+    pub header: Vec<u8>,
     pub first_us: i64,
     pub last_us: i64,
     pub rows: i64,
@@ -265,7 +278,8 @@ pub trait Dialect: Database + Sized {
     /// Holds the checkpoints against other writers (not readers, nor
     /// appends) until the transaction ends.
     const LOCK_CHECKPOINTS: &'static str;
-    /// The first part of a row's attestation (its JWS header).
+    /// The JWS header of a row's attestation as kept (see
+    /// [`packed::header_json`]).
     const TOKEN_HEADER: &'static str;
     /// The first statement of a transaction that must read one snapshot.
     const SNAPSHOT: Option<&'static str>;
@@ -296,7 +310,13 @@ impl Dialect for Postgres {
     // A row lock, and no dead row version per append.
     const LOCK_HEAD: &'static str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
     const LOCK_CHECKPOINTS: &'static str = "LOCK TABLE audit_checkpoint IN EXCLUSIVE MODE";
-    const TOKEN_HEADER: &'static str = "split_part(attestation, '.', 1)";
+    const TOKEN_HEADER: &'static str = "CASE \
+         WHEN attestation_bytes IS NULL THEN convert_to(split_part(attestation, '.', 1), 'UTF8') \
+         WHEN length(attestation_bytes) = 0 THEN ''::bytea \
+         WHEN get_byte(attestation_bytes, 0) = 1 THEN substring(attestation_bytes \
+             FROM 2 FOR position('\\x00'::bytea IN attestation_bytes) - 2) \
+         ELSE substring(attestation_bytes \
+             FROM 1 FOR position('\\x2e'::bytea IN attestation_bytes) - 1) END";
     const SNAPSHOT: Option<&'static str> =
         Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
     const UNBOUNDED: Option<&'static str> = Some(UNBOUNDED_STATEMENTS);
@@ -338,7 +358,11 @@ impl Dialect for Sqlite {
         "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
     // Any write takes SQLite's one write lock.
     const LOCK_CHECKPOINTS: &'static str = "UPDATE audit_head SET seq = seq WHERE id = 1";
-    const TOKEN_HEADER: &'static str = "substr(attestation, 1, instr(attestation, '.') - 1)";
+    const TOKEN_HEADER: &'static str = "CASE \
+         WHEN attestation_bytes IS NULL THEN substr(attestation, 1, instr(attestation, '.') - 1) \
+         WHEN substr(attestation_bytes, 1, 1) = x'01' \
+         THEN substr(attestation_bytes, 2, instr(attestation_bytes, x'00') - 2) \
+         ELSE substr(attestation_bytes, 1, instr(attestation_bytes, '.') - 1) END";
     // A read transaction in WAL mode sees one snapshot from its first read.
     const SNAPSHOT: Option<&'static str> = None;
     const UNBOUNDED: Option<&'static str> = None;
@@ -624,7 +648,12 @@ where
             verdict: text(8)?,
             reason: text(9)?,
             attestation_id: text(10)?,
-            attestation: text(11)?,
+            attestation: match row.try_get::<Option<Vec<u8>>, _>(11).map_err(corrupt)? {
+                Some(kept) => packed::unpack(&kept).ok_or_else(|| {
+                    AuditError::Corrupt(format!("row {seq} keeps no readable attestation"))
+                })?,
+                None => text(15)?,
+            },
             request_digest: text(12)?,
         };
         Ok(AuditRecord {
@@ -864,25 +893,40 @@ where
 
     fn key_uses(&self) -> BoxFuture<'_, Result<Vec<KeyUse>, AuditError>> {
         Box::pin(async move {
-            sqlx::query(AssertSqlSafe(format!(
+            let rows = sqlx::query(AssertSqlSafe(format!(
                 "SELECT {header} AS header, min(at_us), max(at_us), count(*) FROM audit_log \
                  WHERE kind <> 'access_history' GROUP BY header ORDER BY min(at_us)",
                 header = DB::TOKEN_HEADER
             )))
             .fetch_all(&self.pool)
             .await
-            .map_err(audit_error::<DB>)?
-            .iter()
-            .map(|row| {
-                Ok(KeyUse {
-                    header_b64: row.try_get(0)?,
-                    first_us: row.try_get(1)?,
-                    last_us: row.try_get(2)?,
-                    rows: row.try_get(3)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|e| AuditError::Corrupt(e.to_string()))
+            .map_err(audit_error::<DB>)?;
+            let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
+            // One header may be kept in both forms (text before packing).
+            let mut uses: Vec<KeyUse> = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let kept: Vec<u8> = row.try_get(0).map_err(corrupt)?;
+                let header = packed::header_json(&kept).unwrap_or(kept);
+                let (first_us, last_us, count): (i64, i64, i64) = (
+                    row.try_get(1).map_err(corrupt)?,
+                    row.try_get(2).map_err(corrupt)?,
+                    row.try_get(3).map_err(corrupt)?,
+                );
+                match uses.iter_mut().find(|u| u.header == header) {
+                    Some(u) => {
+                        u.first_us = u.first_us.min(first_us);
+                        u.last_us = u.last_us.max(last_us);
+                        u.rows += count;
+                    }
+                    None => uses.push(KeyUse {
+                        header,
+                        first_us,
+                        last_us,
+                        rows: count,
+                    }),
+                }
+            }
+            Ok(uses)
         })
     }
 

@@ -435,7 +435,7 @@ async fn trail_reaches_its_witness(
     let Some((vouched, by)) = evidence.into_iter().max_by_key(|(seq, _)| *seq) else {
         return Ok(());
     };
-    let head = store.head().await?;
+    let head = store.heads().await?.newest();
     if head.seq < vouched {
         return Err(StartupError::Refused(format!(
             "the audit trail ends at row {}, but {by} vouches for row {vouched}: restore the \

@@ -132,6 +132,10 @@ pub struct AuditSettings {
     /// partition whole once every row in it is past retention. Size it to
     /// a day or a week of checks.
     pub partition_rows: i64,
+    /// Hash chains of a Postgres trail (at least; never fewer once made):
+    /// instances sharing the trail append to different chains, each under
+    /// its own head's lock. More than the instances that write.
+    pub chains: i16,
 }
 
 /// Against harvesting: someone who knows a province, a gender and a birth
@@ -308,6 +312,7 @@ impl Default for AuditSettings {
             checkpoint_key_file: None,
             published_checkpoint_key_files: Vec::new(),
             partition_rows: 10_000_000,
+            chains: crate::audit::store::DEFAULT_CHAINS,
         }
     }
 }

@@ -112,7 +112,8 @@ pub async fn open_audit_store(settings: &Settings) -> Result<Arc<dyn AuditStore>
                     .database
                     .pool(settings.audit.max_connections.max(1)),
             )?
-            .with_partition_rows(settings.audit.partition_rows.max(1)),
+            .with_partition_rows(settings.audit.partition_rows.max(1))
+            .with_chains(settings.audit.chains),
         ),
         None => {
             Arc::new(SqlAudit::<Sqlite>::open(&private_database(settings, EMBEDDED_TRAIL)?).await?)

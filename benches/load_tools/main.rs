@@ -42,13 +42,14 @@
 //!                                         per transaction, one after
 //!                                         another as the writer does;
 //!                                         prints "rows rows_per_s"
-//!   load_tools writers URL WRITERS GROUP SECONDS
+//!   load_tools writers URL WRITERS GROUP SECONDS CHAINS
 //!                                         WRITERS concurrent writers, each
 //!                                         with its own connections (as
 //!                                         instances have), append groups
 //!                                         of GROUP check-sized rows to one
-//!                                         trail at URL for SECONDS; prints
-//!                                         "writers rows rows_per_s"
+//!                                         trail of CHAINS chains at URL for
+//!                                         SECONDS; prints "writers rows
+//!                                         rows_per_s"
 //!   load_tools fill URL ROWS GROUP        ROWS check-sized rows appended
 //!                                         to the trail at URL, GROUP per
 //!                                         transaction
@@ -162,9 +163,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["append", url, csv, group] => {
             current_thread()?.block_on(append::append(url, csv, group.parse()?))?
         }
-        ["writers", url, n, group, seconds] => tokio::runtime::Runtime::new()?.block_on(
-            writers::writers(url, n.parse()?, group.parse()?, seconds.parse()?),
-        )?,
+        ["writers", url, n, group, seconds, chains] => {
+            tokio::runtime::Runtime::new()?.block_on(writers::writers(
+                url,
+                n.parse()?,
+                group.parse()?,
+                seconds.parse()?,
+                chains.parse()?,
+            ))?
+        }
         ["fill", url, rows, group] => {
             current_thread()?.block_on(writers::fill(url, rows.parse()?, group.parse()?))?
         }

@@ -45,19 +45,21 @@ fn entry(writer: usize, n: u64) -> AuditEntry {
 
 /// WRITERS tasks, each with its own connections (as separate instances
 /// have), append groups of GROUP rows one after another for SECONDS;
-/// prints "writers rows rows_per_s". A URL holding `{w}` gives each
-/// writer a trail (a database) of its own, named by its number: no head
-/// shared, the most any split of the chain could give.
+/// prints "writers rows rows_per_s". The trail has `chains` chains; a URL
+/// holding `{w}` gives each writer a trail (a database) of its own, named
+/// by its number: nothing shared, the most any split could give.
 pub async fn writers(
     url: &str,
     writers: usize,
     group: usize,
     seconds: u64,
+    chains: i16,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let url_of = |w: usize| url.replace("{w}", &w.to_string());
     let trails = if url.contains("{w}") { writers } else { 1 };
     for w in 0..trails {
         SqlAudit::connect_lazy(&url_of(w), 2, Duration::from_secs(30))?
+            .with_chains(chains)
             .migrate()
             .await?;
     }
@@ -66,7 +68,8 @@ pub async fn writers(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let store = SqlAudit::connect_lazy(&url_of(w), 2, Duration::from_secs(30))?;
+        let store =
+            SqlAudit::connect_lazy(&url_of(w), 2, Duration::from_secs(30))?.with_chains(chains);
         let (rows, stop) = (rows.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;

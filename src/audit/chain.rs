@@ -53,8 +53,8 @@ pub fn row_hash(prev: &Hash, entry: &AuditEntry) -> Hash {
     h.finalize().into()
 }
 
-/// The newest row of the trail: how many rows were ever written, and the
-/// last one's hash.
+/// A chain's newest row (or, for the whole trail, its newest row of all):
+/// its `seq` and its hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     pub seq: i64,
@@ -68,18 +68,100 @@ impl Head {
     };
 }
 
+/// Which chain a row is in. The trail is one or more hash chains over one
+/// numbering: writers that share a trail append to chains of their own,
+/// each under its own head's lock, instead of all through one; each row
+/// links to the row before it in its chain. Chain 1 is the first (and the
+/// only one of a trail written before chains, and of the embedded trail).
+pub type ChainId = i16;
+pub const FIRST_CHAIN: ChainId = 1;
+
+/// The newest row of each chain that holds any, as of one moment: what a
+/// checkpoint vouches for, and where a walk must end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heads(BTreeMap<ChainId, Head>);
+
+impl Heads {
+    /// Chains that hold no row yet are left out.
+    pub fn new(heads: impl IntoIterator<Item = (ChainId, Head)>) -> Self {
+        Self(heads.into_iter().filter(|(_, h)| h.seq > 0).collect())
+    }
+
+    /// A trail of one chain (the first) ending at `head`.
+    pub fn one(head: Head) -> Self {
+        Self::new([(FIRST_CHAIN, head)])
+    }
+
+    pub fn get(&self, chain: ChainId) -> Option<Head> {
+        self.0.get(&chain).copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (ChainId, Head)> + '_ {
+        self.0.iter().map(|(&c, &h)| (c, h))
+    }
+
+    /// Whether any chain but the first holds rows.
+    pub fn beyond_the_first(&self) -> bool {
+        self.0.keys().any(|&c| c != FIRST_CHAIN)
+    }
+
+    /// The newest row of all: where the trail ends.
+    pub fn newest(&self) -> Head {
+        self.0
+            .values()
+            .max_by_key(|h| h.seq)
+            .copied()
+            .unwrap_or(Head::EMPTY)
+    }
+
+    /// What a checkpoint of these heads names as its head: its newest row
+    /// and, with the first chain alone, that row's hash (as before chains);
+    /// otherwise `SHA-256("vnid-chains-v1" 0, then each chain's number (2
+    /// bytes), newest row (8) and hash (32), big-endian, in chain order)`.
+    pub fn identity(&self) -> Head {
+        let newest = self.newest();
+        if !self.beyond_the_first() {
+            return newest;
+        }
+        let mut h = Sha256::new();
+        h.update(b"vnid-chains-v1\0");
+        for (chain, head) in self.iter() {
+            h.update(chain.to_be_bytes());
+            h.update(head.seq.to_be_bytes());
+            h.update(head.hash);
+        }
+        Head {
+            seq: newest.seq,
+            hash: h.finalize().into(),
+        }
+    }
+}
+
+/// One chain's head, as a checkpoint of several chains names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHeadClaim {
+    pub chain: ChainId,
+    pub seq: i64,
+    /// base64url of the row's hash.
+    pub head: String,
+}
+
 /// What a checkpoint signs: the trail's head at `seq` was `head`, and the
 /// checkpoint before it (the newest one in the trail when it was signed)
 /// was at `prev_seq` with head `prev_head`, so that the checkpoints form a
 /// chain of their own and one removed from the middle is missed by the
-/// next. A `cut` checkpoint marks where `vnid audit prune` cut the trail:
-/// the oldest row kept follows it. It names no predecessor: it anchors.
+/// next. A trail of several chains names each chain's head in `chains`,
+/// and `head` is their [`Heads::identity`]. A `cut` checkpoint marks where
+/// `vnid audit prune` cut the trail: the oldest rows kept follow the heads
+/// it names. It names no predecessor: it anchors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointClaims {
     pub iss: String,
     pub seq: i64,
-    /// base64url of the row's hash.
+    /// base64url of the row's hash (or of the chains' heads' hash).
     pub head: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<ChainHeadClaim>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_seq: Option<i64>,
     /// base64url of the previous checkpoint's head.
@@ -91,11 +173,24 @@ pub struct CheckpointClaims {
 }
 
 impl CheckpointClaims {
-    pub fn new(iss: &str, head: &Head, prev: Option<&Head>, iat: UnixSeconds, cut: bool) -> Self {
+    pub fn new(iss: &str, heads: &Heads, prev: Option<&Head>, iat: UnixSeconds, cut: bool) -> Self {
+        let identity = heads.identity();
         Self {
             iss: iss.to_owned(),
-            seq: head.seq,
-            head: Base64UrlUnpadded::encode_string(&head.hash),
+            seq: identity.seq,
+            head: Base64UrlUnpadded::encode_string(&identity.hash),
+            chains: if heads.beyond_the_first() {
+                heads
+                    .iter()
+                    .map(|(chain, h)| ChainHeadClaim {
+                        chain,
+                        seq: h.seq,
+                        head: Base64UrlUnpadded::encode_string(&h.hash),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             prev_seq: prev.map(|p| p.seq),
             prev_head: prev.map(|p| Base64UrlUnpadded::encode_string(&p.hash)),
             iat,
@@ -107,13 +202,47 @@ impl CheckpointClaims {
     /// signature: what the next checkpoint chains onto (a forged one then
     /// breaks the chain where `vnid audit verify` looks).
     pub fn unverified_head(token: &str) -> Option<Head> {
-        let payload = token.split('.').nth(1)?;
-        let claims: Self =
-            serde_json::from_slice(&Base64UrlUnpadded::decode_vec(payload).ok()?).ok()?;
+        let claims = Self::unverified(token)?;
         Some(Head {
             seq: claims.seq,
             hash: decode_hash(&claims.head)?,
         })
+    }
+
+    /// Each chain's head a stored checkpoint names, read the same way:
+    /// where a cut left the chains, for what follows it.
+    pub fn unverified_heads(token: &str) -> Option<Heads> {
+        let claims = Self::unverified(token)?;
+        claims.heads()
+    }
+
+    fn unverified(token: &str) -> Option<Self> {
+        let payload = token.split('.').nth(1)?;
+        serde_json::from_slice(&Base64UrlUnpadded::decode_vec(payload).ok()?).ok()
+    }
+
+    /// Each chain's head it names: the first chain's alone when it names
+    /// no chains.
+    fn heads(&self) -> Option<Heads> {
+        if self.chains.is_empty() {
+            let hash = decode_hash(&self.head)?;
+            return Some(Heads::one(Head {
+                seq: self.seq,
+                hash,
+            }));
+        }
+        let heads = (self.chains.iter())
+            .map(|c| {
+                Some((
+                    c.chain,
+                    Head {
+                        seq: c.seq,
+                        hash: decode_hash(&c.head)?,
+                    },
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Heads::new(heads))
     }
 }
 
@@ -124,9 +253,12 @@ fn decode_hash(b64: &str) -> Option<Hash> {
 }
 
 /// A checkpoint's signed content, once its signature and its row check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Signed {
+    /// Its head ([`Heads::identity`] of `heads`).
     hash: Hash,
+    /// Each chain's head it vouches for.
+    heads: Heads,
     prev: Option<Head>,
     cut: bool,
 }
@@ -143,14 +275,26 @@ pub struct StoredCheckpoint {
 pub enum Finding {
     #[error("audit row {seq} was changed: {what}")]
     Changed { seq: i64, what: &'static str },
-    #[error("audit rows {first} to {last} were removed")]
-    Removed { first: i64, last: i64 },
+    /// Rows of one chain are gone from between two it still holds (row 0:
+    /// the chain's start).
+    #[error("audit rows were removed from chain {chain} between row {after} and row {before}")]
+    Removed {
+        chain: ChainId,
+        after: i64,
+        before: i64,
+    },
     #[error("audit row {seq} was moved: it follows row {follows}, not the row before it")]
     Reordered { seq: i64, follows: i64 },
-    /// Found by [`ChainCheck::push`]; the store turns it into `Reordered`
-    /// or `Removed` by looking for the row the link points to.
-    #[error("audit row {seq} does not follow the row before it")]
-    Unlinked { seq: i64, prev: Hash },
+    /// Found by [`ChainCheck::push`]: row `seq` of `chain` does not follow
+    /// the chain's row before it (`after`). The store turns it into
+    /// `Reordered` or `Removed` by looking for the row the link points to.
+    #[error("audit row {seq} does not follow row {after}, the row before it in chain {chain}")]
+    Unlinked {
+        seq: i64,
+        chain: ChainId,
+        after: i64,
+        prev: Hash,
+    },
     #[error(
         "the audit trail was truncated: it ends at row {last}, but {evidence} vouches for row {seq}"
     )]
@@ -199,7 +343,10 @@ pub struct Summary {
     /// Where the kept rows start: 0 for the first row ever written, or the
     /// last row `vnid audit prune` removed.
     pub anchor: i64,
+    /// The newest row.
     pub head: Head,
+    /// Each chain's newest row.
+    pub heads: Heads,
     /// The newest signed checkpoint, if any.
     pub checkpoint: Option<i64>,
 }
@@ -214,24 +361,48 @@ pub struct TrailKeys<'a> {
     pub checkpoints: &'a Jwks,
 }
 
-/// Walks a trail in `seq` order.
+/// What holds a row to a hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Evidence {
+    /// A checkpoint in the trail.
+    Signed,
+    /// A checkpoint only a witness holds.
+    Witnessed,
+    /// A head the operator expects (`--expect`).
+    Expected,
+}
+
+impl Evidence {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Signed => "a signed checkpoint",
+            Self::Witnessed => "a witnessed checkpoint",
+            Self::Expected => "the expected head",
+        }
+    }
+}
+
+/// Walks a trail in `seq` order, each chain along its links.
 pub struct ChainCheck<'a> {
     keys: TrailKeys<'a>,
-    /// Heads the rows must hold: signed ones, and those expected.
-    checkpoints: BTreeMap<i64, Hash>,
+    /// Rows that must be there with these hashes: each chain's head in
+    /// every checkpoint, and the heads expected.
+    pinned: BTreeMap<i64, (Hash, Evidence)>,
+    /// Pinned rows found.
+    reached: BTreeSet<i64>,
     /// Every signed checkpoint (the trail's and the witnesses'), by row:
     /// their own chain.
     signed: BTreeMap<i64, Signed>,
+    /// Rows up to here were pruned; `chains` starts at the cut's heads.
     anchor: i64,
-    expected: i64,
-    prev: Hash,
+    /// Each chain's newest row so far.
+    chains: BTreeMap<ChainId, Head>,
+    last: i64,
     rows: u64,
-    /// The newest checkpoint the rows so far agree with.
+    /// The newest pinned row the rows so far agree with.
     vouched: i64,
     /// Checkpoints a witness holds that the trail's own table does not.
     witnessed_only: BTreeSet<i64>,
-    /// Heads the operator expects (`--expect`), not checkpoints.
-    expected_only: BTreeSet<i64>,
 }
 
 impl<'a> ChainCheck<'a> {
@@ -239,21 +410,23 @@ impl<'a> ChainCheck<'a> {
     /// newest cut (or at the genesis when the trail was never pruned).
     pub fn new(keys: TrailKeys<'a>, stored: &[StoredCheckpoint]) -> Result<Self, Finding> {
         let signed = Self::verified(keys, stored)?;
-        let anchor = (signed.iter().rev())
+        let (anchor, heads) = (signed.iter().rev())
             .find(|(_, s)| s.cut)
-            .map_or(Head::EMPTY, |(&seq, s)| Head { seq, hash: s.hash });
-        Ok(Self::anchored(keys, signed, anchor))
+            .map_or((0, Heads::default()), |(&seq, s)| (seq, s.heads.clone()));
+        Self::anchored(keys, signed, anchor, heads)
     }
 
-    /// A walk of a part of a trail (an export) whose first row follows
-    /// `after`, with the checkpoints of that part.
+    /// A walk of a part of a trail (an export) whose rows follow row
+    /// `anchor`, each chain its head in `after`, with the checkpoints of
+    /// that part.
     pub fn after(
         keys: TrailKeys<'a>,
-        after: Head,
+        anchor: i64,
+        after: Heads,
         stored: &[StoredCheckpoint],
     ) -> Result<Self, Finding> {
         let signed = Self::verified(keys, stored)?;
-        Ok(Self::anchored(keys, signed, after))
+        Self::anchored(keys, signed, anchor, after)
     }
 
     fn verified(
@@ -266,19 +439,53 @@ impl<'a> ChainCheck<'a> {
             .collect()
     }
 
-    fn anchored(keys: TrailKeys<'a>, signed: BTreeMap<i64, Signed>, anchor: Head) -> Self {
-        Self {
+    fn anchored(
+        keys: TrailKeys<'a>,
+        signed: BTreeMap<i64, Signed>,
+        anchor: i64,
+        heads: Heads,
+    ) -> Result<Self, Finding> {
+        let mut walk = Self {
             keys,
-            checkpoints: signed.iter().map(|(&seq, s)| (seq, s.hash)).collect(),
-            signed,
-            anchor: anchor.seq,
-            expected: anchor.seq + 1,
-            prev: anchor.hash,
+            pinned: BTreeMap::new(),
+            reached: BTreeSet::new(),
+            signed: BTreeMap::new(),
+            anchor,
+            chains: heads.0,
+            last: anchor,
             rows: 0,
-            vouched: anchor.seq,
+            vouched: anchor,
             witnessed_only: BTreeSet::new(),
-            expected_only: BTreeSet::new(),
+        };
+        for (seq, this) in signed {
+            walk.pin_checkpoint(seq, &this, Evidence::Signed)?;
+            walk.signed.insert(seq, this);
         }
+        Ok(walk)
+    }
+
+    /// Pins each chain head the checkpoint at `seq` names (those after the
+    /// anchor): two checkpoints that name one row with two hashes are a
+    /// forgery.
+    fn pin_checkpoint(&mut self, seq: i64, this: &Signed, from: Evidence) -> Result<(), Finding> {
+        for (_, head) in this.heads.iter().filter(|(_, h)| h.seq > self.anchor) {
+            match self.pinned.get(&head.seq) {
+                Some((hash, _)) if *hash != head.hash => {
+                    return Err(Finding::BadCheckpoint {
+                        seq,
+                        why: format!(
+                            "it names another hash for row {} than another does",
+                            head.seq
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    self.pinned.insert(head.seq, (head.hash, from));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Holds the trail to checkpoints a witness kept outside its database:
@@ -292,8 +499,8 @@ impl<'a> ChainCheck<'a> {
             if cp.seq <= self.anchor {
                 continue;
             }
-            match self.checkpoints.get(&cp.seq) {
-                Some(stored) if *stored != this.hash => {
+            match self.signed.get(&cp.seq) {
+                Some(stored) if stored.hash != this.hash => {
                     return Err(Finding::BadCheckpoint {
                         seq: cp.seq,
                         why: "it disagrees with the witnessed checkpoint of that row".into(),
@@ -301,7 +508,7 @@ impl<'a> ChainCheck<'a> {
                 }
                 Some(_) => {}
                 None => {
-                    self.checkpoints.insert(cp.seq, this.hash);
+                    self.pin_checkpoint(cp.seq, &this, Evidence::Witnessed)?;
                     self.signed.insert(cp.seq, this);
                     self.witnessed_only.insert(cp.seq);
                 }
@@ -317,15 +524,15 @@ impl<'a> ChainCheck<'a> {
         if head.seq <= self.anchor {
             return Ok(self);
         }
-        match self.checkpoints.get(&head.seq) {
-            Some(signed) if *signed != head.hash => Err(Finding::BadCheckpoint {
+        match self.pinned.get(&head.seq) {
+            Some((pinned, _)) if *pinned != head.hash => Err(Finding::BadCheckpoint {
                 seq: head.seq,
                 why: "it disagrees with the expected head of that row".into(),
             }),
             Some(_) => Ok(self),
             None => {
-                self.checkpoints.insert(head.seq, head.hash);
-                self.expected_only.insert(head.seq);
+                self.pinned
+                    .insert(head.seq, (head.hash, Evidence::Expected));
                 Ok(self)
             }
         }
@@ -338,36 +545,40 @@ impl<'a> ChainCheck<'a> {
             // Older than the cut: a prune in progress elsewhere.
             return Ok(());
         }
-        if seq > self.expected {
-            return Err(Finding::Removed {
-                first: self.expected,
-                last: seq - 1,
-            });
-        }
         if row_hash(&row.prev_hash, &row.entry) != row.row_hash {
             return Err(Finding::Changed {
                 seq,
                 what: "its content does not hash to its recorded hash",
             });
         }
-        if row.prev_hash != self.prev {
+        let before = self.chains.get(&row.chain).copied().unwrap_or(Head::EMPTY);
+        if row.prev_hash != before.hash {
             return Err(Finding::Unlinked {
                 seq,
+                chain: row.chain,
+                after: before.seq,
                 prev: row.prev_hash,
             });
         }
         self.matches_its_attestation(seq, &row.entry)?;
-        if let Some(signed) = self.checkpoints.get(&seq) {
-            if *signed != row.row_hash {
+        if let Some((pinned, _)) = self.pinned.get(&seq) {
+            if *pinned != row.row_hash {
                 return Err(Finding::Rewritten {
                     since: self.vouched,
                     seq,
                 });
             }
             self.vouched = seq;
+            self.reached.insert(seq);
         }
-        self.prev = row.row_hash;
-        self.expected = seq + 1;
+        self.chains.insert(
+            row.chain,
+            Head {
+                seq,
+                hash: row.row_hash,
+            },
+        );
+        self.last = seq;
         self.rows += 1;
         Ok(())
     }
@@ -446,34 +657,38 @@ impl<'a> ChainCheck<'a> {
         Ok(())
     }
 
-    /// After the last row up to `head`: the rows must reach the head and
-    /// every signed checkpoint.
-    pub fn finish(self, head: Head) -> Result<Summary, Finding> {
-        let last = self.expected - 1;
-        if head.seq > last {
-            return Err(Finding::Truncated {
-                last,
-                seq: head.seq,
-                evidence: "the trail's head",
-            });
+    /// After the last row: each chain must end at its head in `heads`, and
+    /// every pinned row must have been found.
+    pub fn finish(self, heads: &Heads) -> Result<Summary, Finding> {
+        for (chain, head) in heads.iter().filter(|(_, h)| h.seq > self.anchor) {
+            let walked = self.chains.get(&chain).copied().unwrap_or(Head::EMPTY);
+            if walked.seq < head.seq {
+                return Err(Finding::Truncated {
+                    last: walked.seq,
+                    seq: head.seq,
+                    evidence: "the trail's head",
+                });
+            }
+            if walked.seq > head.seq {
+                return Err(Finding::Changed {
+                    seq: walked.seq,
+                    what: "its chain's head says the chain ends before it",
+                });
+            }
+            if walked.hash != head.hash {
+                return Err(Finding::Changed {
+                    seq: head.seq,
+                    what: "it does not hash to the trail's head",
+                });
+            }
         }
-        if let Some((&seq, _)) = self.checkpoints.range(last + 1..).next_back() {
+        let missed = (self.pinned.iter())
+            .rfind(|(seq, _)| **seq > self.anchor && !self.reached.contains(seq));
+        if let Some((&seq, &(_, evidence))) = missed {
             return Err(Finding::Truncated {
-                last,
+                last: self.last,
                 seq,
-                evidence: if self.witnessed_only.contains(&seq) {
-                    "a witnessed checkpoint"
-                } else if self.expected_only.contains(&seq) {
-                    "the expected head"
-                } else {
-                    "a signed checkpoint"
-                },
-            });
-        }
-        if head.seq == last && head.hash != self.prev {
-            return Err(Finding::Changed {
-                seq: last,
-                what: "it does not hash to the trail's head",
+                evidence: evidence.name(),
             });
         }
         self.checkpoints_chain()?;
@@ -483,10 +698,9 @@ impl<'a> ChainCheck<'a> {
         Ok(Summary {
             rows: self.rows,
             anchor: self.anchor,
-            head,
-            checkpoint: (self.checkpoints.keys().rev())
-                .find(|seq| !self.expected_only.contains(seq))
-                .copied(),
+            head: heads.newest(),
+            heads: heads.clone(),
+            checkpoint: self.signed.keys().next_back().copied(),
         })
     }
 }
@@ -505,6 +719,17 @@ fn verify_checkpoint(keys: &Jwks, cp: &StoredCheckpoint) -> Result<Signed, Findi
     if claims.seq != cp.seq {
         return Err(bad(format!("it is signed for row {}", claims.seq)));
     }
+    let heads = claims.heads().ok_or_else(not_a_hash)?;
+    if heads.identity()
+        != (Head {
+            seq: claims.seq,
+            hash,
+        })
+    {
+        return Err(bad(
+            "its head is not the hash of the chains' heads it names".into(),
+        ));
+    }
     let prev = match (claims.prev_seq, &claims.prev_head) {
         (Some(seq), Some(head)) => Some(Head {
             seq,
@@ -515,6 +740,7 @@ fn verify_checkpoint(keys: &Jwks, cp: &StoredCheckpoint) -> Result<Signed, Findi
     };
     Ok(Signed {
         hash,
+        heads,
         prev,
         cut: claims.cut,
     })
@@ -576,6 +802,7 @@ mod tests {
                 let row_hash = row_hash(&prev, &entry);
                 let record = AuditRecord {
                     seq,
+                    chain: FIRST_CHAIN,
                     entry,
                     prev_hash: prev,
                     row_hash,
@@ -601,7 +828,7 @@ mod tests {
         StoredCheckpoint {
             seq: row.seq,
             token: ring
-                .sign_checkpoint(&CheckpointClaims::new("t", &head, None, 5, cut))
+                .sign_checkpoint(&CheckpointClaims::new("t", &Heads::one(head), None, 5, cut))
                 .unwrap(),
         }
     }
@@ -616,7 +843,7 @@ mod tests {
                     seq: rows[i].seq,
                     hash: rows[i].row_hash,
                 };
-                let claims = CheckpointClaims::new("t", &head, prev.as_ref(), 5, false);
+                let claims = CheckpointClaims::new("t", &Heads::one(head), prev.as_ref(), 5, false);
                 prev = Some(head);
                 StoredCheckpoint {
                     seq: head.seq,
@@ -642,7 +869,7 @@ mod tests {
         for row in rows {
             walk.push(row)?;
         }
-        walk.finish(head)
+        walk.finish(&Heads::one(head))
     }
 
     #[test]
@@ -741,7 +968,12 @@ mod tests {
         rows.remove(3);
         assert_eq!(
             check(&ring, &rows, &[], head(&rows)),
-            Err(Finding::Removed { first: 4, last: 4 })
+            Err(Finding::Unlinked {
+                seq: 5,
+                chain: FIRST_CHAIN,
+                after: 3,
+                prev: rows[3].prev_hash
+            })
         );
         // Renumbered to hide the gap: the link breaks.
         for row in &mut rows[3..] {
@@ -764,6 +996,8 @@ mod tests {
             check(&ring, &rows, &[], head(&rows)),
             Err(Finding::Unlinked {
                 seq: 5,
+                chain: FIRST_CHAIN,
+                after: 4,
                 prev: rows[5].row_hash
             })
         );
@@ -802,10 +1036,14 @@ mod tests {
         let summary = check(&ring, &rows[4..], &cut, head(&rows)).unwrap();
         assert_eq!((summary.rows, summary.anchor), (6, 4));
         // Rows dropped from the start without a signed cut.
-        assert_eq!(
+        assert!(matches!(
             check(&ring, &rows[4..], &[], head(&rows)),
-            Err(Finding::Removed { first: 1, last: 4 })
-        );
+            Err(Finding::Unlinked {
+                seq: 5,
+                after: 0,
+                ..
+            })
+        ));
         // A periodic checkpoint is no cut.
         let periodic = [checkpoint(&checkpoint_key(), &rows[3], false)];
         assert!(check(&ring, &rows[4..], &periodic, head(&rows)).is_err());
@@ -882,6 +1120,190 @@ mod tests {
                 kid: ring.signing_kid()
             })
         );
+    }
+
+    /// Rows as writers on several chains append them: row `i` (numbered
+    /// `seqs[i]`) into chain `chains[i]`, linked to its chain's row before.
+    fn chained_trail(ring: &Keyring, seqs: &[i64], chains: &[ChainId]) -> Vec<AuditRecord> {
+        let mut prev: BTreeMap<ChainId, Hash> = BTreeMap::new();
+        seqs.iter()
+            .zip(chains)
+            .map(|(&seq, &chain)| {
+                let entry = entry(ring, seq);
+                let link = prev.get(&chain).copied().unwrap_or(GENESIS);
+                let row_hash = row_hash(&link, &entry);
+                prev.insert(chain, row_hash);
+                AuditRecord {
+                    seq,
+                    chain,
+                    entry,
+                    prev_hash: link,
+                    row_hash,
+                }
+            })
+            .collect()
+    }
+
+    /// Each chain's newest row among `rows`.
+    fn heads_of(rows: &[AuditRecord]) -> Heads {
+        Heads::new(rows.iter().map(|r| {
+            (
+                r.chain,
+                Head {
+                    seq: r.seq,
+                    hash: r.row_hash,
+                },
+            )
+        }))
+    }
+
+    fn signed(heads: &Heads, prev: Option<&Head>, cut: bool) -> StoredCheckpoint {
+        let claims = CheckpointClaims::new("t", heads, prev, 5, cut);
+        StoredCheckpoint {
+            seq: claims.seq,
+            token: checkpoint_key().sign_checkpoint(&claims).unwrap(),
+        }
+    }
+
+    fn check_heads(
+        ring: &Keyring,
+        rows: &[AuditRecord],
+        cps: &[StoredCheckpoint],
+        heads: &Heads,
+    ) -> Result<Summary, Finding> {
+        let attestations = Jwks::parse(ring.jwks_json()).unwrap();
+        let checkpoints = Jwks::parse(checkpoint_key().jwks_json()).unwrap();
+        let keys = TrailKeys {
+            attestations: &attestations,
+            checkpoints: &checkpoints,
+        };
+        let mut walk = ChainCheck::new(keys, cps)?;
+        for row in rows {
+            walk.push(row)?;
+        }
+        walk.finish(heads)
+    }
+
+    #[test]
+    fn several_chains_verify_each_along_its_links_with_numbers_skipped() {
+        let ring = keyring();
+        // Chains 1 to 3 interleaved; 4 and 9 taken by appends that failed.
+        let seqs = [1, 2, 3, 5, 6, 7, 8, 10, 11, 12];
+        let chains = [1, 2, 1, 3, 2, 2, 1, 3, 3, 2];
+        let rows = chained_trail(&ring, &seqs, &chains);
+        let heads = heads_of(&rows);
+        let cp = [signed(&heads_of(&rows[..7]), None, false)];
+        assert_eq!(
+            cp[0].seq, 8,
+            "a checkpoint is at the newest row it vouches for"
+        );
+        let summary = check_heads(&ring, &rows, &cp, &heads).unwrap();
+        assert_eq!((summary.rows, summary.head.seq), (10, 12));
+        assert_eq!(summary.heads, heads);
+        assert_eq!(summary.checkpoint, Some(8));
+
+        // A row of chain 2 deleted: its chain's next row says so.
+        let mut removed = rows.clone();
+        removed.remove(5);
+        assert!(matches!(
+            check_heads(&ring, &removed, &cp, &heads),
+            Err(Finding::Unlinked {
+                seq: 12,
+                chain: 2,
+                after: 6,
+                ..
+            })
+        ));
+        // Chain 3's tail deleted and its head rewound, the other chains
+        // going on: the head of chain 3 the checkpoint signed is missed.
+        let cut_short: Vec<AuditRecord> = rows.iter().filter(|r| r.chain != 3).cloned().collect();
+        let rewound = heads_of(&cut_short);
+        assert_eq!(
+            check_heads(&ring, &cut_short, &cp, &rewound),
+            Err(Finding::Truncated {
+                last: 12,
+                seq: 5,
+                evidence: "a signed checkpoint"
+            })
+        );
+        // ... and with the head left as it was, the head says so.
+        assert!(matches!(
+            check_heads(&ring, &cut_short, &[], &heads),
+            Err(Finding::Truncated { seq: 11, .. })
+        ));
+        // A row moved into another chain no longer links there.
+        let mut moved = rows.clone();
+        moved[7].chain = 1;
+        assert!(matches!(
+            check_heads(&ring, &moved, &[], &heads),
+            Err(Finding::Unlinked {
+                seq: 10,
+                chain: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_checkpoint_of_several_chains_holds_every_head_it_names() {
+        let ring = keyring();
+        let rows = chained_trail(&ring, &[1, 2, 3, 4], &[1, 2, 1, 2]);
+        let heads = heads_of(&rows);
+        // Its head is the hash of the chains' heads: change one, and the
+        // signature no longer covers what it claims.
+        let mut claims = CheckpointClaims::new("t", &heads, None, 5, false);
+        assert_eq!(claims.chains.len(), 2);
+        claims.chains[0].head = claims.chains[1].head.clone();
+        let forged = StoredCheckpoint {
+            seq: 4,
+            token: checkpoint_key().sign_checkpoint(&claims).unwrap(),
+        };
+        assert!(matches!(
+            check_heads(&ring, &rows, &[forged], &heads),
+            Err(Finding::BadCheckpoint { seq: 4, .. })
+        ));
+        // Rewritten rows of one chain, re-chained: the signed head differs.
+        let cp = [signed(&heads, None, false)];
+        let mut rewritten = rows.clone();
+        rewritten[0].entry.subject_index = "someone-else".into();
+        rewritten[0].row_hash = row_hash(&GENESIS, &rewritten[0].entry);
+        rewritten[2].prev_hash = rewritten[0].row_hash;
+        rewritten[2].row_hash = row_hash(&rewritten[2].prev_hash, &rewritten[2].entry);
+        assert_eq!(
+            check_heads(&ring, &rewritten, &cp, &heads_of(&rewritten)),
+            Err(Finding::Rewritten { since: 0, seq: 3 })
+        );
+        // A first chain alone signs as before chains: its head is its row's.
+        let one = heads_of(&rows[..1]);
+        let claims = CheckpointClaims::new("t", &one, None, 5, false);
+        assert!(claims.chains.is_empty());
+        assert_eq!(
+            claims.head,
+            Base64UrlUnpadded::encode_string(&rows[0].row_hash)
+        );
+    }
+
+    #[test]
+    fn a_cut_of_several_chains_anchors_each_chain() {
+        let ring = keyring();
+        let rows = chained_trail(&ring, &[1, 2, 3, 4, 5, 6], &[1, 2, 2, 1, 3, 2]);
+        let heads = heads_of(&rows);
+        // Rows 1 to 3 pruned: chain 1 follows row 1, chain 2 row 3.
+        let cut = signed(&heads_of(&rows[..3]), None, true);
+        assert_eq!(cut.seq, 3);
+        let summary = check_heads(&ring, &rows[3..], &[cut], &heads).unwrap();
+        assert_eq!((summary.rows, summary.anchor), (3, 3));
+        // A cut that names chain 1 only leaves chain 2's rows unanchored.
+        let partial = signed(&heads_of(&rows[..1]), None, true);
+        assert!(matches!(
+            check_heads(&ring, &rows[3..], &[partial], &heads),
+            Err(Finding::Unlinked {
+                seq: 6,
+                chain: 2,
+                after: 0,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //!
 //! One JSON document per line:
 //!
-//! 1. `{"export": {...}}`: the format, the range (`from`, `to`), the head
-//!    the range ends at (`to_head`), the hash the first row follows
-//!    (`after_hash`), when, and the keys that check it (`attestation_keys`,
-//!    `checkpoint_keys`: JWKS documents).
+//! 1. `{"export": {...}}`: the format, the range (`from`, `to`), each
+//!    chain's newest row before the range (`after`: what its first row
+//!    follows) and in it (`through`: where it ends), when, and the keys
+//!    that check it (`attestation_keys`, `checkpoint_keys`: JWKS
+//!    documents). Format 1 (one chain) named `after_hash` and `to_head`.
 //! 2. one `{"checkpoint": {"seq", "token"}}` per signed checkpoint in the
 //!    range, in `seq` order: first, so that the rows are checked as they
 //!    are read, never held in memory.
@@ -27,13 +28,18 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint, Summary, TrailKeys};
+use super::chain::{
+    ChainCheck, ChainHeadClaim, ChainId, FIRST_CHAIN, Finding, Hash, Head, Heads, StoredCheckpoint,
+    Summary, TrailKeys,
+};
 use super::{AuditEntry, AuditKind, AuditRecord};
 use crate::attest::Jwks;
 use crate::domain::Spelled;
 
 /// The `format` of the first line.
-pub const FORMAT: &str = "vnid-audit-export/1";
+pub const FORMAT: &str = "vnid-audit-export/2";
+/// The format before chains, still read.
+const FORMAT_1: &str = "vnid-audit-export/1";
 
 /// The first line: what the file holds, and the keys that check it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,10 +49,19 @@ pub struct ExportHeader {
     pub from: i64,
     /// The last row exported.
     pub to: i64,
-    /// base64url of the last row's hash.
-    pub to_head: String,
-    /// base64url of the hash the first row follows (its `prev_hash`).
-    pub after_hash: String,
+    /// Each chain's newest row before `from`: what its first row in the
+    /// file follows.
+    #[serde(default)]
+    pub after: Vec<ChainHeadClaim>,
+    /// Each chain's newest row up to `to`: where its rows in the file end.
+    #[serde(default)]
+    pub through: Vec<ChainHeadClaim>,
+    /// Format 1: base64url of the last row's hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_head: Option<String>,
+    /// Format 1: base64url of the hash the first row follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_hash: Option<String>,
     /// Microseconds since the epoch.
     pub exported_at_us: i64,
     pub attestation_keys: serde_json::Value,
@@ -57,6 +72,8 @@ pub struct ExportHeader {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct RowLine {
     seq: i64,
+    #[serde(default = "first_chain")]
+    chain: ChainId,
     at_us: i64,
     kind: String,
     agency: String,
@@ -108,6 +125,38 @@ pub enum ExportError {
     Altered(&'static str),
 }
 
+fn first_chain() -> ChainId {
+    FIRST_CHAIN
+}
+
+/// Heads as a header names them.
+pub fn heads_claim(heads: &Heads) -> Vec<ChainHeadClaim> {
+    heads
+        .iter()
+        .map(|(chain, head)| ChainHeadClaim {
+            chain,
+            seq: head.seq,
+            head: b64(&head.hash),
+        })
+        .collect()
+}
+
+fn heads_of(claims: &[ChainHeadClaim]) -> Option<Heads> {
+    let heads = claims
+        .iter()
+        .map(|c| {
+            Some((
+                c.chain,
+                Head {
+                    seq: c.seq,
+                    hash: unb64(&c.head)?,
+                },
+            ))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Heads::new(heads))
+}
+
 fn b64(hash: &Hash) -> String {
     Base64UrlUnpadded::encode_string(hash)
 }
@@ -148,6 +197,7 @@ impl<W: Write> ExportWriter<W> {
         self.rows += 1;
         self.line(&Line::Row(Box::new(RowLine {
             seq: record.seq,
+            chain: record.chain,
             at_us: e.at_us,
             kind: e.kind.name().to_owned(),
             agency: e.agency.clone(),
@@ -208,7 +258,7 @@ pub fn verify(
     let Some(Line::Export(header)) = lines.next()? else {
         return Err(lines.malformed("the export's header is not first"));
     };
-    if header.format != FORMAT {
+    if header.format != FORMAT && header.format != FORMAT_1 {
         return Err(lines.malformed(&format!("format {:?}, not {FORMAT:?}", header.format)));
     }
     let keys = |doc: &serde_json::Value| {
@@ -220,14 +270,28 @@ pub fn verify(
         attestations: &attestations,
         checkpoints: &checkpoint_keys,
     };
-    let hash_of = |text: &str, what: &str| unb64(text).ok_or_else(|| lines.malformed(what));
-    let after = Head {
-        seq: header.from - 1,
-        hash: hash_of(&header.after_hash, "after_hash is not a hash")?,
+    let one_chain = |seq: i64, text: &Option<String>, what: &str| {
+        let hash = text.as_deref().and_then(unb64);
+        hash.map(|hash| Heads::one(Head { seq, hash }))
+            .ok_or_else(|| lines.malformed(what))
     };
-    let to = Head {
-        seq: header.to,
-        hash: hash_of(&header.to_head, "to_head is not a hash")?,
+    let (after, through) = if header.format == FORMAT_1 {
+        (
+            one_chain(
+                header.from - 1,
+                &header.after_hash,
+                "after_hash is not a hash",
+            )?,
+            one_chain(header.to, &header.to_head, "to_head is not a hash")?,
+        )
+    } else {
+        let heads = |claims: &[ChainHeadClaim], what: &str| {
+            heads_of(claims).ok_or_else(|| lines.malformed(what))
+        };
+        (
+            heads(&header.after, "after names a head that is not a hash")?,
+            heads(&header.through, "through names a head that is not a hash")?,
+        )
     };
     // The checkpoints, then the rows, then the end.
     let mut checkpoints = Vec::new();
@@ -239,7 +303,7 @@ pub fn verify(
         });
         line = lines.next()?;
     }
-    let mut walk = match ChainCheck::after(trail, after, &checkpoints)
+    let mut walk = match ChainCheck::after(trail, header.from - 1, after, &checkpoints)
         .and_then(|walk| walk.witnessed(witnessed))
         .and_then(|walk| {
             expected
@@ -287,7 +351,7 @@ pub fn verify(
     if let Some(finding) = finding {
         return Ok(Err(finding));
     }
-    Ok(walk.finish(to).map(|summary| ExportSummary {
+    Ok(walk.finish(&through).map(|summary| ExportSummary {
         summary,
         attestation_kids: attestations.kids(),
         checkpoint_kids: checkpoint_keys.kids(),
@@ -342,6 +406,7 @@ fn record(row: RowLine) -> Result<AuditRecord, String> {
     let hash = |text: &str, what: &str| unb64(text).ok_or_else(|| format!("{what} is not a hash"));
     Ok(AuditRecord {
         seq: row.seq,
+        chain: row.chain,
         prev_hash: hash(&row.prev_hash, "prev_hash")?,
         row_hash: hash(&row.row_hash, "row_hash")?,
         entry: AuditEntry {

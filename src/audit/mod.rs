@@ -25,7 +25,7 @@ mod writer;
 
 use std::sync::Arc;
 
-pub use chain::{Finding, Hash, Head, Summary, TrailKeys};
+pub use chain::{ChainId, Finding, Hash, Head, Heads, Summary, TrailKeys};
 pub use store::{AuditStore, KeyUse, PruneOutcome, SignCheckpoint, SqlAudit, Verification};
 pub use writer::{AuditLog, AuditSink, NoAudit, WriterHandle, WriterParams};
 
@@ -101,6 +101,8 @@ impl AuditEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
     pub seq: i64,
+    /// The chain it links into.
+    pub chain: chain::ChainId,
     pub entry: AuditEntry,
     pub prev_hash: Hash,
     pub row_hash: Hash,
@@ -159,16 +161,19 @@ impl Checkpointer {
         }
     }
 
-    /// A periodic checkpoint of `head`, naming the one before it.
-    pub fn sign(&self, head: &Head, prev: Option<&Head>) -> Result<String, AuditError> {
+    /// A periodic checkpoint of every chain's head, naming the one before
+    /// it.
+    pub fn sign(&self, heads: &Heads, prev: Option<&Head>) -> Result<String, AuditError> {
         let claims =
-            chain::CheckpointClaims::new(&self.issuer, head, prev, self.clock.now(), false);
+            chain::CheckpointClaims::new(&self.issuer, heads, prev, self.clock.now(), false);
         Ok(self.key.sign_checkpoint(&claims)?)
     }
 
-    /// The cut checkpoint of a prune at `head`: it anchors what is kept.
-    pub fn sign_cut(&self, head: &Head) -> Result<String, AuditError> {
-        let claims = chain::CheckpointClaims::new(&self.issuer, head, None, self.clock.now(), true);
+    /// The cut checkpoint of a prune, at the last row it removed from each
+    /// chain: it anchors what is kept.
+    pub fn sign_cut(&self, heads: &Heads) -> Result<String, AuditError> {
+        let claims =
+            chain::CheckpointClaims::new(&self.issuer, heads, None, self.clock.now(), true);
         Ok(self.key.sign_checkpoint(&claims)?)
     }
 }

@@ -15,7 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::store::AuditStore;
 use super::witness::{self, WitnessDatabase, WitnessLine};
-use super::{AuditEntry, AuditError, Checkpointer, Head};
+use super::{AuditEntry, AuditError, Checkpointer, Head, Heads};
 use crate::clock::Clock;
 use crate::infra::BoxFuture;
 
@@ -308,15 +308,11 @@ impl Writer {
             return;
         }
         let checkpointer = &self.checkpointer;
-        let sign = |head: &Head, prev: Option<&Head>| checkpointer.sign(head, prev);
+        let sign = |heads: &Heads, prev: Option<&Head>| checkpointer.sign(heads, prev);
         let stored = tokio::time::timeout(
             self.params.write_timeout,
-            self.store.add_checkpoint(
-                head,
-                self.clock.now_micros(),
-                &sign,
-                self.params.write_timeout,
-            ),
+            self.store
+                .add_checkpoint(self.clock.now_micros(), &sign, self.params.write_timeout),
         )
         .await
         .unwrap_or_else(|_| {
@@ -325,11 +321,11 @@ impl Writer {
             ))
         });
         match stored {
-            Ok(token) => {
+            Ok(signed) => {
                 self.last_checkpoint = (head.seq, Instant::now());
                 self.unvouched = None;
-                if let Some(token) = token {
-                    self.witness(&head, &token).await;
+                if let Some((checkpoint, token)) = signed {
+                    self.witness(&checkpoint, &token).await;
                 }
             }
             Err(error) => tracing::warn!(%error, "audit checkpoint not written; will retry"),

@@ -128,12 +128,22 @@ fn described(summary: &Summary, args: &Verify) -> String {
         (n, false) => format!("; it agrees with {n} witness file(s)"),
         (n, true) => format!("; it agrees with {n} witness file(s) and the witness database"),
     };
+    let b64 = <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string;
+    // Each chain's head, as `--expect` takes it.
+    let heads: Vec<String> = (summary.heads.iter())
+        .map(|(_, head)| format!("{}:{}", head.seq, b64(&head.hash)))
+        .collect();
+    let heads = if heads.len() > 1 {
+        format!("; chain heads {}", heads.join(" "))
+    } else {
+        String::new()
+    };
     format!(
-        "{} rows (rows {} to {}), head {}, newest signed checkpoint: {}{witnessed}",
+        "{} rows (rows {} to {}), head {}, newest signed checkpoint: {}{witnessed}{heads}",
         summary.rows,
         summary.anchor + 1,
         summary.head.seq,
-        <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(&summary.head.hash),
+        b64(&summary.head.hash),
         summary
             .checkpoint
             .map_or_else(|| "none".to_owned(), |seq| format!("row {seq}")),
@@ -257,7 +267,7 @@ fn export(args: Export) -> Result<(), Failure> {
         trail_exists(&settings).map_err(fail)?;
         let keys = ExistingKeys::read(&settings).map_err(fail)?;
         let store = open_audit_store(&settings).await.map_err(fail)?;
-        let head = store.head().await.map_err(fail)?;
+        let head = store.heads().await.map_err(fail)?.newest();
         let oldest = store.rows(i64::MIN, head.seq, 1).await.map_err(fail)?;
         let Some(oldest) = oldest.first() else {
             return Err(fail("the audit trail holds no rows to export"));
@@ -275,18 +285,27 @@ fn export(args: Export) -> Result<(), Failure> {
                 oldest.seq, head.seq
             )));
         }
-        let first = store.rows(from - 1, to, 1).await.map_err(fail)?;
-        let last = store.rows(to - 1, to, 1).await.map_err(fail)?;
-        let (Some(first), Some(last)) = (first.first(), last.first()) else {
+        if store.rows(from - 1, to, 1).await.map_err(fail)?.is_empty() {
             return Err(fail(format!("rows {from} to {to} are not in the trail")));
+        }
+        // Rows up to `to` may still be going in on other chains (numbered
+        // before, committed after): each chain's end is read first, rows
+        // past it refuse the export, and it is read again at the end.
+        let through = store.heads_at(to).await.map_err(fail)?;
+        let unsettled = || {
+            fail(format!(
+                "rows up to {to} were still being written: export again (or with an earlier --to)"
+            ))
         };
         let json = |doc: &str| serde_json::from_str(doc).map_err(fail);
         let header = export::ExportHeader {
             format: export::FORMAT.to_owned(),
             from,
             to,
-            to_head: b64(&last.row_hash),
-            after_hash: b64(&first.prev_hash),
+            after: export::heads_claim(&store.heads_at(from - 1).await.map_err(fail)?),
+            through: export::heads_claim(&through),
+            to_head: None,
+            after_hash: None,
             exported_at_us: SystemClock.now_micros(),
             attestation_keys: json(&keys.attestations_json)?,
             checkpoint_keys: json(&keys.checkpoints_json)?,
@@ -305,9 +324,15 @@ fn export(args: Export) -> Result<(), Failure> {
             let Some(newest) = page.last() else { break };
             after = newest.seq;
             for row in &page {
+                if through.get(row.chain).is_none_or(|end| row.seq > end.seq) {
+                    return Err(unsettled());
+                }
                 out.row(row).map_err(fail)?;
             }
             rows += page.len() as u64;
+        }
+        if store.heads_at(to).await.map_err(fail)? != through {
+            return Err(unsettled());
         }
         let (sha256, buffered) = out.finish().map_err(fail)?;
         let file = buffered.into_inner().map_err(|e| written(e.into_error()))?;
@@ -325,8 +350,4 @@ fn export(args: Export) -> Result<(), Failure> {
         args.out.display()
     );
     Ok(())
-}
-
-fn b64(hash: &crate::audit::Hash) -> String {
-    <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(hash)
 }

@@ -74,8 +74,15 @@ async fn two_instances_under_concurrent_load_lose_and_double_nothing() {
     .await
     .unwrap();
     assert_eq!(rows.len(), 400, "one row per check");
+    // Numbered in order, each once (an append that failed may have taken
+    // numbers no row holds); the two instances on chains of their own.
     let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    assert_eq!(seqs, (1..=400).collect::<Vec<_>>(), "one chain, no gaps");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let chains: i64 = sqlx::query_scalar("SELECT count(DISTINCT chain) FROM audit_log")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(chains >= 2, "both instances appended to chain 1 alone");
     let stored: BTreeSet<(String, String, String)> = rows
         .iter()
         .map(|r| {
@@ -408,7 +415,8 @@ async fn what_the_database_owner_can_hide_the_witness_shows() {
     let cut = Drill::new().await;
     cut.sql(
         "DELETE FROM audit_log WHERE seq > 5; DELETE FROM audit_checkpoint WHERE seq > 5; \
-         UPDATE audit_head SET seq = 5, hash = (SELECT row_hash FROM audit_log WHERE seq = 5)",
+         UPDATE audit_head SET seq = 5, hash = (SELECT row_hash FROM audit_log WHERE seq = 5) \
+             WHERE id = 1",
     )
     .await;
     assert_eq!(cut.verify().0, 0, "the database alone cannot tell");
@@ -518,7 +526,8 @@ async fn what_the_database_owner_can_hide_the_witness_shows() {
     expected
         .sql(
             "DELETE FROM audit_log WHERE seq > 5; DELETE FROM audit_checkpoint WHERE seq > 5; \
-             UPDATE audit_head SET seq = 5, hash = (SELECT row_hash FROM audit_log WHERE seq = 5)",
+             UPDATE audit_head SET seq = 5, hash = (SELECT row_hash FROM audit_log WHERE seq = 5) \
+             WHERE id = 1",
         )
         .await;
     assert_eq!(expected.verify().0, 0, "the database alone cannot tell");
@@ -596,7 +605,10 @@ async fn tampering_is_found_and_the_row_named() {
     removed.sql("DELETE FROM audit_log WHERE seq = 6").await;
     let (code, said) = removed.verify();
     assert_eq!(code, 1, "{said}");
-    assert!(said.contains("audit rows 6 to 6 were removed"), "{said}");
+    assert!(
+        said.contains("audit rows were removed from chain 1 between row 5 and row 7"),
+        "{said}"
+    );
 
     let renumbered = Drill::new().await;
     renumbered
@@ -608,7 +620,10 @@ async fn tampering_is_found_and_the_row_named() {
         .await;
     let (code, said) = renumbered.verify();
     assert_eq!(code, 1, "{said}");
-    assert!(said.contains("audit rows 6 to 6 were removed"), "{said}");
+    assert!(
+        said.contains("audit rows were removed from chain 1 between row 5 and row 6"),
+        "{said}"
+    );
 
     let reordered = Drill::new().await;
     reordered
@@ -637,7 +652,7 @@ async fn tampering_is_found_and_the_row_named() {
     truncated
         .sql(
             "UPDATE audit_head SET seq = 7, \
-             hash = (SELECT row_hash FROM audit_log WHERE seq = 7)",
+             hash = (SELECT row_hash FROM audit_log WHERE seq = 7) WHERE id = 1",
         )
         .await;
     let (code, said) = truncated.verify();
@@ -786,7 +801,11 @@ async fn prune_removes_old_rows_and_leaves_a_trail_that_verifies() {
     let keys = trail_keys(dir.path());
     assert_eq!(
         store.verify(keys.trail()).await.unwrap(),
-        Err(Finding::Removed { first: 4, last: 4 })
+        Err(Finding::Removed {
+            chain: 1,
+            after: 3,
+            before: 5
+        })
     );
 }
 
@@ -939,6 +958,16 @@ async fn the_access_history_is_for_operators_only_and_checks_its_input() {
 /// Rows as a check writes them, signed with `ring`, `n` of them filed under
 /// two people, the first `old` of them a year earlier.
 fn entries(ring: &vnid::attest::Keyring, n: i64, old: i64) -> Vec<vnid::audit::AuditEntry> {
+    entries_named(ring, n, old, "req")
+}
+
+/// [`entries`], their request ids `{prefix}-{i}`.
+fn entries_named(
+    ring: &vnid::attest::Keyring,
+    n: i64,
+    old: i64,
+    prefix: &str,
+) -> Vec<vnid::audit::AuditEntry> {
     (0..n)
         .map(|i| {
             let claims = vnid::attest::AttestationClaims {
@@ -948,7 +977,7 @@ fn entries(ring: &vnid::attest::Keyring, n: i64, old: i64) -> Vec<vnid::audit::A
                 iat: NOW,
                 exp: NOW + 60,
                 jti: format!("att-{i}"),
-                nonce: format!("req-{i}"),
+                nonce: format!("{prefix}-{i}"),
                 purpose: vnid::domain::Purpose::Healthcare,
                 verdict: vnid::domain::VerdictKind::Verified,
                 reason: None,
@@ -988,17 +1017,14 @@ async fn store_suite(store: &dyn AuditStore, tamper: &str, run_sql: impl AsyncFn
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
     let all = entries(&ring, 9, 4);
-    let mut heads = Vec::new();
-    for group in all.chunks(4) {
-        heads.push(store.append(group).await.unwrap());
-    }
-    // Checkpoints chain onto the newest one; one no newer than it is not
-    // signed (the newer one vouches for its rows).
-    let sign = |head: &vnid::audit::Head, prev: Option<&vnid::audit::Head>| {
+    // A checkpoint after each group, of every chain's head; each chains
+    // onto the newest one; one with no newer row is not signed (the newer
+    // one vouches for its rows).
+    let sign = |heads: &vnid::audit::Heads, prev: Option<&vnid::audit::Head>| {
         Ok(
             checkpoint_key.sign_checkpoint(&vnid::audit::chain::CheckpointClaims::new(
                 "vnid-test",
-                head,
+                heads,
                 prev,
                 NOW,
                 false,
@@ -1006,35 +1032,26 @@ async fn store_suite(store: &dyn AuditStore, tamper: &str, run_sql: impl AsyncFn
         )
     };
     let within = std::time::Duration::from_secs(5);
-    let first = store
-        .add_checkpoint(heads[0], 1, &sign, within)
-        .await
-        .unwrap();
-    assert!(first.is_some());
-    let second = store
-        .add_checkpoint(heads[1], 2, &sign, within)
-        .await
-        .unwrap();
-    let named = vnid::audit::chain::CheckpointClaims::unverified_head(&second.unwrap());
-    assert_eq!(named.map(|h| h.seq), Some(8));
-    let claims: vnid::audit::chain::CheckpointClaims = checkpoint_jwks
-        .verify_signature(
-            &store
-                .add_checkpoint(heads[2], 3, &sign, within)
+    let mut signed = Vec::new();
+    for (at, group) in (1..).zip(all.chunks(4)) {
+        store.append(group).await.unwrap();
+        signed.push(
+            store
+                .add_checkpoint(at, &sign, within)
                 .await
                 .unwrap()
                 .unwrap(),
-            vnid::attest::CHECKPOINT_TYPE,
-        )
+        );
+    }
+    let seqs: Vec<i64> = signed.iter().map(|(head, _)| head.seq).collect();
+    assert_eq!(seqs, [4, 8, 9]);
+    let named = vnid::audit::chain::CheckpointClaims::unverified_head(&signed[1].1);
+    assert_eq!(named.map(|h| h.seq), Some(8));
+    let claims: vnid::audit::chain::CheckpointClaims = checkpoint_jwks
+        .verify_signature(&signed[2].1, vnid::attest::CHECKPOINT_TYPE)
         .unwrap();
     assert_eq!(claims.prev_seq, Some(8), "the third names the second");
-    assert_eq!(
-        store
-            .add_checkpoint(heads[1], 4, &sign, within)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.add_checkpoint(4, &sign, within).await.unwrap(), None);
     let summary = store.verify(keys).await.unwrap().unwrap();
     assert_eq!((summary.rows, summary.head.seq), (9, 9));
     assert_eq!(summary.checkpoint, Some(9));
@@ -1059,11 +1076,11 @@ async fn store_suite(store: &dyn AuditStore, tamper: &str, run_sql: impl AsyncFn
     let page = store.history("person-1", Some(6), 10).await.unwrap();
     assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 2]);
 
-    let sign = |head: &vnid::audit::Head| {
+    let sign = |heads: &vnid::audit::Heads| {
         Ok(
             checkpoint_key.sign_checkpoint(&vnid::audit::chain::CheckpointClaims::new(
                 "vnid-test",
-                head,
+                heads,
                 None,
                 NOW,
                 true,
@@ -1383,7 +1400,8 @@ async fn a_witness_database_keeps_what_the_trail_database_lost() {
     drill
         .sql(
             "DELETE FROM audit_log WHERE seq > 5; DELETE FROM audit_checkpoint WHERE seq > 5; \
-             UPDATE audit_head SET seq = 5, hash = (SELECT row_hash FROM audit_log WHERE seq = 5)",
+             UPDATE audit_head SET seq = 5, hash = (SELECT row_hash FROM audit_log WHERE seq = 5) \
+             WHERE id = 1",
         )
         .await;
     assert_eq!(drill.verify().0, 0, "the database alone cannot tell");
@@ -1520,4 +1538,124 @@ async fn text_rows_suite(
     let uses = store.key_uses().await.unwrap();
     assert_eq!(uses.len(), 1, "one key, whichever way its rows are kept");
     assert_eq!(uses[0].rows, 6);
+}
+
+/// Writers that share a trail append to chains of their own: each store
+/// takes a chain no other holds, the checkpoint names every chain's head,
+/// and everything the single chain showed still shows, chain by chain.
+#[tokio::test]
+async fn several_writers_append_to_chains_of_their_own_and_each_chain_is_held() {
+    use vnid::audit::witness::{self, WitnessLine};
+    let drill = Drill::new().await;
+    let dir = drill.dir.path();
+    let pem = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let ring = vnid::attest::Keyring::from_pem(&pem("dev-signing-key.pem")).unwrap();
+    let checkpoints =
+        Arc::new(vnid::attest::Keyring::from_pem(&pem("audit-checkpoint-key.pem")).unwrap());
+    // Three more writers, as three instances would be, at once.
+    let writers: Vec<SqlAudit<Postgres>> = (0..3)
+        .map(|_| audit_store(&drill.url).with_chains(4))
+        .collect();
+    writers[0].migrate().await.unwrap();
+    let rows = entries_named(&ring, 60, 0, "writer");
+    let append = async |w: usize| {
+        for part in rows[w * 20..w * 20 + 20].chunks(5) {
+            writers[w].append(part).await.unwrap();
+        }
+    };
+    tokio::join!(append(0), append(1), append(2));
+    let chains: Vec<i16> =
+        sqlx::query_scalar("SELECT DISTINCT chain FROM audit_log ORDER BY chain")
+            .fetch_all(&drill.pool)
+            .await
+            .unwrap();
+    assert!(chains.len() >= 3, "rows went into chains {chains:?}");
+    // A checkpoint of every chain's head, witnessed.
+    let checkpointer = vnid::audit::Checkpointer::new(
+        checkpoints,
+        "vnid-test",
+        Arc::new(vnid::clock::SystemClock),
+    );
+    let sign = |heads: &vnid::audit::Heads, prev: Option<&vnid::audit::Head>| {
+        checkpointer.sign(heads, prev)
+    };
+    let (head, token) = writers[1]
+        .add_checkpoint(1, &sign, std::time::Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let claims = vnid::audit::chain::CheckpointClaims::unverified_heads(&token).unwrap();
+    assert_eq!(claims.iter().count(), chains.len(), "every chain's head");
+    witness::keep(
+        Some(&dir.join("witness.jsonl")),
+        &WitnessLine::new(&head, &token),
+    )
+    .unwrap();
+    let (code, said) = drill.verify_witnessed();
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("verified: 70 rows") && said.contains("chain heads"),
+        "{said}"
+    );
+    // An export of them verifies with no database.
+    let out = dir.join("chains.jsonl");
+    let (code, said) = run_to_end(vnid(
+        Some(&drill.url),
+        &[
+            "audit",
+            "export",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(code, 0, "{said}");
+    let (code, said) = run_to_end(vnid(
+        None,
+        &["audit", "verify", "--file", out.to_str().unwrap()],
+    ));
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("70 rows"), "{said}");
+
+    // The middle row of the last chain deleted: that chain says so.
+    let chain = *chains.last().unwrap();
+    let seqs: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM audit_log WHERE chain = $1 ORDER BY seq")
+            .bind(chain)
+            .fetch_all(&drill.pool)
+            .await
+            .unwrap();
+    let (before, gone, after) = (seqs[9], seqs[10], seqs[11]);
+    sqlx::query("DELETE FROM audit_log WHERE seq = $1")
+        .bind(gone)
+        .execute(&drill.pool)
+        .await
+        .unwrap();
+    let (code, said) = drill.verify();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains(&format!(
+            "audit rows were removed from chain {chain} between row {before} and row {after}"
+        )),
+        "{said}"
+    );
+    // That chain's tail deleted and its head rewound, with the checkpoints:
+    // the database alone cannot tell; the witness can.
+    let last_kept = seqs[8];
+    drill
+        .sql(&format!(
+            "DELETE FROM audit_log WHERE chain = {chain} AND seq > {last_kept}; \
+             DELETE FROM audit_checkpoint WHERE seq > 10; \
+             UPDATE audit_head SET seq = {last_kept}, \
+             hash = (SELECT row_hash FROM audit_log WHERE seq = {last_kept}) WHERE id = {chain}"
+        ))
+        .await;
+    assert_eq!(drill.verify().0, 0, "the database alone cannot tell");
+    let (code, said) = drill.verify_witnessed();
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("truncated") && said.contains("a witnessed checkpoint"),
+        "{said}"
+    );
 }

@@ -28,7 +28,10 @@ use sqlx::{
     Row, Sqlite, Type,
 };
 
-use super::chain::{CheckpointClaims, Finding, Hash, Head, StoredCheckpoint, Summary, TrailKeys};
+use super::chain::{
+    ChainId, CheckpointClaims, Finding, GENESIS, Hash, Head, Heads, StoredCheckpoint, Summary,
+    TrailKeys,
+};
 use super::{AuditEntry, AuditError, AuditKind, AuditRecord, packed};
 use crate::domain::Spelled;
 use crate::infra::BoxFuture;
@@ -68,6 +71,11 @@ const POSTGRES_MIGRATIONS: Migrations = &[
         "attestation bytes",
         include_str!("../migrations/postgres/0005_attestation_bytes.sql"),
     ),
+    (
+        6,
+        "chains",
+        include_str!("../migrations/postgres/0006_chains.sql"),
+    ),
 ];
 const SQLITE_MIGRATIONS: Migrations = &[
     (
@@ -95,20 +103,33 @@ const SQLITE_MIGRATIONS: Migrations = &[
         "attestation bytes",
         include_str!("../migrations/sqlite/0005_attestation_bytes.sql"),
     ),
+    (
+        6,
+        "chains",
+        include_str!("../migrations/sqlite/0006_chains.sql"),
+    ),
 ];
 
-/// A row as read: the attestation as bytes (see [`packed`]), or for a row
-/// written before that, as text (the last column).
+/// A row: the attestation as bytes (see [`packed`]), or for a row
+/// written before that, as text; and the chain it links into.
 const COLUMNS: &str = "seq, at_us, kind, agency, purpose, request_id, subject, subject_index, \
     verdict, reason, attestation_id, attestation_bytes, request_digest, prev_hash, row_hash, \
-    attestation";
-const COLUMN_COUNT: usize = 16;
+    attestation, chain";
+const COLUMN_COUNT: usize = 17;
 
-/// Rows per INSERT statement (16 parameters each).
+/// Chains of a Postgres trail unless configured: more than the writers of
+/// most deployments, few enough that a checkpoint stays short.
+pub const DEFAULT_CHAINS: ChainId = 8;
+
+/// Rows per INSERT statement (17 parameters each).
 const ROWS_PER_INSERT: usize = 128;
 
-const MOVE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
-const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+const MOVE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = $3";
+/// Every chain's head.
+const HEADS: &str = "SELECT id, seq, hash FROM audit_head ORDER BY id";
+/// The newest row of chain `$1` at or before row `$2`.
+const CHAIN_HEAD_AT: &str =
+    "SELECT seq, row_hash FROM audit_log WHERE chain = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1";
 
 /// Connections for appends and checkpoints: the writer's, and one for a
 /// checkpoint or a second instance's writer in the same process.
@@ -152,35 +173,35 @@ pub struct KeyUse {
     pub rows: i64,
 }
 
-/// Signs the cut checkpoint of a prune, inside its transaction.
-pub type SignCut<'a> = &'a (dyn Fn(&Head) -> Result<String, AuditError> + Sync);
+/// Signs the cut checkpoint of a prune (the last row it removes from each
+/// chain), inside its transaction.
+pub type SignCut<'a> = &'a (dyn Fn(&Heads) -> Result<String, AuditError> + Sync);
 
-/// Signs a periodic checkpoint of a head, naming the checkpoint before it
-/// (if any), inside the transaction that stores it.
+/// Signs a periodic checkpoint of every chain's head, naming the
+/// checkpoint before it (if any), inside the transaction that stores it.
 pub type SignCheckpoint<'a> =
-    &'a (dyn Fn(&Head, Option<&Head>) -> Result<String, AuditError> + Sync);
+    &'a (dyn Fn(&Heads, Option<&Head>) -> Result<String, AuditError> + Sync);
 
 pub trait AuditStore: Send + Sync + 'static {
     fn migrate(&self) -> BoxFuture<'_, Result<(), AuditError>>;
 
-    /// Appends `entries` in this order in one transaction; returns the head
-    /// after them. The first entry's `seq` is `head.seq - len + 1`.
+    /// Appends `entries` in this order, to one chain, in one transaction;
+    /// returns that chain's head after them (the last entry's row).
     fn append<'a>(&'a self, entries: &'a [AuditEntry]) -> BoxFuture<'a, Result<Head, AuditError>>;
 
-    /// Signs and stores a checkpoint of `head`, chained onto the newest
-    /// checkpoint in the trail, with the checkpoints locked so that
-    /// instances sharing the trail sign one chain. Returns the token, or
-    /// `None` when a checkpoint at or after `head` is there already
-    /// (another instance's vouches for these rows). The database gives up
-    /// after `within` (a lock held elsewhere never holds a connection
-    /// longer).
+    /// Signs and stores a checkpoint of every chain's head, chained onto
+    /// the newest checkpoint in the trail, with the checkpoints locked so
+    /// that instances sharing the trail sign one chain of checkpoints.
+    /// Returns its head ([`Heads::identity`]) and token, or `None` when a
+    /// checkpoint at or after the newest row is there already (another
+    /// instance's vouches for these rows). The database gives up after
+    /// `within` (a lock held elsewhere never holds a connection longer).
     fn add_checkpoint<'a>(
         &'a self,
-        head: Head,
         at_us: i64,
         sign: SignCheckpoint<'a>,
         within: Duration,
-    ) -> BoxFuture<'a, Result<Option<String>, AuditError>>;
+    ) -> BoxFuture<'a, Result<Option<(Head, String)>, AuditError>>;
 
     /// The rows filed under `subject_index`, newest first, older than
     /// `before` (a `seq`) when given.
@@ -205,8 +226,12 @@ pub trait AuditStore: Send + Sync + 'static {
         since_us: i64,
     ) -> BoxFuture<'a, Result<u64, AuditError>>;
 
-    /// The trail's head: its newest row and that row's hash.
-    fn head(&self) -> BoxFuture<'_, Result<Head, AuditError>>;
+    /// Each chain's head; [`Heads::newest`] is where the trail ends.
+    fn heads(&self) -> BoxFuture<'_, Result<Heads, AuditError>>;
+
+    /// Each chain's newest row at or before row `seq`: what the rows after
+    /// `seq` follow.
+    fn heads_at(&self, seq: i64) -> BoxFuture<'_, Result<Heads, AuditError>>;
 
     /// Walks the whole trail, as of one snapshot, against the checkpoints
     /// and attestations `keys` verify.
@@ -273,8 +298,19 @@ pub trait AuditStore: Send + Sync + 'static {
 /// What differs between the two databases.
 pub trait Dialect: Database + Sized {
     const MIGRATIONS: Migrations;
-    /// Reads the head and holds it until the transaction ends.
+    /// Reads the first chain's head and holds it until the transaction
+    /// ends (the embedded trail's prune).
     const LOCK_HEAD: &'static str;
+    /// Takes a chain no one else is appending to (the least advanced),
+    /// holding its head until the transaction ends: `id, seq, hash`; none
+    /// when every chain is taken.
+    const LOCK_FREE_CHAIN: &'static str;
+    /// Waits for chain `$1`'s head, then holds it.
+    const LOCK_CHAIN: &'static str;
+    /// `$1` new row numbers, in order (none: the head's next ones).
+    const NEXT_SEQS: Option<&'static str>;
+    /// How many chains the trail may have.
+    const MAX_CHAINS: ChainId;
     /// Holds the checkpoints against other writers (not readers, nor
     /// appends) until the transaction ends.
     const LOCK_CHECKPOINTS: &'static str;
@@ -292,6 +328,8 @@ pub trait Dialect: Database + Sized {
         store: &'a SqlAudit<Self>,
         entries: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<Head, AuditError>>;
+    /// Makes room for rows up to `through` (partitions, on Postgres).
+    fn make_room(store: &SqlAudit<Self>, through: i64) -> BoxFuture<'_, Result<(), AuditError>>;
     /// Postgres drops whole partitions; SQLite deletes rows.
     fn prune<'a>(
         store: &'a SqlAudit<Self>,
@@ -309,6 +347,13 @@ impl Dialect for Postgres {
     const MIGRATIONS: Migrations = POSTGRES_MIGRATIONS;
     // A row lock, and no dead row version per append.
     const LOCK_HEAD: &'static str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
+    const LOCK_FREE_CHAIN: &'static str =
+        "SELECT id, seq, hash FROM audit_head ORDER BY seq, id FOR UPDATE SKIP LOCKED LIMIT 1";
+    const LOCK_CHAIN: &'static str =
+        "SELECT id, seq, hash FROM audit_head WHERE id = $1 FOR UPDATE";
+    const NEXT_SEQS: Option<&'static str> =
+        Some("SELECT nextval('audit_seq') FROM generate_series(1, $1)");
+    const MAX_CHAINS: ChainId = 1000;
     const LOCK_CHECKPOINTS: &'static str = "LOCK TABLE audit_checkpoint IN EXCLUSIVE MODE";
     const TOKEN_HEADER: &'static str = "CASE \
          WHEN attestation_bytes IS NULL THEN convert_to(split_part(attestation, '.', 1), 'UTF8') \
@@ -331,6 +376,10 @@ impl Dialect for Postgres {
         entries: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<Head, AuditError>> {
         Box::pin(store.append_expecting(entries))
+    }
+
+    fn make_room(store: &SqlAudit<Self>, through: i64) -> BoxFuture<'_, Result<(), AuditError>> {
+        Box::pin(store.ensure_partitions(through))
     }
 
     fn prune<'a>(
@@ -356,6 +405,13 @@ impl Dialect for Sqlite {
     // not be upgraded while another connection writes).
     const LOCK_HEAD: &'static str =
         "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
+    // One chain: a write takes the database's one write lock.
+    const LOCK_FREE_CHAIN: &'static str =
+        "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING id, seq, hash";
+    const LOCK_CHAIN: &'static str =
+        "UPDATE audit_head SET seq = seq WHERE id = $1 RETURNING id, seq, hash";
+    const NEXT_SEQS: Option<&'static str> = None;
+    const MAX_CHAINS: ChainId = 1;
     // Any write takes SQLite's one write lock.
     const LOCK_CHECKPOINTS: &'static str = "UPDATE audit_head SET seq = seq WHERE id = 1";
     const TOKEN_HEADER: &'static str = "CASE \
@@ -373,7 +429,11 @@ impl Dialect for Sqlite {
         store: &'a SqlAudit<Self>,
         entries: &'a [AuditEntry],
     ) -> BoxFuture<'a, Result<Head, AuditError>> {
-        Box::pin(store.append_rows(entries))
+        Box::pin(async move { Ok(store.append_rows(entries).await?.1) })
+    }
+
+    fn make_room(_: &SqlAudit<Self>, _: i64) -> BoxFuture<'_, Result<(), AuditError>> {
+        Box::pin(async { Ok(()) })
     }
 
     fn prune<'a>(
@@ -405,10 +465,12 @@ pub struct SqlAudit<DB: Database> {
     /// Appends and checkpoints, apart from the reads, so that a group
     /// commit never queues behind them.
     writes: Pool<DB>,
-    /// The head after this store's last append (Postgres): the next append
-    /// expects it, and so needs no lock and one round trip (see
-    /// `append_expecting`).
-    last_head: Arc<std::sync::Mutex<Option<Head>>>,
+    /// The chain this store last appended to, and its head after that
+    /// append (Postgres): the next append expects it, and so needs no lock
+    /// (see `append_expecting`).
+    last_head: Arc<std::sync::Mutex<Option<(ChainId, Head)>>>,
+    /// The chains this store makes sure the trail has.
+    chains: ChainId,
     /// Retries' first answers, gathered into shared queries (Postgres).
     first_requests: Option<Arc<ReadBatcher<FirstRequests>>>,
     /// The partitions of the rows, created ahead of the head (Postgres).
@@ -451,8 +513,17 @@ impl SqlAudit<Postgres> {
             pool: reads,
             writes: pool(WRITE_CONNECTIONS)?,
             last_head: Arc::default(),
+            chains: DEFAULT_CHAINS,
             partitions: Arc::new(partitions::Partitions::new(partitions::DEFAULT_ROWS)),
         })
+    }
+
+    /// How many chains the trail has (at least; `migrate` adds those
+    /// missing): instances sharing the trail append to different ones.
+    #[must_use]
+    pub fn with_chains(mut self, chains: ChainId) -> Self {
+        self.chains = chains.clamp(1, <Postgres as Dialect>::MAX_CHAINS);
+        self
     }
 
     /// Rows per partition of the trail: the partitions this store creates
@@ -479,6 +550,7 @@ impl SqlAudit<Sqlite> {
             pool: pool(4).await.map_err(unavailable)?,
             writes: pool(WRITE_CONNECTIONS).await.map_err(unavailable)?,
             last_head: Arc::default(),
+            chains: 1,
             first_requests: None,
             partitions: Arc::new(partitions::Partitions::new(0)),
         })
@@ -597,6 +669,10 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> i16: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Type<DB>,
+    for<'r> i16: Decode<'r, DB>,
+    for<'r> i32: Decode<'r, DB>,
     for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
@@ -658,6 +734,7 @@ where
         };
         Ok(AuditRecord {
             seq,
+            chain: row.try_get(16).map_err(corrupt)?,
             entry,
             prev_hash: hash(row.try_get(13).map_err(corrupt)?, "prev_hash")?,
             row_hash: hash(row.try_get(14).map_err(corrupt)?, "row_hash")?,
@@ -671,6 +748,82 @@ where
             hash: hash(row.try_get(1).map_err(corrupt)?, "the head's hash")?,
         })
     }
+
+    /// A row of `SELECT id, seq, hash FROM audit_head`.
+    fn chain_head_of(row: &DB::Row) -> Result<(ChainId, Head), AuditError> {
+        let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
+        let chain: i32 = row.try_get(0).map_err(corrupt)?;
+        let chain = ChainId::try_from(chain)
+            .map_err(|_| AuditError::Corrupt(format!("audit_head holds chain {chain}")))?;
+        Ok((
+            chain,
+            Head {
+                seq: row.try_get(1).map_err(corrupt)?,
+                hash: hash(row.try_get(2).map_err(corrupt)?, "the head's hash")?,
+            },
+        ))
+    }
+
+    /// Each chain's newest row at or before row `seq`: kept, or where the
+    /// newest cut up to `seq` left the chain.
+    async fn heads_before(
+        tx: &mut sqlx::Transaction<'_, DB>,
+        seq: i64,
+    ) -> Result<Heads, AuditError> {
+        let chains = Self::read_heads(&mut **tx).await?;
+        let cut = sqlx::query(
+            "SELECT seq, token FROM audit_checkpoint WHERE cut AND seq <= $1 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(seq)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(audit_error::<DB>)?;
+        let cut = match cut {
+            Some(row) => {
+                let StoredCheckpoint { seq, token } = Self::checkpoint(&row)?;
+                CheckpointClaims::unverified_heads(&token).ok_or_else(|| {
+                    AuditError::Corrupt(format!("the checkpoint at row {seq} cannot be read"))
+                })?
+            }
+            None => Heads::default(),
+        };
+        let mut heads = Vec::new();
+        for (chain, head) in chains.iter() {
+            if head.seq <= seq {
+                heads.push((chain, head));
+                continue;
+            }
+            let row = sqlx::query(CHAIN_HEAD_AT)
+                .bind(chain)
+                .bind(seq)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(audit_error::<DB>)?;
+            if let Some(row) = row {
+                heads.push((chain, Self::head_of(&row)?));
+            } else if let Some(cut) = cut.get(chain) {
+                heads.push((chain, cut));
+            }
+        }
+        Ok(Heads::new(heads))
+    }
+
+    /// Every chain's head, as `executor` sees them.
+    async fn read_heads<'e, E>(executor: E) -> Result<Heads, AuditError>
+    where
+        E: Executor<'e, Database = DB>,
+    {
+        let rows = sqlx::query(HEADS)
+            .fetch_all(executor)
+            .await
+            .map_err(audit_error::<DB>)?;
+        Ok(Heads::new(
+            rows.iter()
+                .map(Self::chain_head_of)
+                .collect::<Result<Vec<_>, _>>()?,
+        ))
+    }
 }
 
 impl<DB> AuditStore for SqlAudit<DB>
@@ -679,6 +832,10 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> i16: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Type<DB>,
+    for<'r> i16: Decode<'r, DB>,
+    for<'r> i32: Decode<'r, DB>,
     for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
@@ -699,7 +856,20 @@ where
                 .map_err(|e| match e {
                     sqlx::migrate::MigrateError::Execute(e) => audit_error::<DB>(e),
                     other => AuditError::Query(Box::new(other)),
-                })
+                })?;
+            // The chains configured, each empty until a writer takes it.
+            for chain in 2..=self.chains.min(DB::MAX_CHAINS) {
+                sqlx::query(
+                    "INSERT INTO audit_head (id, seq, hash) VALUES ($1, 0, $2) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(i32::from(chain))
+                .bind(GENESIS.to_vec())
+                .execute(&self.pool)
+                .await
+                .map_err(audit_error::<DB>)?;
+            }
+            Ok(())
         })
     }
 
@@ -709,11 +879,10 @@ where
 
     fn add_checkpoint<'a>(
         &'a self,
-        head: Head,
         at_us: i64,
         sign: SignCheckpoint<'a>,
         within: Duration,
-    ) -> BoxFuture<'a, Result<Option<String>, AuditError>> {
+    ) -> BoxFuture<'a, Result<Option<(Head, String)>, AuditError>> {
         Box::pin(async move {
             let mut tx = self.writes.begin().await.map_err(audit_error::<DB>)?;
             if let Some(bounded) = DB::BOUNDED {
@@ -728,6 +897,12 @@ where
                 .execute(&mut *tx)
                 .await
                 .map_err(audit_error::<DB>)?;
+            // One statement: the chains' heads as of one moment.
+            let heads = Self::read_heads(&mut *tx).await?;
+            let head = heads.identity();
+            if head.seq == 0 {
+                return Ok(None);
+            }
             let newest =
                 sqlx::query("SELECT seq, token FROM audit_checkpoint ORDER BY seq DESC LIMIT 1")
                     .fetch_optional(&mut *tx)
@@ -745,7 +920,7 @@ where
                     })?)
                 }
             };
-            let token = sign(&head, prev.as_ref())?;
+            let token = sign(&heads, prev.as_ref())?;
             sqlx::query(
                 "INSERT INTO audit_checkpoint (seq, at_us, cut, token) VALUES ($1, $2, $3, $4)",
             )
@@ -757,7 +932,7 @@ where
             .await
             .map_err(audit_error::<DB>)?;
             tx.commit().await.map_err(audit_error::<DB>)?;
-            Ok(Some(token))
+            Ok(Some((head, token)))
         })
     }
 
@@ -801,14 +976,16 @@ where
         })
     }
 
-    fn head(&self) -> BoxFuture<'_, Result<Head, AuditError>> {
+    fn heads(&self) -> BoxFuture<'_, Result<Heads, AuditError>> {
+        Box::pin(Self::read_heads(&self.pool))
+    }
+
+    fn heads_at(&self, seq: i64) -> BoxFuture<'_, Result<Heads, AuditError>> {
         Box::pin(async move {
-            Self::head_of(
-                &sqlx::query(HEAD)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(audit_error::<DB>)?,
-            )
+            let mut tx = self.pool.begin().await.map_err(audit_error::<DB>)?;
+            let heads = Self::heads_before(&mut tx, seq).await?;
+            tx.rollback().await.map_err(audit_error::<DB>)?;
+            Ok(heads)
         })
     }
 

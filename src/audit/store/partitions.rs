@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use sqlx::{AssertSqlSafe, Postgres, Row};
 
-use super::{HEAD, PruneOutcome, SignCut, SqlAudit, audit_error};
+use super::{PruneOutcome, SignCut, SqlAudit, audit_error};
 use crate::audit::AuditError;
 
 /// Rows per partition unless configured: about a day of a busy province.
@@ -128,12 +128,7 @@ impl SqlAudit<Postgres> {
                 .await
                 .map_err(audit_error::<Postgres>)?;
         }
-        let head = Self::head_of(
-            &sqlx::query(HEAD)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(audit_error::<Postgres>)?,
-        )?;
+        let head = Self::read_heads(&mut *tx).await?.newest();
         let old_enough = Self::old_enough(&mut tx, before_us, &head).await?;
         let dropped: Vec<(String, i64)> =
             sqlx::query_as("SELECT name, to_seq FROM audit_partition WHERE to_seq - 1 <= $1")

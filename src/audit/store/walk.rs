@@ -5,11 +5,10 @@
 use sqlx::{AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use super::{
-    Dialect, HEAD, PruneOutcome, ROWS_AFTER, SCAN_PAGE, SignCut, SqlAudit, Verification,
-    audit_error, hash,
+    Dialect, PruneOutcome, ROWS_AFTER, SCAN_PAGE, SignCut, SqlAudit, Verification, audit_error,
 };
 use crate::audit::AuditError;
-use crate::audit::chain::{ChainCheck, Finding, Hash, Head, StoredCheckpoint, TrailKeys};
+use crate::audit::chain::{ChainCheck, ChainId, Finding, Hash, Head, StoredCheckpoint, TrailKeys};
 
 impl<DB> SqlAudit<DB>
 where
@@ -17,6 +16,10 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> i16: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Type<DB>,
+    for<'r> i16: Decode<'r, DB>,
+    for<'r> i32: Decode<'r, DB>,
     for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> Vec<u8>: Encode<'q, DB> + Type<DB>,
@@ -39,13 +42,8 @@ where
                 .await
                 .map_err(audit_error::<DB>)?;
         }
-        // The head first: rows appended after it are left for next time.
-        let head = Self::head_of(
-            &sqlx::query(HEAD)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(audit_error::<DB>)?,
-        )?;
+        // The heads first: rows appended after them are left for next time.
+        let heads = Self::read_heads(&mut *tx).await?;
         let checkpoints = sqlx::query("SELECT seq, token FROM audit_checkpoint ORDER BY seq")
             .fetch_all(&mut *tx)
             .await
@@ -68,7 +66,7 @@ where
         loop {
             let rows = sqlx::query(AssertSqlSafe(ROWS_AFTER.as_str()))
                 .bind(after)
-                .bind(head.seq)
+                .bind(heads.newest().seq)
                 .bind(SCAN_PAGE)
                 .fetch_all(&mut *tx)
                 .await
@@ -77,8 +75,14 @@ where
                 let record = Self::record(row)?;
                 match walk.push(&record) {
                     Ok(()) => {}
-                    Err(Finding::Unlinked { seq, prev }) => {
-                        return Ok(Err(self.explain_unlinked(&mut tx, seq, prev).await?));
+                    Err(Finding::Unlinked {
+                        seq,
+                        chain,
+                        after,
+                        prev,
+                    }) => {
+                        let finding = Self::explain_unlinked(&mut tx, seq, chain, after, prev);
+                        return Ok(Err(finding.await?));
                     }
                     Err(finding) => return Ok(Err(finding)),
                 }
@@ -89,16 +93,17 @@ where
             }
         }
         tx.rollback().await.map_err(audit_error::<DB>)?;
-        Ok(walk.finish(head))
+        Ok(walk.finish(&heads))
     }
 
-    /// Row `seq` points at a predecessor other than the row before it: if
-    /// that predecessor is elsewhere in the trail, rows were moved;
-    /// otherwise it is gone.
+    /// Row `seq` points at a predecessor other than the row before it in
+    /// its chain (`after`): if that predecessor is elsewhere in the trail,
+    /// rows were moved; otherwise it is gone.
     async fn explain_unlinked(
-        &self,
         tx: &mut sqlx::Transaction<'_, DB>,
         seq: i64,
+        chain: ChainId,
+        after: i64,
         prev: Hash,
     ) -> Result<Finding, AuditError> {
         let found: Option<i64> = sqlx::query("SELECT min(seq) FROM audit_log WHERE row_hash = $1")
@@ -110,8 +115,9 @@ where
         Ok(match found {
             Some(follows) => Finding::Reordered { seq, follows },
             None => Finding::Removed {
-                first: seq,
-                last: seq,
+                chain,
+                after,
+                before: seq,
             },
         })
     }
@@ -156,7 +162,8 @@ where
     /// removes: refuses rows no export holds (unless `force`), signs the
     /// cut checkpoint, and removes the rows' request entries and the
     /// checkpoints older than the cut. The rows themselves are the
-    /// caller's to remove. `None`: no row at `cut`, nothing to prune.
+    /// caller's to remove. The cut checkpoint names each chain's last row
+    /// removed. `None`: no row up to `cut`, nothing to prune.
     pub(super) async fn cut_at(
         tx: &mut sqlx::Transaction<'_, DB>,
         cut: i64,
@@ -164,19 +171,6 @@ where
         force: bool,
         sign_cut: SignCut<'_>,
     ) -> Result<Option<PruneOutcome>, AuditError> {
-        let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
-        let row = sqlx::query("SELECT row_hash FROM audit_log WHERE seq = $1")
-            .bind(cut)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(audit_error::<DB>)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let cut_head = Head {
-            seq: cut,
-            hash: hash(row.try_get(0).map_err(corrupt)?, "row_hash")?,
-        };
         let (first, removed): (Option<i64>, i64) =
             sqlx::query("SELECT min(seq), count(*) FROM audit_log WHERE seq <= $1")
                 .bind(cut)
@@ -184,13 +178,17 @@ where
                 .await
                 .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
                 .map_err(audit_error::<DB>)?;
-        let first = first.unwrap_or(cut);
+        let Some(first) = first else {
+            return Ok(None);
+        };
         let exported = Self::exported_ranges(tx, first).await?;
         let unexported = crate::audit::export::unexported(first, cut, &exported);
         if let (Some((first, last)), false) = (unexported, force) {
             return Err(AuditError::Unexported { first, last });
         }
-        let token = sign_cut(&cut_head)?;
+        let heads = Self::heads_before(tx, cut).await?;
+        let cut_head = heads.identity();
+        let token = sign_cut(&heads)?;
         for statement in [
             "DELETE FROM audit_request WHERE seq <= $1",
             // Older checkpoints vouch for rows no longer kept.
@@ -205,7 +203,7 @@ where
         sqlx::query(
             "INSERT INTO audit_checkpoint (seq, at_us, cut, token) VALUES ($1, $2, $3, $4)",
         )
-        .bind(cut)
+        .bind(cut_head.seq)
         .bind(before_us)
         .bind(true)
         .bind(token.as_str())

@@ -1,0 +1,3 @@
+-- The chain each row links into, as on Postgres (see its 0006): the
+-- embedded trail has one writer and one chain, the first.
+ALTER TABLE audit_log ADD COLUMN chain INTEGER NOT NULL DEFAULT 1;

@@ -113,7 +113,8 @@ echo "audit rows written: $((rows_after - rows_before)) in $((commits_after - co
 # else running. Once with the group size the load above gave, once with
 # the writer's largest group.
 psql_() { psql -qAt -h 127.0.0.1 -p "$pg_port" -U postgres "$@"; }
-psql_ -c "\\copy (SELECT at_us, kind, agency, purpose, request_id, subject, subject_index, verdict, reason, attestation_id, attestation, request_digest FROM audit_log ORDER BY seq) TO '$work/rows.csv' CSV"
+# The attestation as kept: bytes (hex, prefixed), or text for older rows.
+psql_ -c "\\copy (SELECT at_us, kind, agency, purpose, request_id, subject, subject_index, verdict, reason, attestation_id, CASE WHEN attestation_bytes IS NULL THEN attestation ELSE 'hex:' || encode(attestation_bytes, 'hex') END, request_digest FROM audit_log ORDER BY seq) TO '$work/rows.csv' CSV"
 group=$(( (rows_after - rows_before) / (commits_after - commits_before) ))
 for g in $(( group > 0 ? group : 1 )) 512; do
   psql_ -c "DROP DATABASE IF EXISTS floor" -c "CREATE DATABASE floor"

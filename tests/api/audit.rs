@@ -1659,3 +1659,28 @@ async fn several_writers_append_to_chains_of_their_own_and_each_chain_is_held() 
         "{said}"
     );
 }
+
+/// A writer numbers its rows past the partitions it knows of when other
+/// writers' chains have moved on: its append makes room and goes in.
+#[tokio::test]
+async fn a_writer_behind_the_others_numbers_past_the_partitions_and_still_appends() {
+    let url = PgServer::shared().fresh_database().await;
+    let ring = vnid::attest::Keyring::from_pem(&vnid::attest::generate_key_pem().unwrap()).unwrap();
+    let store = || audit_store(&url).with_partition_rows(4).with_chains(2);
+    let (ahead, behind) = (store(), store());
+    ahead.migrate().await.unwrap();
+    let rows = entries_named(&ring, 40, 0, "behind");
+    behind.append(&rows[..2]).await.unwrap();
+    for part in rows[2..32].chunks(5) {
+        ahead.append(part).await.unwrap();
+    }
+    // Eight at once: past the one partition ahead that the other made.
+    behind.append(&rows[32..]).await.unwrap();
+    let jwks = Jwks::parse(ring.jwks_json()).unwrap();
+    let keys = vnid::audit::TrailKeys {
+        attestations: &jwks,
+        checkpoints: &jwks,
+    };
+    let summary = ahead.verify(keys).await.unwrap().unwrap();
+    assert_eq!((summary.rows, summary.heads.iter().count()), (40, 2));
+}

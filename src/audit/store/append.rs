@@ -4,6 +4,7 @@
 //! locking append every database has, which takes a chain no other writer
 //! holds (or waits for one).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use sqlx::{AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, IntoArguments, Postgres, Type};
@@ -13,35 +14,51 @@ use crate::audit::chain::{ChainId, FIRST_CHAIN, Head, row_hash};
 use crate::audit::{AuditEntry, AuditError, packed};
 use crate::domain::Spelled;
 
-/// Appends a group to chain `$20` in one statement, if its head is still
-/// where this store left it: the head moves and the rows go in together,
-/// or neither.
+/// Appends a group to chain `$18` in one statement, if its head is still
+/// where this store left it: the rows are numbered from `audit_seq`, and
+/// the head moves and the rows go in together, or neither. Returns the
+/// last row's number (none: the head had moved).
 const APPEND_EXPECTING: &str = "\
-WITH moved AS (
-    UPDATE audit_head SET seq = $1, hash = $2 WHERE id = $20 AND seq = $3 AND hash = $4
+WITH numbered AS MATERIALIZED (
+    SELECT seq, row_number() OVER (ORDER BY seq) AS i
+    FROM (SELECT nextval('audit_seq') AS seq FROM generate_series(1, cardinality($4::bigint[]))) s
+), moved AS (
+    UPDATE audit_head SET seq = (SELECT max(seq) FROM numbered), hash = $1
+    WHERE id = $18 AND seq = $2 AND hash = $3
     RETURNING 1
+), grouped AS MATERIALIZED (
+    SELECT n.seq, r.* FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[],
+                                  $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+                                  $14::bytea[], $15::text[], $16::bytea[], $17::bytea[])
+        WITH ORDINALITY AS r(at_us, kind, agency, purpose, request_id, subject, subject_index,
+                             verdict, reason, attestation_id, attestation_bytes, request_digest,
+                             prev_hash, row_hash, i)
+    JOIN numbered n ON n.i = r.i
+    WHERE EXISTS (SELECT 1 FROM moved)
 ), requests AS (
     INSERT INTO audit_request (agency, request_id, seq)
-    SELECT agency, request_id, seq FROM UNNEST($8::text[], $10::text[], $5::bigint[], $7::text[])
-        AS r(agency, request_id, seq, kind)
-    WHERE kind <> 'access_history' AND EXISTS (SELECT 1 FROM moved)
+    SELECT agency, request_id, seq FROM grouped WHERE kind <> 'access_history'
+), inserted AS (
+    INSERT INTO audit_log (seq, at_us, kind, agency, purpose, request_id, subject, subject_index,
+                           verdict, reason, attestation_id, attestation_bytes, request_digest,
+                           prev_hash, row_hash, chain)
+    SELECT seq, at_us, kind, agency, purpose, request_id, subject, subject_index, verdict, reason,
+           attestation_id, attestation_bytes, request_digest, prev_hash, row_hash, $18::smallint
+    FROM grouped
+    RETURNING seq
 )
-INSERT INTO audit_log (seq, at_us, kind, agency, purpose, request_id, subject, subject_index,
-                       verdict, reason, attestation_id, attestation_bytes, request_digest,
-                       prev_hash, row_hash, chain)
-SELECT *, $20::smallint FROM UNNEST($5::bigint[], $6::bigint[], $7::text[], $8::text[],
-                     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-                     $15::text[], $16::bytea[], $17::text[], $18::bytea[], $19::bytea[])
-WHERE EXISTS (SELECT 1 FROM moved)";
+SELECT max(seq) FROM inserted";
+
+/// SQLSTATE of a row no partition takes.
+const NO_PARTITION: &str = "23514";
 
 impl SqlAudit<Postgres> {
-    /// One round trip per group (and one for its row numbers): the
-    /// statement is its own transaction, and holds the chain head's row
-    /// lock only while it runs. Under load on a busy machine, the round
-    /// trips of a locking transaction (each waiting for a CPU) cost more
-    /// than the rows. If another writer appended to this chain meanwhile,
-    /// nothing is written and the locking append takes a chain no one
-    /// holds; this store appends there from then on.
+    /// One round trip per group: the statement is its own transaction, and
+    /// holds the chain head's row lock only while it runs. Under load on a
+    /// busy machine, the round trips of a locking transaction (each waiting
+    /// for a CPU) cost more than the rows. If another writer appended to
+    /// this chain meanwhile, nothing is written and the locking append
+    /// takes a chain no one holds; this store appends there from then on.
     pub(super) async fn append_expecting(
         &self,
         entries: &[AuditEntry],
@@ -49,33 +66,28 @@ impl SqlAudit<Postgres> {
         let cached = *self.last_head.lock().map_err(|_| poisoned())?;
         if let Some((chain, expected)) = cached {
             let n = entries.len();
-            let seqs = self.next_seqs(n).await?;
-            if let Some(&last) = seqs.last() {
-                self.ensure_partitions(last).await?;
-            }
-            let mut head = expected;
+            // Rows are numbered in the statement; partitions are made
+            // ahead of the newest number this store has seen.
+            let newest = self.newest_seq.load(Ordering::Relaxed).max(expected.seq);
+            self.ensure_partitions(newest + n as i64).await?;
+            let mut hash = expected.hash;
             let (mut at, mut prev, mut this) = (
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
             );
-            for (e, &seq) in entries.iter().zip(&seqs) {
-                let row_hash = row_hash(&head.hash, e);
+            for e in entries {
+                let row_hash = row_hash(&hash, e);
                 at.push(e.at_us);
-                prev.push(head.hash.to_vec());
+                prev.push(hash.to_vec());
                 this.push(row_hash.to_vec());
-                head = Head {
-                    seq,
-                    hash: row_hash,
-                };
+                hash = row_hash;
             }
             let text = |f: fn(&AuditEntry) -> &str| entries.iter().map(f).collect::<Vec<_>>();
-            let inserted = sqlx::query(APPEND_EXPECTING)
-                .bind(head.seq)
-                .bind(head.hash.to_vec())
+            let appended: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(APPEND_EXPECTING)
+                .bind(hash.to_vec())
                 .bind(expected.seq)
                 .bind(expected.hash.to_vec())
-                .bind(seqs)
                 .bind(at)
                 .bind(text(|e| e.kind.name()))
                 .bind(text(|e| &e.agency))
@@ -96,30 +108,28 @@ impl SqlAudit<Postgres> {
                 .bind(prev)
                 .bind(this)
                 .bind(chain)
-                .execute(&self.writes)
-                .await
-                .map_err(audit_error::<Postgres>)?
-                .rows_affected();
-            if inserted as usize == n {
-                *self.last_head.lock().map_err(|_| poisoned())? = Some((chain, head));
-                return Ok(head);
+                .fetch_one(&self.writes)
+                .await;
+            match appended {
+                Ok(Some(seq)) => {
+                    self.newest_seq.fetch_max(seq, Ordering::Relaxed);
+                    let head = Head { seq, hash };
+                    *self.last_head.lock().map_err(|_| poisoned())? = Some((chain, head));
+                    return Ok(head);
+                }
+                // The head had moved: another writer on this chain.
+                Ok(None) => {}
+                // Numbered past the partitions made: the locking append
+                // makes room for the numbers it takes.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(NO_PARTITION) => {}
+                Err(error) => return Err(audit_error::<Postgres>(error)),
             }
         }
         let taken = self.append_rows(entries).await;
         *self.last_head.lock().map_err(|_| poisoned())? = taken.as_ref().ok().copied();
-        Ok(taken?.1)
-    }
-
-    /// `n` new row numbers, in order.
-    async fn next_seqs(&self, n: usize) -> Result<Vec<i64>, AuditError> {
-        let mut seqs: Vec<i64> =
-            sqlx::query_scalar("SELECT nextval('audit_seq') FROM generate_series(1, $1)")
-                .bind(n as i64)
-                .fetch_all(&self.writes)
-                .await
-                .map_err(audit_error::<Postgres>)?;
-        seqs.sort_unstable();
-        Ok(seqs)
+        let (_, head) = taken?;
+        self.newest_seq.fetch_max(head.seq, Ordering::Relaxed);
+        Ok(head)
     }
 }
 

@@ -469,6 +469,9 @@ pub struct SqlAudit<DB: Database> {
     /// append (Postgres): the next append expects it, and so needs no lock
     /// (see `append_expecting`).
     last_head: Arc<std::sync::Mutex<Option<(ChainId, Head)>>>,
+    /// The newest row number this store has seen (Postgres): partitions
+    /// are made ahead of it.
+    newest_seq: Arc<std::sync::atomic::AtomicI64>,
     /// The chains this store makes sure the trail has.
     chains: ChainId,
     /// Retries' first answers, gathered into shared queries (Postgres).
@@ -513,6 +516,7 @@ impl SqlAudit<Postgres> {
             pool: reads,
             writes: pool(WRITE_CONNECTIONS)?,
             last_head: Arc::default(),
+            newest_seq: Arc::default(),
             chains: DEFAULT_CHAINS,
             partitions: Arc::new(partitions::Partitions::new(partitions::DEFAULT_ROWS)),
         })
@@ -550,6 +554,7 @@ impl SqlAudit<Sqlite> {
             pool: pool(4).await.map_err(unavailable)?,
             writes: pool(WRITE_CONNECTIONS).await.map_err(unavailable)?,
             last_head: Arc::default(),
+            newest_seq: Arc::default(),
             chains: 1,
             first_requests: None,
             partitions: Arc::new(partitions::Partitions::new(0)),

@@ -5,11 +5,11 @@
 # check's row has (a 956-character compact JWS as the attestation: a
 # 100-character header, 768 of payload, a 64-byte signature; 43-character
 # tokens; each row its own person and request), under the schema of
-# migrations 0001-0003; then migrations 0004 (partitions) and 0005
-# (attestations as bytes, for new rows) run on them, each timed, and the
-# rows are measured after each; then the same rows written as the service
-# now writes them (attestation as bytes, with their audit_request rows)
-# into a trail of their own. No build needed.
+# migrations 0001-0003; then migrations 0004 (partitions), 0005
+# (attestations as bytes, for new rows) and 0006 (chains) run on them,
+# each timed, and the rows are measured after each; then the same rows
+# written as the service now writes them (attestation as bytes, with their
+# audit_request rows) into a trail of their own. No build needed.
 # Run by hand: bash benches/trail_size.sh [ROWS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +51,7 @@ measure() { # LABEL
   }
 }
 measure before
-for m in 0004_partitions 0005_attestation_bytes; do
+for m in 0004_partitions 0005_attestation_bytes 0006_chains; do
   started=$(date +%s.%N)
   psql_ -f "src/audit/migrations/postgres/$m.sql" >/dev/null
   printf 'migration %s on %s rows: %.1f s\n' "$m" "$rows" "$(echo "$(date +%s.%N) - $started" | bc)"

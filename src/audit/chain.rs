@@ -137,13 +137,40 @@ impl Heads {
     }
 }
 
-/// One chain's head, as a checkpoint of several chains names it.
+/// One chain's head, as a checkpoint of several chains (or an export's
+/// header) names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainHeadClaim {
     pub chain: ChainId,
     pub seq: i64,
     /// base64url of the row's hash.
     pub head: String,
+}
+
+impl ChainHeadClaim {
+    /// Each chain's head, named.
+    pub fn list(heads: &Heads) -> Vec<Self> {
+        heads
+            .iter()
+            .map(|(chain, h)| Self {
+                chain,
+                seq: h.seq,
+                head: Base64UrlUnpadded::encode_string(&h.hash),
+            })
+            .collect()
+    }
+
+    /// The heads `claims` name; `None` if one names no SHA-256 hash.
+    pub fn heads(claims: &[Self]) -> Option<Heads> {
+        let heads = claims
+            .iter()
+            .map(|c| {
+                let hash = decode_hash(&c.head)?;
+                Some((c.chain, Head { seq: c.seq, hash }))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Heads::new(heads))
+    }
 }
 
 /// What a checkpoint signs: the trail's head at `seq` was `head`, and the
@@ -180,14 +207,7 @@ impl CheckpointClaims {
             seq: identity.seq,
             head: Base64UrlUnpadded::encode_string(&identity.hash),
             chains: if heads.beyond_the_first() {
-                heads
-                    .iter()
-                    .map(|(chain, h)| ChainHeadClaim {
-                        chain,
-                        seq: h.seq,
-                        head: Base64UrlUnpadded::encode_string(&h.hash),
-                    })
-                    .collect()
+                ChainHeadClaim::list(heads)
             } else {
                 Vec::new()
             },
@@ -231,18 +251,7 @@ impl CheckpointClaims {
                 hash,
             }));
         }
-        let heads = (self.chains.iter())
-            .map(|c| {
-                Some((
-                    c.chain,
-                    Head {
-                        seq: c.seq,
-                        hash: decode_hash(&c.head)?,
-                    },
-                ))
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(Heads::new(heads))
+        ChainHeadClaim::heads(&self.chains)
     }
 }
 
@@ -859,17 +868,7 @@ mod tests {
         cps: &[StoredCheckpoint],
         head: Head,
     ) -> Result<Summary, Finding> {
-        let attestations = Jwks::parse(ring.jwks_json()).unwrap();
-        let checkpoints = Jwks::parse(checkpoint_key().jwks_json()).unwrap();
-        let keys = TrailKeys {
-            attestations: &attestations,
-            checkpoints: &checkpoints,
-        };
-        let mut walk = ChainCheck::new(keys, cps)?;
-        for row in rows {
-            walk.push(row)?;
-        }
-        walk.finish(&Heads::one(head))
+        check_heads(ring, rows, cps, &Heads::one(head))
     }
 
     #[test]

@@ -129,34 +129,6 @@ fn first_chain() -> ChainId {
     FIRST_CHAIN
 }
 
-/// Heads as a header names them.
-pub fn heads_claim(heads: &Heads) -> Vec<ChainHeadClaim> {
-    heads
-        .iter()
-        .map(|(chain, head)| ChainHeadClaim {
-            chain,
-            seq: head.seq,
-            head: b64(&head.hash),
-        })
-        .collect()
-}
-
-fn heads_of(claims: &[ChainHeadClaim]) -> Option<Heads> {
-    let heads = claims
-        .iter()
-        .map(|c| {
-            Some((
-                c.chain,
-                Head {
-                    seq: c.seq,
-                    hash: unb64(&c.head)?,
-                },
-            ))
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(Heads::new(heads))
-}
-
 fn b64(hash: &Hash) -> String {
     Base64UrlUnpadded::encode_string(hash)
 }
@@ -286,7 +258,7 @@ pub fn verify(
         )
     } else {
         let heads = |claims: &[ChainHeadClaim], what: &str| {
-            heads_of(claims).ok_or_else(|| lines.malformed(what))
+            ChainHeadClaim::heads(claims).ok_or_else(|| lines.malformed(what))
         };
         (
             heads(&header.after, "after names a head that is not a hash")?,

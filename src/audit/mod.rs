@@ -6,8 +6,9 @@
 //! - [`chain`]: pure. What a row's hash covers, what a checkpoint signs,
 //!   and the walk that names the first row found wrong.
 //! - [`store`]: the rows in Postgres (or SQLite for the embedded default),
-//!   one SQL for both. Appends take a one-row head lock, so instances that
-//!   share a database append in one order.
+//!   one SQL for both. Each append takes one chain's head lock, so
+//!   instances that share a database append to chains of their own.
+//! - [`packed`]: how a row keeps its attestation (as bytes).
 //! - [`writer`]: each instance's group-commit writer: concurrent checks
 //!   share one transaction, and each waits for its COMMIT.
 //!

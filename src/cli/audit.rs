@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 
 use super::{Failure, Place, block_on, fail};
+use crate::audit::chain::ChainHeadClaim;
 use crate::audit::{Checkpointer, Head, Summary, export, witness};
 use crate::clock::{Clock, SystemClock};
 use crate::files::NewFile;
@@ -302,8 +303,8 @@ fn export(args: Export) -> Result<(), Failure> {
             format: export::FORMAT.to_owned(),
             from,
             to,
-            after: export::heads_claim(&store.heads_at(from - 1).await.map_err(fail)?),
-            through: export::heads_claim(&through),
+            after: ChainHeadClaim::list(&store.heads_at(from - 1).await.map_err(fail)?),
+            through: ChainHeadClaim::list(&through),
             to_head: None,
             after_hash: None,
             exported_at_us: SystemClock.now_micros(),

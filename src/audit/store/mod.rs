@@ -1,11 +1,12 @@
 //! The audit rows in Postgres, or in SQLite for the embedded default: the
 //! same SQL for both, written once over `sqlx::Database`.
 //!
-//! An append is one transaction: lock the head row (Postgres' `FOR
-//! UPDATE`; SQLite's write lock), chain the rows
-//! onto it, insert them, move the head, commit. Instances sharing a database
-//! therefore append one group after another, and a crash mid-append leaves
-//! neither rows nor a moved head.
+//! An append is one transaction on one chain: lock that chain's head row
+//! (Postgres' `FOR UPDATE`, a chain no one else holds; SQLite's write
+//! lock, its one chain), number the rows, chain them onto the head, insert
+//! them, move the head, commit. Writers sharing a database append to
+//! chains of their own, each group after the one before it in its chain,
+//! and a crash mid-append leaves neither rows nor a moved head.
 //!
 //! - `append`: the appends (Postgres' optimistic one, and the locking one).
 //! - `walk`: the chain read in order: verification, and the prune.

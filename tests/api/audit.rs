@@ -1684,3 +1684,61 @@ async fn a_writer_behind_the_others_numbers_past_the_partitions_and_still_append
     let summary = ahead.verify(keys).await.unwrap().unwrap();
     assert_eq!((summary.rows, summary.heads.iter().count()), (40, 2));
 }
+
+/// A prune of a trail of several chains drops whole partitions and cuts
+/// each chain where the partitions ended: what is kept verifies from the
+/// cut, and the writers go on appending after it.
+#[tokio::test]
+async fn a_prune_cuts_every_chain_and_what_is_kept_verifies() {
+    let url = PgServer::shared().fresh_database().await;
+    let ring = vnid::attest::Keyring::from_pem(&vnid::attest::generate_key_pem().unwrap()).unwrap();
+    let checkpoint_key =
+        vnid::attest::Keyring::from_pem(&vnid::attest::generate_key_pem().unwrap()).unwrap();
+    let store = || audit_store(&url).with_partition_rows(4).with_chains(3);
+    let (a, b) = (store(), store());
+    a.migrate().await.unwrap();
+    // 12 rows a year old, then 8 of now, the two writers taking turns.
+    let rows = entries_named(&ring, 20, 12, "pruned");
+    for (i, part) in rows.chunks(2).enumerate() {
+        if i % 2 == 0 { &a } else { &b }.append(part).await.unwrap();
+    }
+    a.record_export(1, 1_000, NOW, "all").await.unwrap();
+    let sign = |heads: &vnid::audit::Heads| {
+        Ok(
+            checkpoint_key.sign_checkpoint(&vnid::audit::chain::CheckpointClaims::new(
+                "vnid-test",
+                heads,
+                None,
+                NOW,
+                true,
+            ))?,
+        )
+    };
+    let outcome = a.prune(NOW * 1_000_000 - 1, false, &sign).await.unwrap();
+    let (cut, token) = outcome.cut.unwrap();
+    let named = vnid::audit::chain::CheckpointClaims::unverified_heads(&token).unwrap();
+    assert_eq!(
+        named.iter().count(),
+        2,
+        "the cut names both chains' last rows"
+    );
+    assert!(
+        outcome.removed > 0 && outcome.removed <= 12,
+        "{}",
+        outcome.removed
+    );
+    let jwks = Jwks::parse(ring.jwks_json()).unwrap();
+    let checkpoint_jwks = Jwks::parse(checkpoint_key.jwks_json()).unwrap();
+    let keys = vnid::audit::TrailKeys {
+        attestations: &jwks,
+        checkpoints: &checkpoint_jwks,
+    };
+    let summary = a.verify(keys).await.unwrap().unwrap();
+    assert_eq!(summary.anchor, cut.seq);
+    assert_eq!(summary.rows, 20 - outcome.removed);
+    let more = entries_named(&ring, 4, 0, "after");
+    a.append(&more[..2]).await.unwrap();
+    b.append(&more[2..]).await.unwrap();
+    let summary = b.verify(keys).await.unwrap().unwrap();
+    assert_eq!(summary.rows, 24 - outcome.removed);
+}

@@ -12,6 +12,7 @@ use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 
+use crate::admin::{AdminServer, AdminState, Readiness};
 use crate::audit::history::AccessHistory;
 use crate::audit::{AuditLog, AuditSink, Checkpointer, NoAudit, WriterHandle};
 use crate::cache::{CachedMirror, RequestIndex};
@@ -59,6 +60,11 @@ pub struct Application {
     /// The audit trail's group-commit writer, stopped (last rows, last
     /// checkpoint) once no call is answered any more.
     audit_writer: Option<WriterHandle>,
+    /// Whether this instance should get calls: `/readyz` and
+    /// `grpc.health.v1` say the same.
+    readiness: Arc<Readiness>,
+    /// The operators' HTTP endpoint (`None`: `admin_listen` empty).
+    admin: Option<AdminServer>,
 }
 
 /// What SIGHUP reloads: the registry, the TLS files (certificate, CA,
@@ -154,10 +160,13 @@ impl Application {
                 settings.listen
             )));
         }
+        let admin_addr =
+            crate::admin::listen_address(&settings.admin_listen, settings.admin_allow_remote)?;
         // The registry first: a configuration mistake should not wait for
         // the stores.
         let identities = identities(settings)?;
         let mirror = open_mirror(settings, Seed::Demo).await?;
+        let mirror_to_probe = mirror.clone();
         let attester = Arc::new(load_attester(settings)?);
         tracing::info!(kid = %attester.keyring().signing_kid(), "attestation key loaded");
         let cache = cache_in_front_of(settings, mirror.clone())?;
@@ -205,6 +214,7 @@ impl Application {
             }
         };
         let trail = (trail == Trail::Kept).then(|| audit_store.clone());
+        let readiness = Arc::new(Readiness::new(mirror_to_probe, trail.clone()));
         let guard = Guard::new(
             settings.redis_url.as_ref().map(Secret::expose),
             trail.clone(),
@@ -292,6 +302,19 @@ impl Application {
                     addr: settings.listen,
                     source,
                 })?;
+        let admin = match admin_addr {
+            Some(addr) => Some(
+                AdminServer::bind(
+                    addr,
+                    Arc::new(AdminState {
+                        readiness: readiness.clone(),
+                        attester: attester.clone(),
+                    }),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
             router,
@@ -305,7 +328,14 @@ impl Application {
             admission: server.admission(),
             connections: Arc::default(),
             audit_writer,
+            readiness,
+            admin,
         })
+    }
+
+    /// Where the admin endpoint listens, if it does.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     /// Who may call; `replace` it with a reloaded registry.
@@ -347,10 +377,21 @@ impl Application {
             tracing::info!(%addr, "serving");
         }
         let health = self.health;
+        let readiness = self.readiness;
+        tokio::spawn(readiness.clone().keep_probing());
+        tokio::spawn(report_health(readiness.clone(), health.clone()));
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(admin) = self.admin {
+            tokio::spawn(admin.run(async move {
+                let _ = admin_stopped.await;
+            }));
+        }
+        let draining = readiness.clone();
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight calls");
+            draining.drain();
             health.set_not_serving::<Service>().await;
             health
                 .set_not_serving::<AuditServiceServer<AuditApi>>()
@@ -399,7 +440,34 @@ impl Application {
         {
             tracing::warn!("the audit writer did not finish in time");
         }
+        let _ = admin_stop.send(());
         served
+    }
+}
+
+/// Reports readiness through `grpc.health.v1`, per service, as it
+/// changes (the same answer as `/readyz`).
+async fn report_health(readiness: Arc<Readiness>, health: HealthReporter) {
+    let mut changes = readiness.subscribe();
+    while changes.changed().await.is_ok() {
+        let status = if changes.borrow_and_update().is_empty() {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        health
+            .set_service_status(<Service as tonic::server::NamedService>::NAME, status)
+            .await;
+        health
+            .set_service_status(
+                <AuditServiceServer<AuditApi> as tonic::server::NamedService>::NAME,
+                status,
+            )
+            .await;
+        if readiness.draining() {
+            return;
+        }
     }
 }
 

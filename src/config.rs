@@ -23,6 +23,15 @@ pub struct Settings {
     /// Where the gRPC server listens. Any non-loopback address needs TLS.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The operators' plaintext HTTP endpoint (health, readiness, JWKS):
+    /// an address and port, or empty for none. Loopback only unless
+    /// `admin_allow_remote`.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    /// Serves the admin endpoint on a non-loopback address (it has no
+    /// mutual TLS: put it behind a network policy).
+    #[serde(default)]
+    pub admin_allow_remote: bool,
     /// Where generated state lives (dev keys; the embedded mirror).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -543,6 +552,10 @@ impl Default for LogSettings {
 pub enum LogFormat {
     Json,
     Pretty,
+}
+
+fn default_admin_listen() -> String {
+    crate::admin::DEFAULT_LISTEN.to_owned()
 }
 
 fn default_listen() -> SocketAddr {

@@ -57,6 +57,7 @@
 //! types that hold it mask their `Debug`, and the call span records only
 //! non-personal fields.
 
+pub mod admin;
 pub mod app;
 pub mod attest;
 pub mod audit;

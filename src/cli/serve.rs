@@ -14,12 +14,19 @@ pub(super) struct Serve {
     /// The listen address, e.g. 127.0.0.1:50051.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// The admin endpoint's address (health, readiness, JWKS), e.g.
+    /// 127.0.0.1:9464; empty for none.
+    #[arg(long)]
+    admin_listen: Option<String>,
 }
 
 pub(super) fn run(args: Serve) -> Result<(), Failure> {
     let mut settings = args.place.settings()?;
     if let Some(listen) = args.listen {
         settings.listen = listen;
+    }
+    if let Some(admin) = args.admin_listen {
+        settings.admin_listen = admin;
     }
     crate::telemetry::init(&settings.log, std::io::stdout).map_err(fail)?;
     block_on(async {
@@ -49,6 +56,11 @@ async fn greet(app: &Application, settings: &crate::config::Settings) {
                 settings.plaintext_agency
             );
         }
+    }
+    if let Some(addr) = app.admin_addr() {
+        eprintln!(
+            "vnid admin endpoint on http://{addr} (/healthz, /readyz, /.well-known/jwks.json)"
+        );
     }
     let demo = crate::startup::demo_identities(settings).await;
     if !demo.is_empty() {

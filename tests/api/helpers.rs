@@ -61,6 +61,8 @@ fn init_logging() {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin endpoint (health, readiness, JWKS).
+    pub admin: Option<SocketAddr>,
     pub client: VerificationServiceClient<Channel>,
     pub channel: Channel,
     pub mirror: PgMirror,
@@ -89,6 +91,7 @@ pub fn test_settings(database_url: &str) -> Settings {
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut settings = Settings::load(None, []).unwrap();
     settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.admin_listen = "127.0.0.1:0".into();
     settings.database_url = Some(Secret::new(database_url));
     settings.database.acquire_timeout_ms = 1_000;
     settings.data_dir =
@@ -125,6 +128,7 @@ pub async fn spawn_bare(settings: Settings) -> TestApp {
         .await
         .unwrap();
     let addr = app.local_addr().unwrap();
+    let admin = app.admin_addr();
     let cache = app.cache();
     let reloader = app.reloader();
     let connections = app.connections();
@@ -143,6 +147,7 @@ pub async fn spawn_bare(settings: Settings) -> TestApp {
     };
     TestApp {
         addr,
+        admin,
         client: VerificationServiceClient::new(channel.clone()),
         channel,
         mirror,
@@ -321,6 +326,9 @@ pub fn vnid(database_url: Option<&str>, args: &[&str]) -> Command {
     if let Some(url) = database_url {
         cmd.env("VNID__DATABASE_URL", url);
     }
+    // Tests run side by side: each server's admin endpoint on a port of
+    // its own.
+    cmd.env("VNID__ADMIN_LISTEN", "127.0.0.1:0");
     cmd.args(args);
     cmd
 }
@@ -329,6 +337,8 @@ pub fn vnid(database_url: Option<&str>, args: &[&str]) -> Command {
 pub struct Served {
     pub child: Child,
     pub addr: String,
+    /// The admin endpoint's address.
+    pub admin_addr: String,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
@@ -350,6 +360,7 @@ impl Served {
         let mut served = Self {
             child,
             addr: String::new(),
+            admin_addr: String::new(),
             lines: rx,
         };
         let banner = served.next_line();
@@ -357,6 +368,12 @@ impl Served {
             .strip_prefix("vnid listening on ")
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
+            .to_owned();
+        let admin = served.next_line();
+        served.admin_addr = admin
+            .strip_prefix("vnid admin endpoint on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected admin banner {admin:?}"))
             .to_owned();
         served
     }

@@ -2,6 +2,7 @@
 //! clients (tonic here, Python's grpcio in `interop`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod attestation;
 mod audit;
 mod batch;

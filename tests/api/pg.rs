@@ -231,6 +231,13 @@ impl PgServer {
         self.child = Some(launch(&self.dir, self.port));
     }
 
+    /// Starts a stopped server again on the same port and data.
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.child = Some(launch(&self.dir, self.port));
+        }
+    }
+
     /// Fast shutdown (SIGINT): sessions are ended, the server exits.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

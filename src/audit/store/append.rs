@@ -199,6 +199,7 @@ where
     for<'r> String: Decode<'r, DB> + Type<DB>,
     for<'r> Vec<u8>: Decode<'r, DB>,
     for<'r> Option<i64>: Decode<'r, DB>,
+    for<'r> bool: Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
 {
     /// Appends under a chain head's lock: a chain no other writer holds

@@ -230,6 +230,10 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Each chain's head; [`Heads::newest`] is where the trail ends.
     fn heads(&self) -> BoxFuture<'_, Result<Heads, AuditError>>;
 
+    /// Whether rows can be appended now: the database reachable, and not
+    /// a read-only one (a replica, or a primary set read-only).
+    fn writable(&self) -> BoxFuture<'_, Result<bool, AuditError>>;
+
     /// Each chain's newest row at or before row `seq`: what the rows after
     /// `seq` follow.
     fn heads_at(&self, seq: i64) -> BoxFuture<'_, Result<Heads, AuditError>>;
@@ -312,6 +316,8 @@ pub trait Dialect: Database + Sized {
     const NEXT_SEQS: Option<&'static str>;
     /// How many chains the trail may have.
     const MAX_CHAINS: ChainId;
+    /// Whether the database takes writes now.
+    const WRITABLE: &'static str;
     /// Holds the checkpoints against other writers (not readers, nor
     /// appends) until the transaction ends.
     const LOCK_CHECKPOINTS: &'static str;
@@ -355,6 +361,8 @@ impl Dialect for Postgres {
     const NEXT_SEQS: Option<&'static str> =
         Some("SELECT nextval('audit_seq') FROM generate_series(1, $1)");
     const MAX_CHAINS: ChainId = 1000;
+    const WRITABLE: &'static str =
+        "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'";
     const LOCK_CHECKPOINTS: &'static str = "LOCK TABLE audit_checkpoint IN EXCLUSIVE MODE";
     const TOKEN_HEADER: &'static str = "CASE \
          WHEN attestation_bytes IS NULL THEN convert_to(split_part(attestation, '.', 1), 'UTF8') \
@@ -413,6 +421,8 @@ impl Dialect for Sqlite {
         "UPDATE audit_head SET seq = seq WHERE id = $1 RETURNING id, seq, hash";
     const NEXT_SEQS: Option<&'static str> = None;
     const MAX_CHAINS: ChainId = 1;
+    // A file the process opened for writing.
+    const WRITABLE: &'static str = "SELECT 1 = 1";
     // Any write takes SQLite's one write lock.
     const LOCK_CHECKPOINTS: &'static str = "UPDATE audit_head SET seq = seq WHERE id = 1";
     const TOKEN_HEADER: &'static str = "CASE \
@@ -686,6 +696,7 @@ where
     for<'r> String: Decode<'r, DB> + Type<DB>,
     for<'r> Vec<u8>: Decode<'r, DB>,
     for<'r> Option<i64>: Decode<'r, DB>,
+    for<'r> bool: Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
 {
     async fn first_request_alone(
@@ -849,6 +860,7 @@ where
     for<'r> String: Decode<'r, DB> + Type<DB>,
     for<'r> Vec<u8>: Decode<'r, DB>,
     for<'r> Option<i64>: Decode<'r, DB>,
+    for<'r> bool: Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
 {
     fn migrate(&self) -> BoxFuture<'_, Result<(), AuditError>> {
@@ -984,6 +996,16 @@ where
 
     fn heads(&self) -> BoxFuture<'_, Result<Heads, AuditError>> {
         Box::pin(Self::read_heads(&self.pool))
+    }
+
+    fn writable(&self) -> BoxFuture<'_, Result<bool, AuditError>> {
+        Box::pin(async move {
+            sqlx::query(DB::WRITABLE)
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(audit_error::<DB>)
+        })
     }
 
     fn heads_at(&self, seq: i64) -> BoxFuture<'_, Result<Heads, AuditError>> {

@@ -27,6 +27,7 @@ where
     for<'r> String: Decode<'r, DB> + Type<DB>,
     for<'r> Vec<u8>: Decode<'r, DB>,
     for<'r> Option<i64>: Decode<'r, DB>,
+    for<'r> bool: Decode<'r, DB>,
     usize: ColumnIndex<DB::Row>,
 {
     pub(super) async fn walk(

@@ -1,0 +1,197 @@
+//! The operators' door: the plaintext admin endpoint (health, readiness,
+//! the JWKS) and `grpc.health.v1`, saying the same thing about readiness.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::helpers::*;
+use crate::pg::PgServer;
+
+/// An HTTP/1.1 answer: status, headers (lower-case names), body.
+struct Answer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+/// `METHOD path` on the admin endpoint, with `extra` header lines.
+async fn http(addr: SocketAddr, method: &str, path: &str, extra: &[&str]) -> Answer {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for line in extra {
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Answer {
+    http(addr, "GET", path, &[]).await
+}
+
+/// Waits (a few seconds at most) until `/readyz` answers `status`.
+async fn readyz_becomes(addr: SocketAddr, status: u16) -> Answer {
+    let started = Instant::now();
+    loop {
+        let answer = get(addr, "/readyz").await;
+        if answer.status == status || started.elapsed() > Duration::from_secs(15) {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn grpc_health(app: &TestApp, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(app.channel.clone());
+    let answer = client
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap();
+    answer.into_inner().status()
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_answers_health_readiness_and_the_keys() {
+    let app = spawn_app().await;
+    let admin = app.admin.unwrap();
+    let alive = get(admin, "/healthz").await;
+    assert_eq!((alive.status, alive.body.as_str()), (200, "ok\n"));
+    let ready = readyz_becomes(admin, 200).await;
+    assert_eq!(ready.body, "ready\n");
+    assert_eq!(grpc_health(&app, "").await, ServingStatus::Serving);
+    assert_eq!(
+        grpc_health(&app, "vnid.v1.VerificationService").await,
+        ServingStatus::Serving
+    );
+
+    // The published keys, as GetSigningKeys gives them, cacheable.
+    let jwks = get(admin, "/.well-known/jwks.json").await;
+    assert_eq!(jwks.status, 200);
+    assert_eq!(jwks.headers["content-type"], "application/jwk-set+json");
+    assert_eq!(jwks.headers["cache-control"], "public, max-age=300");
+    let over_grpc = app
+        .client
+        .clone()
+        .get_signing_keys(vnid::pb::GetSigningKeysRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jwks_json;
+    let parsed = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+    assert_eq!(parsed(&jwks.body), parsed(&over_grpc));
+    let tag = jwks.headers["etag"].clone();
+    let again = http(
+        admin,
+        "GET",
+        "/.well-known/jwks.json",
+        &[&format!("If-None-Match: {tag}")],
+    )
+    .await;
+    assert_eq!((again.status, again.body.as_str()), (304, ""));
+    let other = http(
+        admin,
+        "GET",
+        "/.well-known/jwks.json",
+        &["If-None-Match: \"other\""],
+    )
+    .await;
+    assert_eq!(other.status, 200);
+
+    assert_eq!(get(admin, "/nothing-here").await.status, 404);
+    assert_eq!(
+        http(admin, "POST", "/readyz", &["Content-Length: 0"])
+            .await
+            .status,
+        405
+    );
+
+    // Plaintext, so loopback only unless said otherwise.
+    let mut settings = test_settings(&PgServer::shared().fresh_database().await);
+    settings.admin_listen = "0.0.0.0:0".into();
+    let refused = vnid::app::Application::build(&settings)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        refused.to_string().contains("admin_allow_remote"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database_out_and_back() {
+    // A Postgres of this test's own, so stopping it disturbs no one else.
+    let mut pg = PgServer::start();
+    let app = spawn_app_with(test_settings(&pg.url("postgres"))).await;
+    let admin = app.admin.unwrap();
+    assert_eq!(readyz_becomes(admin, 200).await.status, 200);
+
+    let mut pg = tokio::task::spawn_blocking(move || {
+        pg.stop();
+        pg
+    })
+    .await
+    .unwrap();
+    let stopped = Instant::now();
+    let down = readyz_becomes(admin, 503).await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "not ready only after {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        down.body.contains("the mirror cannot be read"),
+        "{}",
+        down.body
+    );
+    assert!(
+        down.body.contains("the audit store cannot be reached"),
+        "{}",
+        down.body
+    );
+    assert_eq!(grpc_health(&app, "").await, ServingStatus::NotServing);
+    // Alive all the same: a probe that restarts it would not help.
+    assert_eq!(get(admin, "/healthz").await.status, 200);
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.start_again();
+        pg
+    })
+    .await
+    .unwrap();
+    let back = readyz_becomes(admin, 200).await;
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(grpc_health(&app, "").await, ServingStatus::Serving);
+    drop(pg);
+}

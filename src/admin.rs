@@ -2,6 +2,7 @@
 //! default `127.0.0.1:9464`) for probes and scrapers, apart from the
 //! mutual-TLS gRPC listener that no probe can pass.
 //!
+//! - `GET /metrics`: Prometheus text format ([`crate::metrics`]).
 //! - `GET /healthz`: the process is alive (200 whenever it answers).
 //! - `GET /readyz`: it should get calls: 200 `ready`, or 503 and what is
 //!   not ready (draining; the mirror or the audit store unreachable, or
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::audit::AuditStore;
+use crate::metrics::Metrics;
 use crate::mirror::MirrorStore;
 use crate::startup::StartupError;
 use crate::verify::Attester;
@@ -161,6 +163,7 @@ impl Readiness {
 pub struct AdminState {
     pub readiness: Arc<Readiness>,
     pub attester: Arc<Attester>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The admin endpoint, bound.
@@ -240,6 +243,14 @@ fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes
             }
         }
         "/.well-known/jwks.json" => jwks(state, request),
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, state.metrics.render());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }

@@ -22,6 +22,7 @@ use crate::grpc::listener::{self, Admission, Connections};
 use crate::grpc::tls::ServerTls;
 use crate::grpc::{AuditApi, Callers, ErrorDetailsLayer, VerificationApi, call_span};
 use crate::guard::Guard;
+use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::mirror::MirrorStore;
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
@@ -40,7 +41,12 @@ const STREAM_WINDOW_BYTES: u32 = 65_535;
 /// bind port 0 and connect without sleeping.
 pub struct Application {
     listener: TcpListener,
-    router: Router<tower::layer::util::Stack<ErrorDetailsLayer, tower::layer::util::Identity>>,
+    router: Router<
+        tower::layer::util::Stack<
+            GrpcMetricsLayer,
+            tower::layer::util::Stack<ErrorDetailsLayer, tower::layer::util::Identity>,
+        >,
+    >,
     /// Flipped to NOT_SERVING when shutdown begins, so load balancers stop
     /// sending new calls while in-flight ones finish.
     health: HealthReporter,
@@ -65,6 +71,7 @@ pub struct Application {
     readiness: Arc<Readiness>,
     /// The operators' HTTP endpoint (`None`: `admin_listen` empty).
     admin: Option<AdminServer>,
+    metrics: Arc<Metrics>,
 }
 
 /// What SIGHUP reloads: the registry, the TLS files (certificate, CA,
@@ -162,6 +169,7 @@ impl Application {
         }
         let admin_addr =
             crate::admin::listen_address(&settings.admin_listen, settings.admin_allow_remote)?;
+        let metrics = Metrics::new().map_err(|e| StartupError::Refused(format!("metrics: {e}")))?;
         // The registry first: a configuration mistake should not wait for
         // the stores.
         let identities = identities(settings)?;
@@ -201,6 +209,7 @@ impl Application {
                     crate::audit::WriterParams {
                         newest_note: Some(newest_note),
                         witness_database,
+                        metrics: Some(metrics.clone()),
                         ..settings.audit.writer_params()
                     },
                 );
@@ -231,6 +240,7 @@ impl Application {
             }),
             guard,
             clock.clone(),
+            metrics.clone(),
         ));
         let history = Arc::new(AccessHistory::new(
             audit_store,
@@ -266,6 +276,7 @@ impl Application {
         }
         let router = builder
             .layer(ErrorDetailsLayer)
+            .layer(GrpcMetricsLayer(metrics.clone()))
             .trace_fn(call_span)
             .timeout(Duration::from_millis(server.request_timeout_ms))
             .max_concurrent_streams(server.max_concurrent_streams)
@@ -309,6 +320,7 @@ impl Application {
                     Arc::new(AdminState {
                         readiness: readiness.clone(),
                         attester: attester.clone(),
+                        metrics: metrics.clone(),
                     }),
                 )
                 .await?,
@@ -330,6 +342,7 @@ impl Application {
             audit_writer,
             readiness,
             admin,
+            metrics,
         })
     }
 
@@ -379,7 +392,11 @@ impl Application {
         let health = self.health;
         let readiness = self.readiness;
         tokio::spawn(readiness.clone().keep_probing());
-        tokio::spawn(report_health(readiness.clone(), health.clone()));
+        tokio::spawn(report_health(
+            readiness.clone(),
+            health.clone(),
+            self.metrics.clone(),
+        ));
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(admin) = self.admin {
             tokio::spawn(admin.run(async move {
@@ -447,10 +464,12 @@ impl Application {
 
 /// Reports readiness through `grpc.health.v1`, per service, as it
 /// changes (the same answer as `/readyz`).
-async fn report_health(readiness: Arc<Readiness>, health: HealthReporter) {
+async fn report_health(readiness: Arc<Readiness>, health: HealthReporter, metrics: Arc<Metrics>) {
     let mut changes = readiness.subscribe();
     while changes.changed().await.is_ok() {
-        let status = if changes.borrow_and_update().is_empty() {
+        let ready = changes.borrow_and_update().is_empty();
+        metrics.ready.set(i64::from(ready));
+        let status = if ready {
             tonic_health::ServingStatus::Serving
         } else {
             tonic_health::ServingStatus::NotServing

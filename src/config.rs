@@ -299,6 +299,7 @@ impl AuditSettings {
             witness_file: self.witness_file.clone(),
             witness_database: None,
             newest_note: None,
+            metrics: None,
         }
     }
 }

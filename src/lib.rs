@@ -73,6 +73,7 @@ pub mod grpc;
 pub mod guard;
 pub mod import;
 pub mod infra;
+pub mod metrics;
 pub mod mirror;
 pub mod policy;
 pub mod startup;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run). On a fresh Debian machine with Rust it
 # installs what is missing (Postgres and Redis server binaries, Python's
-# venv), prepares the Python interop clients, then runs the format check,
+# venv, promtool), prepares the Python interop clients, then runs the format check,
 # clippy and every test. The tests start their own throwaway servers on free
 # ports; nothing here touches a server already running on this machine.
 set -euo pipefail
@@ -14,6 +14,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v setpriv >/dev/null || missing+=(util-linux)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+# promtool checks what /metrics serves.
+command -v promtool >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   sudo=""

@@ -6,18 +6,24 @@
 //!
 //! Only a token that comes back exactly is packed: three parts in
 //! canonical unpadded base64url whose header and payload hold no `0x00`
-//! (JSON text never does). Anything else, and every row written before
-//! packing, is kept as its text's bytes, which never begin with `0x01`.
+//! (JSON text never does). Anything else is kept as its text's bytes,
+//! behind a `0x00` when the text itself begins with `0x00` or `0x01`;
+//! rows written before packing hold text, which (base64url) never does.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 
 /// The first byte of a packed token.
 const PACKED: u8 = 0x01;
+/// The first byte of a text that would otherwise read as packed.
+const TEXT: u8 = 0x00;
 const SEPARATOR: u8 = 0x00;
 
 /// The bytes a row keeps for `token` (empty for none).
 pub fn pack(token: &str) -> Vec<u8> {
-    try_pack(token).unwrap_or_else(|| token.as_bytes().to_vec())
+    try_pack(token).unwrap_or_else(|| match token.as_bytes() {
+        bytes @ [PACKED | TEXT, ..] => [&[TEXT][..], bytes].concat(),
+        bytes => bytes.to_vec(),
+    })
 }
 
 fn try_pack(token: &str) -> Option<Vec<u8>> {
@@ -47,8 +53,10 @@ fn try_pack(token: &str) -> Option<Vec<u8>> {
 /// The token a row's bytes keep; `None` if they are neither a packed
 /// token nor UTF-8 text.
 pub fn unpack(stored: &[u8]) -> Option<String> {
-    let Some(rest) = stored.strip_prefix(&[PACKED]) else {
-        return String::from_utf8(stored.to_vec()).ok();
+    let rest = match stored {
+        [PACKED, rest @ ..] => rest,
+        [TEXT, text @ ..] => return String::from_utf8(text.to_vec()).ok(),
+        text => return String::from_utf8(text.to_vec()).ok(),
     };
     let mut parts = rest.splitn(3, |&b| b == SEPARATOR);
     let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
@@ -124,6 +132,12 @@ mod tests {
             assert_eq!(stored, odd.as_bytes(), "{odd:?}");
             assert_eq!(unpack(&stored).as_deref(), Some(odd.as_str()));
         }
+        // A text that begins as packed bytes would (found by the fuzzer).
+        for odd in ["\u{1}\u{0}", "\u{0}", "\u{1}e30.e30.AA"] {
+            let stored = pack(odd);
+            assert_eq!(stored[0], TEXT, "{odd:?}");
+            assert_eq!(unpack(&stored).as_deref(), Some(odd), "{odd:?}");
+        }
     }
 
     #[test]
@@ -136,7 +150,7 @@ mod tests {
     fn any_text_comes_back_exactly() {
         // Strings over the alphabets tokens are made of, of every short
         // length: packed or not, each comes back as it went in.
-        let alphabet = b"A_-.e3zQ0=";
+        let alphabet = b"A_-.e3zQ0=\x00\x01";
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for len in 0..40 {
             for _ in 0..200 {

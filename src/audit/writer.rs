@@ -18,12 +18,13 @@ use super::witness::{self, WitnessDatabase, WitnessLine};
 use super::{AuditEntry, AuditError, Checkpointer, Head, Heads};
 use crate::clock::Clock;
 use crate::infra::BoxFuture;
+use crate::metrics::Metrics;
 
 /// Where a check's audit row goes. The answer may leave only once
 /// `record` has returned `Ok`.
 pub trait AuditSink: Send + Sync + 'static {
-    /// Makes the row durable; returns its `seq` (0 when nothing is kept).
-    fn record(&self, entry: AuditEntry) -> BoxFuture<'_, Result<i64, AuditError>>;
+    /// Makes the row durable.
+    fn record(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), AuditError>>;
 }
 
 /// Keeps nothing. Only for measuring what the audit costs
@@ -34,8 +35,8 @@ pub trait AuditSink: Send + Sync + 'static {
 pub struct NoAudit;
 
 impl AuditSink for NoAudit {
-    fn record(&self, _entry: AuditEntry) -> BoxFuture<'_, Result<i64, AuditError>> {
-        Box::pin(async { Ok(0) })
+    fn record(&self, _entry: AuditEntry) -> BoxFuture<'_, Result<(), AuditError>> {
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -60,6 +61,9 @@ pub struct WriterParams {
     /// its data directory): the server refuses to start on a trail that
     /// no longer reaches it.
     pub newest_note: Option<PathBuf>,
+    /// Where commits, their sizes and times, failures and checkpoints
+    /// are counted.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for WriterParams {
@@ -73,6 +77,7 @@ impl Default for WriterParams {
             witness_file: None,
             witness_database: None,
             newest_note: None,
+            metrics: None,
         }
     }
 }
@@ -83,7 +88,7 @@ const DUPLICATE_ROUNDS: usize = 3;
 
 struct Pending {
     entry: AuditEntry,
-    done: oneshot::Sender<Result<i64, AuditError>>,
+    done: oneshot::Sender<Result<(), AuditError>>,
 }
 
 /// The durable audit trail of one instance.
@@ -133,7 +138,7 @@ impl WriterHandle {
 }
 
 impl AuditSink for AuditLog {
-    fn record(&self, entry: AuditEntry) -> BoxFuture<'_, Result<i64, AuditError>> {
+    fn record(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), AuditError>> {
         Box::pin(async move {
             let (done, answer) = oneshot::channel();
             let stopped = || AuditError::Unavailable("the audit writer has stopped".into());
@@ -237,14 +242,16 @@ impl Writer {
         }
         match &appended {
             Ok(Some(head)) => {
-                let first = head.seq - rows.len() as i64 + 1;
-                for (seq, done) in (first..).zip(waiting) {
-                    let _ = done.send(Ok(seq));
+                for done in waiting {
+                    let _ = done.send(Ok(()));
                 }
                 self.unvouched = Some(*head);
             }
             Ok(None) => {}
             Err(error) => {
+                if let Some(metrics) = &self.params.metrics {
+                    metrics.audit_write_failures.inc();
+                }
                 tracing::warn!(%error, rows = rows.len(), "audit group commit failed");
                 for done in waiting {
                     let _ = done.send(Err(error.for_each_waiter()));
@@ -266,12 +273,22 @@ impl Writer {
         if rows.is_empty() {
             return Ok(None);
         }
-        match tokio::time::timeout(self.params.write_timeout, self.store.append(rows)).await {
-            Ok(result) => result.map(Some),
-            Err(_) => Err(AuditError::Unavailable(
-                "the audit store did not answer in time".into(),
-            )),
+        let started = std::time::Instant::now();
+        let appended =
+            match tokio::time::timeout(self.params.write_timeout, self.store.append(rows)).await {
+                Ok(result) => result.map(Some),
+                Err(_) => Err(AuditError::Unavailable(
+                    "the audit store did not answer in time".into(),
+                )),
+            };
+        if let (Some(metrics), Ok(_)) = (&self.params.metrics, &appended) {
+            metrics.audit_rows.inc_by(rows.len() as u64);
+            metrics.audit_groups.observe(rows.len() as f64);
+            metrics
+                .audit_commit_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
+        appended
     }
 
     /// For each row, whether the trail already holds its (agency,
@@ -325,6 +342,9 @@ impl Writer {
                 self.last_checkpoint = (head.seq, Instant::now());
                 self.unvouched = None;
                 if let Some((checkpoint, token)) = signed {
+                    if let Some(metrics) = &self.params.metrics {
+                        metrics.audit_checkpoints.inc();
+                    }
                     self.witness(&checkpoint, &token).await;
                 }
             }

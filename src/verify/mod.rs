@@ -23,6 +23,7 @@ use crate::domain::{
     assess,
 };
 use crate::guard::{Guard, GuardError, Refusal};
+use crate::metrics::Metrics;
 use crate::mirror::{MirrorStore, StoreError};
 use crate::policy::{Agency, Denial};
 
@@ -109,6 +110,7 @@ pub struct Verifier {
     replays: Option<Replays>,
     guard: Guard,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
 }
 
 impl Verifier {
@@ -119,6 +121,7 @@ impl Verifier {
         replays: Option<Replays>,
         guard: Guard,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             mirror,
@@ -127,6 +130,7 @@ impl Verifier {
             replays,
             guard,
             clock,
+            metrics,
         }
     }
 
@@ -171,6 +175,9 @@ impl Verifier {
             command.name_match,
             found.record.as_ref(),
         );
+        if let Some(as_of) = found.data_as_of {
+            self.metrics.mirror_data_as_of.set(as_of);
+        }
         let failed = assessment.verdict.is_failure();
         self.guard
             .record(&agency.id, &subject_index, failed, self.clock.now_micros())
@@ -195,7 +202,18 @@ impl Verifier {
             attestation_id: answer.outcome.attestation_id.clone(),
             request_digest: digest,
         };
-        self.record(entry, answer.outcome).await
+        let labels = [
+            assessment.verdict.kind().name(),
+            match assessment.verdict {
+                Verdict::Verified => "",
+                Verdict::NotVerified(reason) => reason.name(),
+            },
+            command.purpose.name(),
+            agency.id.as_str(),
+        ];
+        let outcome = self.record(entry, answer.outcome).await?;
+        self.metrics.checks.with_label_values(&labels).inc();
+        Ok(outcome)
     }
 
     /// What came before this request under its `request_id`: a retry gets

@@ -195,3 +195,143 @@ async fn readiness_follows_the_database_out_and_back() {
     assert_eq!(grpc_health(&app, "").await, ServingStatus::Serving);
     drop(pg);
 }
+
+/// The value of the sample of `name` whose labels include every one of
+/// `labels` (`key="value"`); 0 when there is none.
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_the_calls_made_and_pass_promtool() {
+    use vnid::pb;
+    let app = spawn_app().await;
+    let admin = app.admin.unwrap();
+    for person in [DAM, THUY] {
+        app.verify(request(person.id, person.name)).await.unwrap();
+    }
+    app.verify(request(DAM.id, "Nguyễn Văn Sai")).await.unwrap();
+    let bad = app.verify(request("12345", DAM.name)).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    let started = Instant::now();
+    let text = loop {
+        let text = get(admin, "/metrics").await.body;
+        // The writer commits the rows a moment after the answers.
+        if sample(&text, "vnid_audit_rows_total", &[]) >= 3.0
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let verify = [
+        "grpc_service=\"vnid.v1.VerificationService\"",
+        "grpc_method=\"Verify\"",
+        "grpc_type=\"unary\"",
+    ];
+    assert_eq!(
+        sample(&text, "grpc_server_started_total", &verify),
+        4.0,
+        "{text}"
+    );
+    let handled = |code: &str| {
+        let mut labels = verify.to_vec();
+        let code = format!("grpc_code=\"{code}\"");
+        labels.push(&code);
+        sample(&text, "grpc_server_handled_total", &labels)
+    };
+    assert_eq!(
+        (handled("OK"), handled("InvalidArgument")),
+        (3.0, 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "grpc_server_handling_seconds_count", &verify),
+        4.0,
+        "{text}"
+    );
+    let checks = |verdict: &str| {
+        sample(
+            &text,
+            "vnid_checks_total",
+            &[
+                &format!("verdict=\"{verdict}\""),
+                "agency=\"demo\"",
+                "purpose=\"PURPOSE_HEALTHCARE\"",
+            ],
+        )
+    };
+    assert_eq!(
+        (checks("VERDICT_VERIFIED"), checks("VERDICT_NOT_VERIFIED")),
+        (2.0, 1.0),
+        "{text}"
+    );
+    assert!(text.contains("reason=\"REASON_FIELD_MISMATCH\""), "{text}");
+    assert_eq!(sample(&text, "vnid_audit_rows_total", &[]), 3.0, "{text}");
+    assert_eq!(sample(&text, "vnid_audit_write_failures_total", &[]), 0.0);
+    assert!(sample(&text, "vnid_mirror_data_as_of_timestamp_seconds", &[]) > 0.0);
+    assert_eq!(sample(&text, "vnid_build_info", &[]), 1.0);
+    // No label holds a person's data or a request id.
+    for secret in [
+        DAM.id,
+        THUY.id,
+        DAM.name,
+        THUY.name,
+        "Nguyễn Văn Sai",
+        "12345",
+    ] {
+        assert!(!text.contains(secret), "{secret} in /metrics");
+    }
+    // (The tests' request ids are all `req-N`.)
+    assert!(!text.contains("req-"), "a request_id in /metrics");
+    // A path no method has counts as unknown, not as a label of its own.
+    let mut raw = tonic::client::Grpc::new(app.channel.clone());
+    raw.ready().await.unwrap();
+    let unknown = raw
+        .unary::<pb::VerifyRequest, pb::VerifyResponse, _>(
+            tonic::Request::new(request(DAM.id, DAM.name)),
+            http::uri::PathAndQuery::from_static("/vnid.v1.VerificationService/Guess"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::Unimplemented);
+    let text = get(admin, "/metrics").await.body;
+    assert!(!text.contains("Guess"), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "grpc_server_started_total",
+            &["grpc_method=\"unknown\""]
+        ),
+        1.0
+    );
+
+    // promtool, as Prometheus' own tooling reads it.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; the test command installs it)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}

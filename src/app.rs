@@ -230,18 +230,24 @@ impl Application {
             settings.guard_params(),
         )
         .map_err(|e| StartupError::Refused(format!("redis_url: {e}")))?;
-        let verifier = Arc::new(Verifier::new(
-            store,
-            attester.clone(),
-            audit.clone(),
-            trail.clone().map(|trail| Replays {
-                trail,
-                index: cache.clone().map(|c| -> Arc<dyn RequestIndex> { c }),
-            }),
-            guard,
-            clock.clone(),
-            metrics.clone(),
-        ));
+        let verifier = Arc::new(
+            Verifier::new(
+                store,
+                attester.clone(),
+                audit.clone(),
+                trail.clone().map(|trail| Replays {
+                    trail,
+                    index: cache.clone().map(|c| -> Arc<dyn RequestIndex> { c }),
+                }),
+                guard,
+                clock.clone(),
+                metrics.clone(),
+            )
+            .with_max_age(
+                settings.mirror.max_age.map(|a| a.0),
+                settings.mirror.warn_age.map(|a| a.0),
+            ),
+        );
         let history = Arc::new(AccessHistory::new(
             audit_store,
             audit,

@@ -46,6 +46,8 @@ pub struct Settings {
     #[serde(default)]
     pub cache: CacheSettings,
     #[serde(default)]
+    pub mirror: MirrorSettings,
+    #[serde(default)]
     pub attestation: AttestationSettings,
     #[serde(default)]
     pub audit: AuditSettings,
@@ -368,6 +370,70 @@ impl DatabaseSettings {
                 self.idle_in_transaction_timeout_ms.max(1),
             ),
         }
+    }
+}
+
+/// How old the mirror's data may be (its `data_as_of`: the newest
+/// import's newest record) before checks stop trusting it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MirrorSettings {
+    /// Past this, checks answer `UNAVAILABLE` (`MIRROR_STALE`), never a
+    /// verdict. Seconds, or a number with `s`, `m`, `h` or `d`
+    /// (`"36h"`). Absent: no bound.
+    pub max_age: Option<Age>,
+    /// Past this, a warning is logged (at most every ten minutes).
+    pub warn_age: Option<Age>,
+}
+
+impl Default for MirrorSettings {
+    fn default() -> Self {
+        Self {
+            max_age: None,
+            warn_age: Some(Age(86_400)),
+        }
+    }
+}
+
+/// A length of time in whole seconds, written as seconds or with a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Age(pub i64);
+
+impl<'de> Deserialize<'de> for Age {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Seconds(i64),
+            Text(String),
+        }
+        let seconds = match Written::deserialize(d)? {
+            Written::Seconds(s) => Some(s),
+            Written::Text(text) => Age::parse(&text),
+        };
+        seconds.filter(|s| *s > 0).map(Age).ok_or_else(|| {
+            serde::de::Error::custom(
+                "an age: seconds, or a number with s, m, h or d (e.g. \"36h\")",
+            )
+        })
+    }
+}
+
+impl Age {
+    fn parse(text: &str) -> Option<i64> {
+        let text = text.trim();
+        let (number, unit) = match text.char_indices().last()? {
+            (i, c) if c.is_ascii_alphabetic() => (&text[..i], c),
+            _ => (text, 's'),
+        };
+        let unit = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            _ => return None,
+        };
+        number.trim().parse::<i64>().ok()?.checked_mul(unit)
     }
 }
 
@@ -765,6 +831,21 @@ fn apply_override(table: &mut toml::Table, key: &str, value: String) -> Result<(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_age_is_seconds_or_a_number_with_a_unit() {
+        let age = |text: &str| toml::from_str::<MirrorSettings>(text).map(|m| m.max_age);
+        assert_eq!(age("max_age = 90").unwrap(), Some(Age(90)));
+        assert_eq!(age("max_age = \"36h\"").unwrap(), Some(Age(36 * 3_600)));
+        assert_eq!(age("max_age = \"2d\"").unwrap(), Some(Age(2 * 86_400)));
+        assert_eq!(age("max_age = \"45m\"").unwrap(), Some(Age(45 * 60)));
+        assert_eq!(age("max_age = \"600\"").unwrap(), Some(Age(600)));
+        for bad in ["max_age = 0", "max_age = \"soon\"", "max_age = \"3w\"", "max_age = -5"] {
+            assert!(age(bad).is_err(), "{bad}");
+        }
+        assert_eq!(age("").unwrap(), None);
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

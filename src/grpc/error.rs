@@ -73,6 +73,8 @@ pub enum Deadline {
 pub enum Unreachable {
     Mirror,
     Audit,
+    /// The mirror answers, but its data is older than `mirror.max_age`.
+    Stale,
 }
 
 impl Unreachable {
@@ -80,6 +82,15 @@ impl Unreachable {
         match self {
             Self::Mirror => "MIRROR_UNAVAILABLE",
             Self::Audit => "AUDIT_UNAVAILABLE",
+            Self::Stale => "MIRROR_STALE",
+        }
+    }
+
+    /// When to try again: a stale mirror waits for an import.
+    fn retry_after(self) -> Duration {
+        match self {
+            Self::Mirror | Self::Audit => Duration::from_secs(1),
+            Self::Stale => Duration::from_secs(60),
         }
     }
 }
@@ -125,6 +136,10 @@ impl From<VerifyError> for ApiError {
             VerifyError::Audit(error) => error.into(),
             VerifyError::Refused(why) => Self::ResourceExhausted(why),
             VerifyError::RequestIdReused => Self::AlreadyExists,
+            VerifyError::Stale { age } => {
+                tracing::warn!(age_seconds = age, "check refused: the mirror is stale");
+                Self::Unavailable(Unreachable::Stale)
+            }
             other => {
                 tracing::error!(error = %other, "verification failed");
                 Self::Internal
@@ -211,7 +226,7 @@ impl From<ApiError> for Status {
             ),
             ApiError::Unavailable(store) => {
                 let mut details = error_info(store.reason_code());
-                details.set_retry_info(Some(Duration::from_secs(1)));
+                details.set_retry_info(Some(store.retry_after()));
                 Status::with_error_details(
                     Code::Unavailable,
                     "the service cannot answer right now; retry later",
@@ -307,6 +322,11 @@ mod tests {
                 ApiError::Unavailable(Unreachable::Audit),
                 Code::Unavailable,
                 "AUDIT_UNAVAILABLE",
+            ),
+            (
+                ApiError::Unavailable(Unreachable::Stale),
+                Code::Unavailable,
+                "MIRROR_STALE",
             ),
             (
                 ApiError::PermissionDenied(Denial::NotAnOperator),

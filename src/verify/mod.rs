@@ -93,6 +93,9 @@ pub enum VerifyError {
     /// The agency used this `request_id` for another request.
     #[error("the request_id was already used for another request")]
     RequestIdReused,
+    /// The mirror's data is older than `mirror.max_age`.
+    #[error("the mirror's data is {age} s old, past mirror.max_age")]
+    Stale { age: i64 },
     #[error("a stored answer cannot be read back: {0}")]
     StoredAnswer(&'static str),
     #[error("cannot sign the attestation: {0}")]
@@ -111,6 +114,53 @@ pub struct Verifier {
     guard: Guard,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    freshness: Freshness,
+}
+
+/// How old the mirror's data may be (`mirror.max_age`, `warn_age`), and
+/// how old it was at the last lookup.
+#[derive(Debug, Default)]
+struct Freshness {
+    max_age: Option<i64>,
+    warn_age: Option<i64>,
+    /// The newest `data_as_of` a lookup returned (0: none yet).
+    data_as_of: std::sync::atomic::AtomicI64,
+    /// When the last warning was logged.
+    warned_at: std::sync::atomic::AtomicI64,
+}
+
+/// A warning about the mirror's age is logged at most this often.
+const STALE_WARNING_EVERY: i64 = 600;
+
+impl Freshness {
+    /// Refuses a check on data older than the bound; warns (now and then)
+    /// past the warning age.
+    fn check(&self, data_as_of: i64, now: i64) -> Result<(), VerifyError> {
+        use std::sync::atomic::Ordering;
+        if data_as_of <= 0 {
+            return Ok(());
+        }
+        let age = now - data_as_of;
+        if self.warn_age.is_some_and(|warn| age > warn) {
+            let last = self.warned_at.load(Ordering::Relaxed);
+            if now - last >= STALE_WARNING_EVERY
+                && self
+                    .warned_at
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(
+                    age_seconds = age,
+                    max_age_seconds = self.max_age,
+                    "the mirror's data is old: import a newer export"
+                );
+            }
+        }
+        match self.max_age {
+            Some(max) if age > max => Err(VerifyError::Stale { age }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Verifier {
@@ -131,7 +181,17 @@ impl Verifier {
             guard,
             clock,
             metrics,
+            freshness: Freshness::default(),
         }
+    }
+
+    /// Bounds the mirror's age (`mirror.max_age`): past it, checks are
+    /// refused as stale; past `warn_age` a warning is logged.
+    #[must_use]
+    pub fn with_max_age(mut self, max_age: Option<i64>, warn_age: Option<i64>) -> Self {
+        self.freshness.max_age = max_age;
+        self.freshness.warn_age = warn_age;
+        self
     }
 
     /// The published keys now (they change when the keys are reloaded).
@@ -161,6 +221,19 @@ impl Verifier {
             Prior::First(first) => return answer_again(&first, &digest, command.request_id),
         };
         let subject_index = subject_key.subject_index(&command.id_number);
+        // Known stale already: refused before the agency's quota is spent.
+        let known = self
+            .freshness
+            .data_as_of
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if let Err(stale) = self.freshness.check(known, self.clock.now()) {
+            if marked && let Some(replays) = &self.replays {
+                replays
+                    .release(&agency.id, command.request_id.as_str())
+                    .await;
+            }
+            return Err(stale);
+        }
         self.admit(agency, &command, &subject_index, marked).await?;
         let found = match call {
             CheckCall::BatchItem => self.mirror.find_once(&command.id_number).await?,
@@ -177,6 +250,8 @@ impl Verifier {
         );
         if let Some(as_of) = found.data_as_of {
             self.metrics.mirror_data_as_of.set(as_of);
+            (self.freshness.data_as_of).store(as_of, std::sync::atomic::Ordering::Relaxed);
+            self.freshness.check(as_of, self.clock.now())?;
         }
         let failed = assessment.verdict.is_failure();
         self.guard

@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
 
 use crate::helpers::*;
 use crate::pg::PgServer;
@@ -334,4 +335,40 @@ async fn metrics_count_the_calls_made_and_pass_promtool() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+}
+
+/// Past `mirror.max_age`, checks are refused as stale, never answered from
+/// data too old to trust; readiness does not fail on it (every replica
+/// would leave the balancer at once), and the age shows in /metrics.
+#[tokio::test]
+async fn a_stale_mirror_answers_mirror_stale_and_stays_ready() {
+    let mut settings = test_settings(&PgServer::shared().fresh_database().await);
+    settings.mirror.max_age = Some(vnid::config::Age(2 * 3_600));
+    let app = spawn_app_with(settings).await;
+    let admin = app.admin.unwrap();
+    // The fixtures' data is an hour old: fresh enough.
+    app.verify(request(DAM.id, DAM.name)).await.unwrap();
+
+    app.clock.set(DATA_AS_OF + 2 * 3_600 + 1);
+    // Whether the person was looked up before (cached) or not.
+    for person in [THUY, DAM] {
+        let status = app
+            .verify(request(person.id, person.name))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert_eq!(reason(&status), "MIRROR_STALE");
+        let retry = status.get_error_details().retry_info().cloned().unwrap();
+        assert_eq!(retry.retry_delay, Some(Duration::from_secs(60)));
+    }
+    assert_eq!(readyz_becomes(admin, 200).await.status, 200);
+    let text = get(admin, "/metrics").await.body;
+    assert_eq!(
+        sample(&text, "vnid_mirror_data_as_of_timestamp_seconds", &[]),
+        DATA_AS_OF as f64
+    );
+
+    // A newer import (here: the clock back) and checks are answered again.
+    app.clock.set(NOW);
+    app.verify(request(THUY.id, THUY.name)).await.unwrap();
 }

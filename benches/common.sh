@@ -65,6 +65,8 @@ setup() { # NAME
   redis_pid=$!
   wait_port "$redis_port"
   export VNID__DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+  # Several servers run side by side: no admin endpoint (its port is fixed).
+  export VNID__ADMIN_LISTEN=""
   # One deployment: every instance signs with the same keys.
   "$vnid" keygen --out "$work/signing.pem" >/dev/null
   head -c 32 /dev/urandom >"$work/subject.key"

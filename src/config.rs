@@ -840,7 +840,12 @@ mod tests {
         assert_eq!(age("max_age = \"2d\"").unwrap(), Some(Age(2 * 86_400)));
         assert_eq!(age("max_age = \"45m\"").unwrap(), Some(Age(45 * 60)));
         assert_eq!(age("max_age = \"600\"").unwrap(), Some(Age(600)));
-        for bad in ["max_age = 0", "max_age = \"soon\"", "max_age = \"3w\"", "max_age = -5"] {
+        for bad in [
+            "max_age = 0",
+            "max_age = \"soon\"",
+            "max_age = \"3w\"",
+            "max_age = -5",
+        ] {
             assert!(age(bad).is_err(), "{bad}");
         }
         assert_eq!(age("").unwrap(), None);

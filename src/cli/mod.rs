@@ -7,8 +7,10 @@
 //! - [`keys`]: `vnid keygen`, `vnid keys list`, `vnid verify-attestation`,
 //!   `vnid dev-certs`.
 //! - [`verify_batch`]: `vnid verify-batch`.
+//! - [`config`]: `vnid config check`.
 
 mod audit;
+mod config;
 mod import;
 mod keys;
 mod progress;
@@ -58,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Configuration: `vnid config check`.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
     /// Checks a CSV file of candidates through VerifyBatch and writes one
     /// results row per candidate; run it again to resume after an
     /// interruption.
@@ -78,6 +85,7 @@ impl Cli {
             Command::VerifyAttestation(args) => keys::verify_attestation(args),
             Command::Audit { command } => audit::run(command),
             Command::VerifyBatch(args) => verify_batch::run(args),
+            Command::Config { command } => config::run(command),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,

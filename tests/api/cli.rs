@@ -166,3 +166,80 @@ fn audit_verify_on_a_missing_trail_says_so_and_creates_nothing() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `vnid config check` on the shipped example (its key files made where
+/// it names them) and on broken copies of it: OK, or exit 1 with the reason.
+#[test]
+fn config_check_accepts_the_example_and_names_what_is_wrong() {
+    let dir = temp_dir("config-check");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/vnid.example.toml"),
+    )
+    .unwrap();
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(etc.join("keys")).unwrap();
+    let example = example.replace("/etc/vnid/", &format!("{}/", etc.display()));
+    for key in ["2026-11", "2026-05", "audit-checkpoint"] {
+        let out = vnid(&[
+            "keygen",
+            "--out",
+            etc.join(format!("keys/{key}.pem")).to_str().unwrap(),
+        ]);
+        assert!(out.status.success());
+    }
+    for secret in ["cache.key", "subject.key"] {
+        std::fs::write(etc.join(secret), [7u8; 32]).unwrap();
+    }
+    let check = |toml: &str| {
+        let path = dir.join("vnid.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_vnid"))
+            .args(["config", "check", "--config", path.to_str().unwrap()])
+            .env_remove("VNID__ADMIN_LISTEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, said) = check(&example);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.starts_with("configuration OK: listen 127.0.0.1:50051"),
+        "{said}"
+    );
+
+    let broken = [
+        (
+            example.replace("ttl_seconds = 300", "ttl_secs = 300"),
+            "ttl_secs",
+        ),
+        (example.replace("2026-11.pem", "missing.pem"), "missing.pem"),
+        (
+            example.replace("listen = \"127.0.0.1:50051\"", "listen = \"0.0.0.0:50051\""),
+            "requires TLS",
+        ),
+        (
+            example.replace(
+                "admin_listen = \"127.0.0.1:9464\"",
+                "admin_listen = \"0.0.0.0:9464\"",
+            ),
+            "admin_allow_remote",
+        ),
+        (
+            example.replace("max_age = \"7d\"", "max_age = \"soon\""),
+            "an age",
+        ),
+        (
+            example.replace("audit-checkpoint.pem", "2026-11.pem"),
+            "a key of its own",
+        ),
+    ];
+    for (toml, reason) in broken {
+        let (code, said) = check(&toml);
+        assert_eq!(code, 1, "{reason}: {said}");
+        assert!(said.contains(reason), "{reason}: {said}");
+    }
+}

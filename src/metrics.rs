@@ -356,6 +356,14 @@ mod tests {
             .checks
             .with_label_values(&["VERDICT_VERIFIED", "", "PURPOSE_HEALTHCARE", "demo"])
             .inc();
+        // A family with labels shows once it has a sample.
+        let call = Call {
+            metrics: metrics.clone(),
+            labels: method_of("/vnid.v1.VerificationService/Verify"),
+            started: Instant::now(),
+        };
+        metrics.grpc_started.with_label_values(&call.labels).inc();
+        call.handled(b"0");
         let text = metrics.render();
         for name in [
             "grpc_server_started_total",

@@ -11,9 +11,9 @@
 //! - `GET /.well-known/jwks.json`: the published keys, with an `ETag` and
 //!   `Cache-Control` (and 304 to a matching `If-None-Match`).
 //!
-//! It carries no identity, so it serves nothing a caller could not see
-//! anyway, and listens on loopback unless `admin_allow_remote` says
-//! otherwise (behind a network policy).
+//! It knows no caller, so it serves nothing personal (no metric label
+//! holds personal data), and listens on loopback unless
+//! `admin_allow_remote` says otherwise (then behind a network policy).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -148,7 +148,7 @@ impl Readiness {
         self.state.subscribe()
     }
 
-    /// Probes until `self` is the last holder or draining begins.
+    /// Probes every [`PROBE_INTERVAL`] until draining begins.
     pub async fn keep_probing(self: Arc<Self>) {
         let mut tick = tokio::time::interval(PROBE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

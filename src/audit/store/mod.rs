@@ -303,9 +303,6 @@ pub trait AuditStore: Send + Sync + 'static {
 /// What differs between the two databases.
 pub trait Dialect: Database + Sized {
     const MIGRATIONS: Migrations;
-    /// Reads the first chain's head and holds it until the transaction
-    /// ends (the embedded trail's prune).
-    const LOCK_HEAD: &'static str;
     /// Takes a chain no one else is appending to (the least advanced),
     /// holding its head until the transaction ends: `id, seq, hash`; none
     /// when every chain is taken.
@@ -353,7 +350,6 @@ pub trait Dialect: Database + Sized {
 impl Dialect for Postgres {
     const MIGRATIONS: Migrations = POSTGRES_MIGRATIONS;
     // A row lock, and no dead row version per append.
-    const LOCK_HEAD: &'static str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
     const LOCK_FREE_CHAIN: &'static str =
         "SELECT id, seq, hash FROM audit_head ORDER BY seq, id FOR UPDATE SKIP LOCKED LIMIT 1";
     const LOCK_CHAIN: &'static str =
@@ -410,11 +406,8 @@ impl Dialect for Postgres {
 
 impl Dialect for Sqlite {
     const MIGRATIONS: Migrations = SQLITE_MIGRATIONS;
-    // A write takes the database's write lock at once (a read first could
-    // not be upgraded while another connection writes).
-    const LOCK_HEAD: &'static str =
-        "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
-    // One chain: a write takes the database's one write lock.
+    // One chain; a write takes the database's write lock at once (a read
+    // first could not be upgraded while another connection writes).
     const LOCK_FREE_CHAIN: &'static str =
         "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING id, seq, hash";
     const LOCK_CHAIN: &'static str =

@@ -8,7 +8,9 @@ use super::{
     Dialect, PruneOutcome, ROWS_AFTER, SCAN_PAGE, SignCut, SqlAudit, Verification, audit_error,
 };
 use crate::audit::AuditError;
-use crate::audit::chain::{ChainCheck, ChainId, Finding, Hash, Head, StoredCheckpoint, TrailKeys};
+use crate::audit::chain::{
+    ChainCheck, ChainId, FIRST_CHAIN, Finding, Hash, Head, StoredCheckpoint, TrailKeys,
+};
 
 impl<DB> SqlAudit<DB>
 where
@@ -233,8 +235,10 @@ where
                 .await
                 .map_err(audit_error::<DB>)?;
         }
-        let head = Self::head_of(
-            &sqlx::query(DB::LOCK_HEAD)
+        // The embedded trail's one chain, held (and with it, SQLite's lock).
+        let (_, head) = Self::chain_head_of(
+            &sqlx::query(DB::LOCK_CHAIN)
+                .bind(i32::from(FIRST_CHAIN))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(audit_error::<DB>)?,

@@ -15,15 +15,15 @@ use tonic_health::server::HealthReporter;
 use crate::admin::{AdminServer, AdminState, Readiness};
 use crate::audit::history::AccessHistory;
 use crate::audit::{AuditLog, AuditSink, Checkpointer, NoAudit, WriterHandle};
-use crate::cache::{CachedMirror, RequestIndex};
+use crate::cache::{BreakerState, CachedMirror, RequestIndex};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Secret, Settings};
 use crate::grpc::listener::{self, Admission, Connections};
 use crate::grpc::tls::ServerTls;
 use crate::grpc::{AuditApi, Callers, ErrorDetailsLayer, VerificationApi, call_span};
 use crate::guard::Guard;
-use crate::metrics::{GrpcMetricsLayer, Metrics};
-use crate::mirror::MirrorStore;
+use crate::metrics::{GrpcMetricsLayer, Metrics, Pull};
+use crate::mirror::{Gathered, MirrorStore};
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
 use crate::startup::{
@@ -213,7 +213,17 @@ impl Application {
                         ..settings.audit.writer_params()
                     },
                 );
-                (Arc::new(log), Some(writer), Some(checkpoint_kid))
+                let log = Arc::new(log);
+                let queue = Arc::downgrade(&log);
+                (metrics.pull(
+                    "vnid_audit_queue_rows",
+                    "Audit rows handed to the writer and waiting for it.",
+                    Pull::Gauge,
+                    &[],
+                    move || queue.upgrade().map(|log| (vec![], log.queued() as f64)).into_iter().collect(),
+                ))
+                .map_err(|e| StartupError::Refused(format!("metrics: {e}")))?;
+                (log, Some(writer), Some(checkpoint_kid))
             }
             Trail::NotKept => {
                 tracing::error!(
@@ -229,7 +239,10 @@ impl Application {
             trail.clone(),
             settings.guard_params(),
         )
-        .map_err(|e| StartupError::Refused(format!("redis_url: {e}")))?;
+        .map_err(|e| StartupError::Refused(format!("redis_url: {e}")))?
+        .with_metrics(metrics.clone());
+        read_when_scraped(&metrics, cache.as_ref(), &store)
+            .map_err(|e| StartupError::Refused(format!("metrics: {e}")))?;
         let verifier = Arc::new(
             Verifier::new(
                 store,
@@ -470,6 +483,107 @@ impl Application {
 
 /// Reports readiness through `grpc.health.v1`, per service, as it
 /// changes (the same answer as `/readyz`).
+/// The counters the cache and the mirror keep anyway, shown by
+/// `/metrics` when scraped: nothing is added to a check for them.
+fn read_when_scraped(
+    metrics: &Metrics,
+    cache: Option<&Arc<CachedMirror>>,
+    store: &Arc<dyn MirrorStore>,
+) -> Result<(), prometheus::Error> {
+    if let Some(cache) = cache {
+        let weak = Arc::downgrade(cache);
+        let read = move |values: fn(&CachedMirror) -> Vec<(Vec<&'static str>, f64)>| {
+            let weak = weak.clone();
+            move || weak.upgrade().map(|c| values(&c)).unwrap_or_default()
+        };
+        metrics.pull(
+            "vnid_cache_lookups_total",
+            "Mirror lookups by how the cache answered: hit, negative_hit (a number \
+             known to be absent), miss, corrupt (a value that did not open, refused), \
+             bypassed (breaker open), single_use (batch items, sent past the cache).",
+            Pull::Counter,
+            &["result"],
+            read(|cache| {
+                let m = cache.metrics();
+                [
+                    ("hit", m.hits),
+                    ("negative_hit", m.negative_hits),
+                    ("miss", m.misses),
+                    ("corrupt", m.corrupt),
+                    ("bypassed", m.bypassed),
+                    ("single_use", m.single_use),
+                ]
+                .into_iter()
+                .map(|(result, n)| (vec![result], n as f64))
+                .collect()
+            }),
+        )?;
+        metrics.pull(
+            "vnid_cache_errors_total",
+            "Cache calls that failed or passed their deadline.",
+            Pull::Counter,
+            &[],
+            read(|cache| vec![(vec![], cache.metrics().errors as f64)]),
+        )?;
+        metrics.pull(
+            "vnid_cache_breaker_state",
+            "The cache's circuit breaker: 1 for the state it is in (closed: the cache \
+             is used; open: lookups go to the mirror; half_open: one call probes).",
+            Pull::Gauge,
+            &["state"],
+            read(|cache| {
+                let now = cache.breaker_state();
+                [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen]
+                    .into_iter()
+                    .map(|state| (vec![state.as_str()], f64::from(u8::from(state == now))))
+                    .collect()
+            }),
+        )?;
+        metrics.pull(
+            "vnid_mirror_lookups_total",
+            "Lookups that went to the mirror (misses, bypasses, single-use), and \
+             of those, coalesced: answered by another call's lookup of the same number.",
+            Pull::Counter,
+            &["shared"],
+            read(|cache| {
+                let m = cache.metrics();
+                vec![
+                    (vec!["own"], m.mirror_queries as f64),
+                    (vec!["coalesced"], m.coalesced as f64),
+                ]
+            }),
+        )?;
+    }
+    if store.gathered().is_some() {
+        let weak = Arc::downgrade(store);
+        let read = move |value: fn(Gathered) -> u64| {
+            let weak = weak.clone();
+            move || {
+                (weak.upgrade().and_then(|store| store.gathered()))
+                    .map(|sent| (vec![], value(sent) as f64))
+                    .into_iter()
+                    .collect()
+            }
+        };
+        metrics.pull(
+            "vnid_mirror_queries_total",
+            "Point-read queries sent to the mirror database.",
+            Pull::Counter,
+            &[],
+            read(|sent| sent.queries),
+        )?;
+        metrics.pull(
+            "vnid_mirror_query_keys_total",
+            "ID numbers those queries carried: divided by the queries, the gathered \
+             batch size.",
+            Pull::Counter,
+            &[],
+            read(|sent| sent.keys),
+        )?;
+    }
+    Ok(())
+}
+
 async fn report_health(readiness: Arc<Readiness>, health: HealthReporter, metrics: Arc<Metrics>) {
     let mut changes = readiness.subscribe();
     while changes.changed().await.is_ok() {

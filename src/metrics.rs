@@ -15,6 +15,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http_body::{Body, Frame, SizeHint};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -48,6 +50,13 @@ pub struct Metrics {
     pub mirror_data_as_of: IntGauge,
     /// 1 when `/readyz` says ready.
     pub ready: IntGauge,
+    /// Checks the guard or the staleness bound refused, by reason and agency.
+    pub refusals: IntCounterVec,
+    /// The guard's alerts raised (`vnid::alert` lines), by alert and agency.
+    pub alerts: IntCounterVec,
+    pub batch_streams: IntCounter,
+    /// Batch items answered, by outcome (`verdict` or `error`).
+    pub batch_items: IntCounterVec,
 }
 
 impl Metrics {
@@ -103,6 +112,32 @@ impl Metrics {
             "When the mirror's data was current (its newest import), seconds since the epoch.",
         );
         let ready = IntGauge::new("vnid_ready", "1 when the instance is ready for calls.");
+        let refusals = IntCounterVec::new(
+            Opts::new(
+                "vnid_refusals_total",
+                "Checks refused before the mirror was asked: rate, daily quota, \
+                 suspension on one number, throttle, stale mirror.",
+            ),
+            &["reason", "agency"],
+        );
+        let alerts = IntCounterVec::new(
+            Opts::new(
+                "vnid_alerts_total",
+                "Guard alerts raised (the vnid::alert log lines), by alert name.",
+            ),
+            &["alert", "agency"],
+        );
+        let batch_streams = IntCounter::new(
+            "vnid_batch_streams_total",
+            "VerifyBatch streams opened.",
+        );
+        let batch_items = IntCounterVec::new(
+            Opts::new(
+                "vnid_batch_items_total",
+                "VerifyBatch items answered, by outcome (verdict or error).",
+            ),
+            &["outcome"],
+        );
         let build_info = IntGaugeVec::new(
             Opts::new("vnid_build_info", "The running build (always 1)."),
             &["version"],
@@ -123,6 +158,10 @@ impl Metrics {
             audit_checkpoints: audit_checkpoints?,
             mirror_data_as_of: mirror_data_as_of?,
             ready: ready?,
+            refusals: refusals?,
+            alerts: alerts?,
+            batch_streams: batch_streams?,
+            batch_items: batch_items?,
             registry,
         };
         let r = &metrics.registry;
@@ -137,8 +176,36 @@ impl Metrics {
         r.register(Box::new(metrics.audit_checkpoints.clone()))?;
         r.register(Box::new(metrics.mirror_data_as_of.clone()))?;
         r.register(Box::new(metrics.ready.clone()))?;
+        r.register(Box::new(metrics.refusals.clone()))?;
+        r.register(Box::new(metrics.alerts.clone()))?;
+        r.register(Box::new(metrics.batch_streams.clone()))?;
+        r.register(Box::new(metrics.batch_items.clone()))?;
         r.register(Box::new(build_info))?;
         Ok(Arc::new(metrics))
+    }
+
+    /// Adds a family read only when scraped, from counters a part keeps
+    /// anyway (the cache's, the audit queue's): nothing on the request
+    /// path. `read` answers one value per set of `labels`' values.
+    pub fn pull(
+        &self,
+        name: &str,
+        help: &str,
+        kind: Pull,
+        labels: &[&str],
+        read: impl Fn() -> Vec<(Vec<&'static str>, f64)> + Send + Sync + 'static,
+    ) -> Result<(), prometheus::Error> {
+        let desc = Desc::new(
+            name.to_owned(),
+            help.to_owned(),
+            labels.iter().map(|l| (*l).to_owned()).collect(),
+            Default::default(),
+        )?;
+        self.registry.register(Box::new(Pulled {
+            desc,
+            kind,
+            read: Box::new(read),
+        }))
     }
 
     /// The Prometheus text exposition of every metric.
@@ -148,6 +215,68 @@ impl Metrics {
             tracing::error!(%error, "metrics not rendered");
         }
         String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+/// The type of a family read when scraped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pull {
+    Counter,
+    Gauge,
+}
+
+type Read = Box<dyn Fn() -> Vec<(Vec<&'static str>, f64)> + Send + Sync>;
+
+/// A family whose values are read when scraped.
+struct Pulled {
+    desc: Desc,
+    kind: Pull,
+    read: Read,
+}
+
+impl Collector for Pulled {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let samples = (self.read)()
+            .into_iter()
+            .map(|(values, value)| {
+                let labels = (self.desc.variable_labels.iter())
+                    .zip(values)
+                    .map(|(name, value)| {
+                        let mut pair = LabelPair::default();
+                        pair.set_name(name.clone());
+                        pair.set_value(value.to_owned());
+                        pair
+                    })
+                    .collect();
+                let mut metric = Metric::from_label(labels);
+                match self.kind {
+                    Pull::Counter => {
+                        let mut counter = prometheus::proto::Counter::default();
+                        counter.set_value(value);
+                        metric.set_counter(counter);
+                    }
+                    Pull::Gauge => {
+                        let mut gauge = prometheus::proto::Gauge::default();
+                        gauge.set_value(value);
+                        metric.set_gauge(gauge);
+                    }
+                }
+                metric
+            })
+            .collect();
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(match self.kind {
+            Pull::Counter => MetricType::COUNTER,
+            Pull::Gauge => MetricType::GAUGE,
+        });
+        family.set_metric(samples);
+        vec![family]
     }
 }
 

@@ -119,6 +119,11 @@ impl AuditLog {
         let task = tokio::spawn(writer.run(rx, stopped));
         (Self { queue }, WriterHandle { stop, task })
     }
+
+    /// Rows handed over and waiting for the writer (for `/metrics`).
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
 }
 
 /// Stops the writer: rows already handed over are written; later ones are

@@ -510,4 +510,8 @@ impl MirrorStore for CachedMirror {
     fn generation(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
         self.inner.mirror.generation()
     }
+
+    fn gathered(&self) -> Option<crate::mirror::Gathered> {
+        self.inner.mirror.gathered()
+    }
 }

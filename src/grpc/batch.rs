@@ -104,6 +104,7 @@ struct Tally {
 
 impl Batch {
     async fn run(self, mut input: Streaming<pb::VerifyRequest>) {
+        self.verifier.metrics().batch_streams.inc();
         let mut in_flight = JoinSet::new();
         // The request id of each item being checked, should its task fail.
         let mut ids = HashMap::new();
@@ -129,9 +130,12 @@ impl Batch {
                         }
                         None => continue,
                     };
-                    if matches!(answer.result, Some(pb::verify_batch_response::Result::Error(_))) {
-                        tally.errors += 1;
-                    }
+                    let error =
+                        matches!(answer.result, Some(pb::verify_batch_response::Result::Error(_)));
+                    tally.errors += u64::from(error);
+                    (self.verifier.metrics().batch_items)
+                        .with_label_values(&[if error { "error" } else { "verdict" }])
+                        .inc();
                     if self.answers.send(Ok(answer)).await.is_err() {
                         caller_gone = true;
                         break;

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use crate::audit::{AuditError, AuditStore};
 use crate::infra::redis::RedisError;
+use crate::metrics::Metrics;
 use crate::policy::Agency;
 
 pub use share::{ShareChange, ShareLimits};
@@ -81,6 +82,19 @@ pub struct Guard {
     shares: ShareWatch,
     id_failure_limit: u64,
     id_failure_agencies_alert: u64,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Refusal {
+    /// Its name in `/metrics` (`vnid_refusals_total{reason}`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Rate { .. } => "rate",
+            Self::Daily { .. } => "daily_quota",
+            Self::Suspended { .. } => "suspended",
+            Self::Throttled { .. } => "throttled",
+        }
+    }
 }
 
 impl Guard {
@@ -100,7 +114,21 @@ impl Guard {
             shares: ShareWatch::new(params.shares),
             id_failure_limit: params.id_failure_limit,
             id_failure_agencies_alert: params.id_failure_agencies_alert,
+            metrics: None,
         })
+    }
+
+    /// Counts the alerts it raises in `metrics` (`vnid_alerts_total`).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn raised(&self, alert: &str, agency: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.alerts.with_label_values(&[alert, agency]).inc();
+        }
     }
 
     /// Admits (and counts against its rate and quota) one check by
@@ -133,17 +161,25 @@ impl Guard {
     /// Records the answer to an admitted check: `failed` when the number
     /// is unknown or a claim was wrong. Raises the alerts it crosses.
     pub async fn record(&self, agency: &str, subject: &str, failed: bool, now_us: i64) {
-        alerts::share_changed(agency, self.shares.record(agency, failed));
+        if let Some(alert) = alerts::share_changed(agency, self.shares.record(agency, failed)) {
+            self.raised(alert, agency);
+        }
         if self.id_failure_limit == 0 || !failed {
             return;
         }
         let failures = self.failures.count(agency, subject, now_us).await;
         if failures.by_agency == self.id_failure_limit + 1 {
-            alerts::number_suspended(agency, subject, failures.by_agency);
+            self.raised(
+                alerts::number_suspended(agency, subject, failures.by_agency),
+                agency,
+            );
         }
         let agencies_alert = self.id_failure_agencies_alert;
         if agencies_alert > 0 && failures.new_agency && failures.agencies == agencies_alert {
-            alerts::number_failed_across_agencies(agency, subject, failures.agencies);
+            self.raised(
+                alerts::number_failed_across_agencies(agency, subject, failures.agencies),
+                agency,
+            );
         }
     }
 }

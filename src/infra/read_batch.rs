@@ -41,6 +41,27 @@ pub trait ReadMany: Send + Sync + 'static {
     fn miscounted(keys: usize, values: usize) -> Self::Error;
 }
 
+/// Queries a batcher sent and the keys they carried: their ratio is the
+/// mean gathered size (for `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gathered {
+    pub queries: u64,
+    pub keys: u64,
+}
+
+#[derive(Debug, Default)]
+struct Sent {
+    queries: AtomicU64,
+    keys: AtomicU64,
+}
+
+impl Sent {
+    fn count(&self, keys: usize) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.keys.fetch_add(keys as u64, Ordering::Relaxed);
+    }
+}
+
 struct Pending<R: ReadMany> {
     key: R::Key,
     reply: oneshot::Sender<Result<R::Value, R::Error>>,
@@ -50,8 +71,8 @@ pub struct ReadBatcher<R: ReadMany> {
     reader: Arc<R>,
     /// Started by the first read, on its runtime.
     queue: OnceLock<mpsc::Sender<Pending<R>>>,
-    /// Queries sent (each for one key or several).
-    queries: Arc<AtomicU64>,
+    /// Queries sent (each for one key or several), and their keys.
+    sent: Arc<Sent>,
     /// Keys in one query at most.
     max_keys: usize,
     /// Queries at once at most.
@@ -61,7 +82,7 @@ pub struct ReadBatcher<R: ReadMany> {
 impl<R: ReadMany> std::fmt::Debug for ReadBatcher<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadBatcher")
-            .field("queries", &self.queries())
+            .field("sent", &self.sent())
             .field("max_keys", &self.max_keys)
             .field("slots", &self.slots)
             .finish_non_exhaustive()
@@ -73,7 +94,7 @@ impl<R: ReadMany> ReadBatcher<R> {
         Self {
             reader: Arc::new(reader),
             queue: OnceLock::new(),
-            queries: Arc::default(),
+            sent: Arc::default(),
             max_keys: max_keys.max(1),
             slots: slots.max(1),
         }
@@ -81,7 +102,15 @@ impl<R: ReadMany> ReadBatcher<R> {
 
     /// Queries sent so far: fewer than reads when they were gathered.
     pub fn queries(&self) -> u64 {
-        self.queries.load(Ordering::Relaxed)
+        self.sent().queries
+    }
+
+    /// Queries sent so far and the keys they carried.
+    pub fn sent(&self) -> Gathered {
+        Gathered {
+            queries: self.sent.queries.load(Ordering::Relaxed),
+            keys: self.sent.keys.load(Ordering::Relaxed),
+        }
     }
 
     pub async fn read(&self, key: R::Key) -> Result<R::Value, R::Error> {
@@ -89,7 +118,7 @@ impl<R: ReadMany> ReadBatcher<R> {
             let (queue, gathered) = mpsc::channel(4 * self.max_keys * self.slots);
             let task = Task {
                 reader: self.reader.clone(),
-                queries: self.queries.clone(),
+                sent: self.sent.clone(),
                 max_keys: self.max_keys,
                 slots: self.slots,
             };
@@ -108,7 +137,7 @@ impl<R: ReadMany> ReadBatcher<R> {
         }
         // The gatherer is gone with the runtime that started it: the read
         // goes alone.
-        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.sent.count(1);
         let keys = [key];
         let mut values = counted::<R>(self.reader.read_many(&keys).await, 1)?;
         values.pop().ok_or_else(|| R::miscounted(1, 0))
@@ -130,7 +159,7 @@ fn counted<R: ReadMany>(
 
 struct Task<R: ReadMany> {
     reader: Arc<R>,
-    queries: Arc<AtomicU64>,
+    sent: Arc<Sent>,
     max_keys: usize,
     slots: usize,
 }
@@ -162,7 +191,7 @@ impl<R: ReadMany> Task<R> {
             let reads = std::mem::replace(&mut pending, Vec::with_capacity(self.max_keys));
             let reader = self.reader.clone();
             let ended = ended.clone();
-            self.queries.fetch_add(1, Ordering::Relaxed);
+            self.sent.count(reads.len());
             tokio::spawn(async move {
                 let (keys, replies): (Vec<_>, Vec<_>) =
                     reads.into_iter().map(|p| (p.key, p.reply)).unzip();
@@ -287,7 +316,7 @@ mod tests {
         reader.gate.add_permits(1);
         each_got_its_own(first).await;
         each_got_its_own(next).await;
-        assert_eq!(gatherer.queries(), 2);
+        assert_eq!(gatherer.sent(), Gathered { queries: 2, keys: 6 });
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ mod sqlite;
 mod store;
 
 use crate::infra::BoxFuture;
+pub use crate::infra::read_batch::Gathered;
 pub use crate::infra::sql::PoolSettings;
 pub use postgres::PgMirror;
 pub use sqlite::SqliteMirror;
@@ -245,6 +246,12 @@ pub trait MirrorStore: Send + Sync + 'static {
     /// The mirror's generation: bumped by every committed load, so that
     /// caches keyed on it never serve records from before a load.
     fn generation(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
+
+    /// The queries point reads were gathered into so far, where they are
+    /// gathered (for `/metrics`); `None` where each read is its own.
+    fn gathered(&self) -> Option<Gathered> {
+        None
+    }
 }
 
 /// One citizen as the mirror export carries it: every field of the record,

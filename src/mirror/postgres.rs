@@ -16,7 +16,7 @@ use super::store::{Dialect, SqlMirror, Staging, store_error};
 use super::{Duplicate, Found, LoadEnd, LoadError, LoadItem, LoadMode, StoreError, migrate};
 use crate::domain::PersonalIdNumber;
 use crate::infra::BoxFuture;
-use crate::infra::read_batch::{self, ReadBatcher, ReadMany};
+use crate::infra::read_batch::{self, Gathered, ReadBatcher, ReadMany};
 use crate::infra::sql::{
     Migrations, PING_AFTER_IDLE, PoolSettings, UNBOUNDED_STATEMENTS, is_unavailable, lazy_pool,
 };
@@ -495,6 +495,10 @@ impl Dialect for Postgres {
 
     fn is_unavailable(error: &sqlx::Error) -> bool {
         is_unavailable(error)
+    }
+
+    fn gathered(reads: &Self::Reads) -> Option<Gathered> {
+        Some(reads.sent())
     }
 
     fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::row::{StoredDetails, StoredPerson};
 use super::{
     Duplicate, ExportRecord, Found, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
-    MirrorAdmin, MirrorStore, RowOrigin, StoreError,
+    Gathered, MirrorAdmin, MirrorStore, RowOrigin, StoreError,
 };
 use crate::clock::UnixSeconds;
 use crate::domain::{CitizenRecord, PersonalIdNumber};
@@ -50,6 +50,10 @@ pub trait Dialect: Database + Sized {
     const AFTER_DELTA: &'static [&'static str];
 
     fn is_unavailable(error: &sqlx::Error) -> bool;
+    /// What the point reads' queries carried, if they are gathered.
+    fn gathered(_reads: &Self::Reads) -> Option<Gathered> {
+        None
+    }
     fn rows_affected(done: &Self::QueryResult) -> u64;
     /// The matchable columns of a citizen row, as this database stores them.
     fn person(row: &Self::Row) -> Result<StoredPerson, sqlx::Error>;
@@ -338,6 +342,10 @@ where
                 .await
                 .map_err(store_error::<DB>)
         })
+    }
+
+    fn gathered(&self) -> Option<Gathered> {
+        DB::gathered(&self.reads)
     }
 }
 

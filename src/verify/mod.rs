@@ -129,6 +129,9 @@ struct Freshness {
     warned_at: std::sync::atomic::AtomicI64,
 }
 
+/// `vnid_refusals_total{reason}` of a check refused on the mirror's age.
+const MIRROR_STALE: &str = "mirror_stale";
+
 /// A warning about the mirror's age is logged at most this often.
 const STALE_WARNING_EVERY: i64 = 600;
 
@@ -227,6 +230,7 @@ impl Verifier {
             .data_as_of
             .load(std::sync::atomic::Ordering::Relaxed);
         if let Err(stale) = self.freshness.check(known, self.clock.now()) {
+            self.refused(MIRROR_STALE, agency);
             if marked && let Some(replays) = &self.replays {
                 replays
                     .release(&agency.id, command.request_id.as_str())
@@ -251,7 +255,10 @@ impl Verifier {
         if let Some(as_of) = found.data_as_of {
             self.metrics.mirror_data_as_of.set(as_of);
             (self.freshness.data_as_of).store(as_of, std::sync::atomic::Ordering::Relaxed);
-            self.freshness.check(as_of, self.clock.now())?;
+            if let Err(stale) = self.freshness.check(as_of, self.clock.now()) {
+                self.refused(MIRROR_STALE, agency);
+                return Err(stale);
+            }
         }
         let failed = assessment.verdict.is_failure();
         self.guard
@@ -289,6 +296,17 @@ impl Verifier {
         let outcome = self.record(entry, answer.outcome).await?;
         self.metrics.checks.with_label_values(&labels).inc();
         Ok(outcome)
+    }
+
+    fn refused(&self, reason: &str, agency: &Agency) {
+        (self.metrics.refusals)
+            .with_label_values(&[reason, agency.id.as_str()])
+            .inc();
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// What came before this request under its `request_id`: a retry gets
@@ -332,7 +350,10 @@ impl Verifier {
                 .await;
         }
         Err(match refused {
-            GuardError::Refused(why) => VerifyError::Refused(why),
+            GuardError::Refused(why) => {
+                self.refused(why.name(), agency);
+                VerifyError::Refused(why)
+            }
             GuardError::Trail(error) => VerifyError::Audit(error),
         })
     }

@@ -15,10 +15,10 @@ use crate::helpers::*;
 use crate::pg::PgServer;
 
 /// An HTTP/1.1 answer: status, headers (lower-case names), body.
-struct Answer {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
 }
 
 /// `METHOD path` on the admin endpoint, with `extra` header lines.
@@ -54,7 +54,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, extra: &[&str]) -> Ans
     }
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Answer {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Answer {
     http(addr, "GET", path, &[]).await
 }
 
@@ -199,7 +199,7 @@ async fn readiness_follows_the_database_out_and_back() {
 
 /// The value of the sample of `name` whose labels include every one of
 /// `labels` (`key="value"`); 0 when there is none.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+pub(crate) fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .filter(|l| labels.iter().all(|label| l.contains(label)))
@@ -335,6 +335,115 @@ async fn metrics_count_the_calls_made_and_pass_promtool() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+}
+
+/// The counters the cache, the mirror, the guard, the trail's writer and
+/// batches keep show in /metrics, and move as the calls did.
+#[tokio::test]
+async fn metrics_follow_the_cache_the_guard_and_batches() {
+    use tokio_stream::StreamExt;
+    let redis = crate::redis_server::RedisServer::start();
+    let mut settings = test_settings(&PgServer::shared().fresh_database().await);
+    settings.redis_url = Some(vnid::config::Secret::new(redis.url()));
+    settings.plaintext_agency = "desk".into();
+    settings.plaintext_operator = String::new();
+    settings.agencies = vec![vnid::policy::AgencyConfig {
+        daily_quota: Some(6),
+        ..vnid::policy::AgencyConfig::demo("desk")
+    }];
+    let app = spawn_app_with(settings).await;
+    let admin = app.admin.unwrap();
+    // A miss, a hit, an unknown number twice (a miss, then a negative hit).
+    for (n, (id, name)) in [(DAM.id, DAM.name), (DAM.id, DAM.name)]
+        .into_iter()
+        .chain([(UNKNOWN_ID, DAM.name); 2])
+        .enumerate()
+    {
+        let mut r = request(id, name);
+        r.request_id = format!("one-{n}");
+        app.verify(r).await.unwrap();
+        // The cache is written a moment after the answer.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A batch of two: single-use lookups, past the cache.
+    let items: Vec<_> = [THUY, DAM]
+        .iter()
+        .enumerate()
+        .map(|(n, p)| {
+            let mut r = request(p.id, p.name);
+            r.request_id = format!("item-{n}");
+            r
+        })
+        .collect();
+    let answers: Vec<_> = (app.client.clone())
+        .verify_batch(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    // The day's quota (6) is used up: the seventh is refused.
+    let status = app.verify(request(THUY.id, THUY.name)).await.unwrap_err();
+    assert_eq!(reason(&status), "DAILY_QUOTA_EXCEEDED");
+
+    let text = get(admin, "/metrics").await.body;
+    let lookups = |result: &str| {
+        sample(
+            &text,
+            "vnid_cache_lookups_total",
+            &[&format!("result=\"{result}\"")],
+        )
+    };
+    assert_eq!(
+        [
+            lookups("miss"),
+            lookups("hit"),
+            lookups("negative_hit"),
+            lookups("single_use")
+        ],
+        [2.0, 1.0, 1.0, 2.0],
+        "{text}"
+    );
+    assert_eq!(sample(&text, "vnid_cache_errors_total", &[]), 0.0);
+    assert_eq!(
+        sample(&text, "vnid_cache_breaker_state", &["state=\"closed\""]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "vnid_cache_breaker_state", &["state=\"open\""]),
+        0.0
+    );
+    // Two misses and two batch items went to the mirror, in at most four
+    // queries (the Postgres reads are gathered).
+    assert_eq!(
+        sample(&text, "vnid_mirror_lookups_total", &["shared=\"own\""]),
+        4.0,
+        "{text}"
+    );
+    let queries = sample(&text, "vnid_mirror_queries_total", &[]);
+    let keys = sample(&text, "vnid_mirror_query_keys_total", &[]);
+    assert!((1.0..=4.0).contains(&queries) && keys == 4.0, "{text}");
+    assert_eq!(sample(&text, "vnid_batch_streams_total", &[]), 1.0);
+    assert_eq!(
+        sample(&text, "vnid_batch_items_total", &["outcome=\"verdict\""]),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "vnid_refusals_total",
+            &["reason=\"daily_quota\"", "agency=\"desk\""]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert!(text.contains("# TYPE vnid_audit_queue_rows gauge"), "{text}");
+    for secret in [DAM.id, THUY.id, UNKNOWN_ID, "one-", "item-"] {
+        assert!(!text.contains(secret), "{secret} in /metrics");
+    }
 }
 
 /// Past `mirror.max_age`, checks are refused as stale, never answered from

@@ -255,6 +255,29 @@ async fn an_enumerating_agency_is_alerted_on_and_throttled_and_a_busy_desk_is_no
         .await
         .unwrap_err();
     assert_eq!(reason_and_retry(&status).0, "AGENCY_THROTTLED");
+    // The alert and the refusals show in /metrics.
+    let metrics = crate::admin::get(harvester.admin.unwrap(), "/metrics")
+        .await
+        .body;
+    let harvester_label = "agency=\"harvester\"";
+    assert_eq!(
+        crate::admin::sample(
+            &metrics,
+            "vnid_alerts_total",
+            &["alert=\"not_verified_share\"", harvester_label]
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        crate::admin::sample(
+            &metrics,
+            "vnid_refusals_total",
+            &["reason=\"throttled\"", harvester_label]
+        ),
+        2.0,
+        "{metrics}"
+    );
 
     // A hospital desk: mostly right, a wrong name now and then, a mistyped
     // number, and a bad quarter hour of five failures in a row.

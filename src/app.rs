@@ -22,7 +22,7 @@ use crate::grpc::listener::{self, Admission, Connections};
 use crate::grpc::tls::ServerTls;
 use crate::grpc::{AuditApi, Callers, ErrorDetailsLayer, VerificationApi, call_span};
 use crate::guard::Guard;
-use crate::metrics::{GrpcMetricsLayer, Metrics, Pull};
+use crate::metrics::{GrpcMetricsLayer, Metrics, Pull, Samples};
 use crate::mirror::{Gathered, MirrorStore};
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
@@ -220,7 +220,13 @@ impl Application {
                     "Audit rows handed to the writer and waiting for it.",
                     Pull::Gauge,
                     &[],
-                    move || queue.upgrade().map(|log| (vec![], log.queued() as f64)).into_iter().collect(),
+                    move || {
+                        queue
+                            .upgrade()
+                            .map(|log| (vec![], log.queued() as f64))
+                            .into_iter()
+                            .collect()
+                    },
                 ))
                 .map_err(|e| StartupError::Refused(format!("metrics: {e}")))?;
                 (log, Some(writer), Some(checkpoint_kid))
@@ -492,7 +498,7 @@ fn read_when_scraped(
 ) -> Result<(), prometheus::Error> {
     if let Some(cache) = cache {
         let weak = Arc::downgrade(cache);
-        let read = move |values: fn(&CachedMirror) -> Vec<(Vec<&'static str>, f64)>| {
+        let read = move |values: fn(&CachedMirror) -> Samples| {
             let weak = weak.clone();
             move || weak.upgrade().map(|c| values(&c)).unwrap_or_default()
         };
@@ -533,10 +539,14 @@ fn read_when_scraped(
             &["state"],
             read(|cache| {
                 let now = cache.breaker_state();
-                [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen]
-                    .into_iter()
-                    .map(|state| (vec![state.as_str()], f64::from(u8::from(state == now))))
-                    .collect()
+                [
+                    BreakerState::Closed,
+                    BreakerState::Open,
+                    BreakerState::HalfOpen,
+                ]
+                .into_iter()
+                .map(|state| (vec![state.as_str()], f64::from(u8::from(state == now))))
+                .collect()
             }),
         )?;
         metrics.pull(

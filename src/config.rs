@@ -64,6 +64,8 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     #[serde(default)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     /// The agency registry. Empty: one `demo` agency with every right.
     #[serde(default)]
     pub agencies: Vec<AgencyConfig>,
@@ -611,6 +613,53 @@ impl Default for LogSettings {
             filter: "info".into(),
             format: LogFormat::Json,
         }
+    }
+}
+
+/// Traces: each call's span, exported over OTLP (gRPC) when an endpoint
+/// is set, continuing the caller's W3C `traceparent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// The OTLP/gRPC collector, e.g. `http://otel-collector:4317`.
+    /// Absent: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// The share of calls traced when the caller's trace is not sampled
+    /// already (a sampled `traceparent` is always followed), 0 to 1.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "vnid".into(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+impl TelemetrySettings {
+    /// The collector's address, if traces are on: an `http` or `https`
+    /// URI with a host.
+    pub fn endpoint(&self) -> Result<Option<http::Uri>, String> {
+        let Some(endpoint) = self.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) else {
+            return Ok(None);
+        };
+        let bad = |why: &str| format!("telemetry.otlp_endpoint {endpoint:?}: {why}");
+        let uri: http::Uri = endpoint.parse().map_err(|_| bad("not a URI"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(bad("an http:// or https:// address with a host is needed"));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(format!(
+                "telemetry.sample_ratio {}: between 0 and 1",
+                self.sample_ratio
+            ));
+        }
+        Ok(Some(uri))
     }
 }
 

@@ -127,10 +127,8 @@ impl Metrics {
             ),
             &["alert", "agency"],
         );
-        let batch_streams = IntCounter::new(
-            "vnid_batch_streams_total",
-            "VerifyBatch streams opened.",
-        );
+        let batch_streams =
+            IntCounter::new("vnid_batch_streams_total", "VerifyBatch streams opened.");
         let batch_items = IntCounterVec::new(
             Opts::new(
                 "vnid_batch_items_total",
@@ -193,7 +191,7 @@ impl Metrics {
         help: &str,
         kind: Pull,
         labels: &[&str],
-        read: impl Fn() -> Vec<(Vec<&'static str>, f64)> + Send + Sync + 'static,
+        read: impl Fn() -> Samples + Send + Sync + 'static,
     ) -> Result<(), prometheus::Error> {
         let desc = Desc::new(
             name.to_owned(),
@@ -225,7 +223,10 @@ pub enum Pull {
     Gauge,
 }
 
-type Read = Box<dyn Fn() -> Vec<(Vec<&'static str>, f64)> + Send + Sync>;
+/// One value per set of label values.
+pub type Samples = Vec<(Vec<&'static str>, f64)>;
+
+type Read = Box<dyn Fn() -> Samples + Send + Sync>;
 
 /// A family whose values are read when scraped.
 struct Pulled {

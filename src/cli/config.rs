@@ -40,6 +40,7 @@ fn check(settings: &Settings) -> Result<String, String> {
     let admin = crate::admin::listen_address(&settings.admin_listen, settings.admin_allow_remote)
         .map_err(|e| error(&e))?;
     crate::startup::identities(settings).map_err(|e| error(&e))?;
+    let traces = settings.telemetry.endpoint()?;
     if let Some(tls) = &settings.tls {
         crate::grpc::tls::ServerTls::load(tls).map_err(|e| error(&e))?;
     }
@@ -104,6 +105,9 @@ fn check(settings: &Settings) -> Result<String, String> {
             (true, false) => "in-process",
         },
     );
+    if let Some(collector) = traces {
+        summary.push_str(&format!(", traces to {collector}"));
+    }
     if !generated.is_empty() {
         summary.push_str(&format!(
             "; not configured, so generated under {} at first start: {}",

@@ -28,16 +28,23 @@ pub(super) fn run(args: Serve) -> Result<(), Failure> {
     if let Some(admin) = args.admin_listen {
         settings.admin_listen = admin;
     }
-    crate::telemetry::init(&settings.log, std::io::stdout).map_err(fail)?;
     block_on(async {
-        let app = Application::build(&settings).await.map_err(fail)?;
-        greet(&app, &settings).await;
-        let place = args.place;
-        tokio::spawn(reload_on_hangup(app.reloader(), move || place.settings()));
-        app.run_until_stopped(shutdown_signal()).await.map_err(|e| {
-            tracing::error!(error = %e, "server stopped");
-            fail(e)
-        })
+        // In the runtime: the trace exporter runs on it.
+        let traces = crate::telemetry::init(&settings.log, &settings.telemetry, std::io::stdout)
+            .map_err(fail)?;
+        let served = serve(settings, args.place).await;
+        traces.shutdown().await;
+        served
+    })
+}
+
+async fn serve(settings: crate::config::Settings, place: Place) -> Result<(), Failure> {
+    let app = Application::build(&settings).await.map_err(fail)?;
+    greet(&app, &settings).await;
+    tokio::spawn(reload_on_hangup(app.reloader(), move || place.settings()));
+    app.run_until_stopped(shutdown_signal()).await.map_err(|e| {
+        tracing::error!(error = %e, "server stopped");
+        fail(e)
     })
 }
 

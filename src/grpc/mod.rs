@@ -40,16 +40,22 @@ fn respond<T>(result: Result<T, ApiError>, started: Instant) -> Result<Response<
 /// recorded by the handler; none of them is personal data (the caller's
 /// `request_id` is not recorded: callers may put anything in it).
 pub fn call_span(request: &http::Request<()>) -> tracing::Span {
-    tracing::info_span!(
+    let method = request.uri().path();
+    let span = tracing::info_span!(
         "rpc",
-        method = %request.uri().path(),
+        otel.name = method.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        method,
         agency = tracing::field::Empty,
         purpose = tracing::field::Empty,
         verdict = tracing::field::Empty,
         reason = tracing::field::Empty,
         attestation_id = tracing::field::Empty,
         grpc.code = tracing::field::Empty,
-    )
+    );
+    crate::telemetry::continue_trace(&span, request.headers());
+    span
 }
 
 /// The layer that gives tonic's own refusals (a message too large or not

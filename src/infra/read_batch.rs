@@ -316,7 +316,13 @@ mod tests {
         reader.gate.add_permits(1);
         each_got_its_own(first).await;
         each_got_its_own(next).await;
-        assert_eq!(gatherer.sent(), Gathered { queries: 2, keys: 6 });
+        assert_eq!(
+            gatherer.sent(),
+            Gathered {
+                queries: 2,
+                keys: 6
+            }
+        );
     }
 
     #[tokio::test]

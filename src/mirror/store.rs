@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 
 use super::row::{StoredDetails, StoredPerson};
 use super::{
-    Duplicate, ExportRecord, Found, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
-    Gathered, MirrorAdmin, MirrorStore, RowOrigin, StoreError,
+    Duplicate, ExportRecord, Found, Gathered, LoadEnd, LoadError, LoadItem, LoadMode, LoadOutcome,
+    MirrorAdmin, MirrorStore, RowOrigin, StoreError,
 };
 use crate::clock::UnixSeconds;
 use crate::domain::{CitizenRecord, PersonalIdNumber};

@@ -440,7 +440,10 @@ async fn metrics_follow_the_cache_the_guard_and_batches() {
         1.0,
         "{text}"
     );
-    assert!(text.contains("# TYPE vnid_audit_queue_rows gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE vnid_audit_queue_rows gauge"),
+        "{text}"
+    );
     for secret in [DAM.id, THUY.id, UNKNOWN_ID, "one-", "item-"] {
         assert!(!text.contains(secret), "{secret} in /metrics");
     }

@@ -236,6 +236,13 @@ fn config_check_accepts_the_example_and_names_what_is_wrong() {
             example.replace("audit-checkpoint.pem", "2026-11.pem"),
             "a key of its own",
         ),
+        (
+            example.replace(
+                "# otlp_endpoint = \"http://otel-collector:4317\"",
+                "otlp_endpoint = \"otel-collector:4317\"",
+            ),
+            "telemetry.otlp_endpoint",
+        ),
     ];
     for (toml, reason) in broken {
         let (code, said) = check(&toml);

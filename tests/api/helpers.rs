@@ -55,7 +55,7 @@ fn init_logging() {
             filter: "debug,h2=info,hyper=info,tower=info".into(),
             ..Default::default()
         };
-        vnid::telemetry::init(&settings, || Capture).unwrap();
+        let _no_traces = vnid::telemetry::init(&settings, &Default::default(), || Capture).unwrap();
     });
 }
 

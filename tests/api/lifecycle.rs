@@ -336,7 +336,7 @@ async fn sighup_rolls_the_signing_key_and_the_jwks_follows() {
 }
 
 /// A fresh database holding the fixtures' mirror, for a `vnid serve`.
-async fn database_with_fixtures() -> String {
+pub(crate) async fn database_with_fixtures() -> String {
     let url = crate::pg::PgServer::shared().fresh_database().await;
     let mirror =
         vnid::mirror::PgMirror::connect_lazy(&url, 2, std::time::Duration::from_secs(5)).unwrap();

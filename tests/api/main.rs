@@ -20,4 +20,5 @@ mod quota;
 mod redis_server;
 pub mod store;
 mod tls;
+mod traces;
 mod verify;

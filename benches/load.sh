@@ -14,7 +14,9 @@
 # the most any check can reach on this machine. A third vnid keeping no
 # trail (load_tools serve-without-trail: for this measurement only) gives what the durable
 # audit trail costs: cache hits with the trail vs without, run alternately
-# twice (A B A B) in the same run.
+# twice (A B A B) in the same run. METRICS_ONLY=1 runs only what counting
+# for /metrics costs (cache-hit checks with telemetry.metrics on and off,
+# A B A B).
 # With the trail, h2load's one frame repeats one request_id, so every call
 # after the first is a retry, answered from the trail: the "hit" and "miss"
 # rows measure that path. The "hit-cache" and "miss-cache" rows measure the
@@ -48,6 +50,26 @@ start_hello hello-signed "$signed_port" signed
 echo "== warming the cache"
 warm "$hit_port"
 warm "$noaudit_port"
+
+if [ -n "${METRICS_ONLY:-}" ]; then
+  # What counting calls and checks for /metrics costs: cache-hit checks (no
+  # trail, so each call is a check) on the server above, which counts, and
+  # on one with telemetry.metrics = false, A B A B.
+  nometrics_port=$(free_port)
+  start_vnid_without_trail nometrics "$nometrics_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" VNID__TELEMETRY__METRICS=false
+  warm "$nometrics_port"
+  echo "== what metrics cost: cache-hit checks counted (metrics) and not (nometrics), A B A B, $requests requests each"
+  for r in metrics metrics-2; do cp "$work/noaudit.pid" "$work/$r.pid"; done
+  cp "$work/nometrics.pid" "$work/nometrics-2.pid"
+  run metrics "$noaudit_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+  run nometrics "$nometrics_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+  run metrics-2 "$noaudit_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+  run nometrics-2 "$nometrics_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+  printf 'ratio metrics/no metrics   %.3f, %.3f\n' \
+    "$(echo "scale=4; $(cat "$work/metrics.rate") / $(cat "$work/nometrics.rate")" | bc)" \
+    "$(echo "scale=4; $(cat "$work/metrics-2.rate") / $(cat "$work/nometrics-2.rate")" | bc)"
+  exit 0
+fi
 
 if [ -z "${AUDIT_ONLY:-}" ]; then
 echo "== load: $requests requests each, 8 connections x 16 streams, one h2load thread ($(nproc) cores)"

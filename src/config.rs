@@ -629,6 +629,9 @@ pub struct TelemetrySettings {
     /// The share of calls traced when the caller's trace is not sampled
     /// already (a sampled `traceparent` is always followed), 0 to 1.
     pub sample_ratio: f64,
+    /// Counts calls and checks for `/metrics` (false: only what the parts
+    /// count anyway shows there; for measuring what counting costs).
+    pub metrics: bool,
 }
 
 impl Default for TelemetrySettings {
@@ -637,6 +640,7 @@ impl Default for TelemetrySettings {
             otlp_endpoint: None,
             service_name: "vnid".into(),
             sample_ratio: 1.0,
+            metrics: true,
         }
     }
 }

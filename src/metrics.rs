@@ -57,10 +57,14 @@ pub struct Metrics {
     pub batch_streams: IntCounter,
     /// Batch items answered, by outcome (`verdict` or `error`).
     pub batch_items: IntCounterVec,
+    /// `telemetry.metrics`: false, calls and checks are not counted (the
+    /// families read when scraped still are: they cost a check nothing).
+    counting: bool,
 }
 
 impl Metrics {
-    pub fn new() -> Result<Arc<Self>, prometheus::Error> {
+    /// Every metric; `counting` false leaves calls and checks uncounted.
+    pub fn new(counting: bool) -> Result<Arc<Self>, prometheus::Error> {
         let registry = Registry::new();
         let method = &["grpc_type", "grpc_service", "grpc_method"];
         let grpc_started = IntCounterVec::new(
@@ -160,6 +164,7 @@ impl Metrics {
             alerts: alerts?,
             batch_streams: batch_streams?,
             batch_items: batch_items?,
+            counting,
             registry,
         };
         let r = &metrics.registry;
@@ -180,6 +185,13 @@ impl Metrics {
         r.register(Box::new(metrics.batch_items.clone()))?;
         r.register(Box::new(build_info))?;
         Ok(Arc::new(metrics))
+    }
+
+    /// Counts a check answered (`vnid_checks_total`).
+    pub fn checked(&self, labels: &[&str; 4]) {
+        if self.counting {
+            self.checks.with_label_values(labels).inc();
+        }
     }
 
     /// Adds a family read only when scraped, from counters a part keeps
@@ -379,6 +391,16 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        if !self.metrics.counting {
+            let answer = self.inner.call(request);
+            return Box::pin(async move {
+                let response = answer.await?;
+                Ok(response.map(|body| Counted {
+                    inner: body,
+                    call: None,
+                }))
+            });
+        }
         let labels = method_of(request.uri().path());
         self.metrics.grpc_started.with_label_values(&labels).inc();
         let call = Call {
@@ -481,7 +503,7 @@ mod tests {
 
     #[test]
     fn every_metric_registers_and_renders() {
-        let metrics = Metrics::new().unwrap();
+        let metrics = Metrics::new(true).unwrap();
         metrics
             .checks
             .with_label_values(&["VERDICT_VERIFIED", "", "PURPOSE_HEALTHCARE", "demo"])

@@ -294,7 +294,7 @@ impl Verifier {
             agency.id.as_str(),
         ];
         let outcome = self.record(entry, answer.outcome).await?;
-        self.metrics.checks.with_label_values(&labels).inc();
+        self.metrics.checked(&labels);
         Ok(outcome)
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run). On a fresh Debian machine with Rust it
 # installs what is missing (Postgres and Redis server binaries, Python's
-# venv, promtool), prepares the Python interop clients, then runs the format check,
+# venv, promtool, binutils for readelf), prepares the Python interop clients, then runs the format check,
 # clippy and every test. The tests start their own throwaway servers on free
 # ports; nothing here touches a server already running on this machine.
 set -euo pipefail
@@ -16,6 +16,10 @@ command -v setpriv >/dev/null || missing+=(util-linux)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 # promtool checks what /metrics serves.
 command -v promtool >/dev/null || missing+=(prometheus)
+# readelf and objdump check the binary's shared libraries (tests/deploy.sh).
+command -v readelf >/dev/null || missing+=(binutils)
+# openssl makes keys as compose's secrets service does.
+command -v openssl >/dev/null || missing+=(openssl)
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   sudo=""
@@ -41,6 +45,9 @@ cargo clippy --all-targets --locked -- -D warnings
 
 log "cargo test"
 cargo test --locked
+
+log "the deployment files (image, Kubernetes, compose, alerts, dashboard)"
+bash tests/deploy.sh target/debug/vnid
 
 log "fuzzing the parsers that face input (bounded)"
 bash tests/fuzz.sh "${VNID_FUZZ_SECONDS:-20}"

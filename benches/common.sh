@@ -164,7 +164,9 @@ run() {
   local pg_before; pg_before=$(pg_ticks)
   local redis_before; redis_before=$(ticks "$redis_pid")
   local machine_before; machine_before=$(machine_ticks)
-  h2load "${args[@]}" "$@" --log-file="$work/$name.tsv" "http://127.0.0.1:$port$path" >"$work/$name.out"
+  # The driver's own CPU (user and system seconds), from bash's `time`.
+  local TIMEFORMAT='%U %S'
+  { time h2load "${args[@]}" "$@" --log-file="$work/$name.tsv" "http://127.0.0.1:$port$path" >"$work/$name.out" ; } 2>"$work/$name.driver-time"
   local after; after=$(ticks "$pid")
   local pg_after; pg_after=$(pg_ticks)
   local redis_after; redis_after=$(ticks "$redis_pid")
@@ -180,8 +182,9 @@ run() {
   local cpu_us; cpu_us=$(us_per "$before" "$after" "$n")
   local pg_us; pg_us=$(us_per "$pg_before" "$pg_after" "$n")
   local redis_us; redis_us=$(us_per "$redis_before" "$redis_after" "$n")
-  printf '%-22s %10s req/s  %s  server CPU %6s us/req, Postgres %6s, Redis %5s us/req, machine %s%% busy  [%s]\n' \
-    "$name" "$rate" "$pcts" "$cpu_us" "$pg_us" "$redis_us" "$busy" "$check"
+  local driver_us; driver_us=$(awk -v n="$n" '{printf "%.1f", ($1 + $2) * 1000000 / n}' "$work/$name.driver-time")
+  printf '%-22s %10s req/s  %s  server CPU %6s us/req, Postgres %6s, Redis %5s, driver %5s us/req, machine %s%% busy  [%s]\n' \
+    "$name" "$rate" "$pcts" "$cpu_us" "$pg_us" "$redis_us" "$driver_us" "$busy" "$check"
   echo "$rate" >"$work/$name.rate"
   echo "$cpu_us $pg_us $redis_us" >"$work/$name.cpu"
 }

@@ -169,7 +169,8 @@ impl Application {
         }
         let admin_addr =
             crate::admin::listen_address(&settings.admin_listen, settings.admin_allow_remote)?;
-        let metrics = Metrics::new(settings.telemetry.metrics).map_err(|e| StartupError::Refused(format!("metrics: {e}")))?;
+        let metrics = Metrics::new(settings.telemetry.metrics)
+            .map_err(|e| StartupError::Refused(format!("metrics: {e}")))?;
         // The registry first: a configuration mistake should not wait for
         // the stores.
         let identities = identities(settings)?;

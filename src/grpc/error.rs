@@ -140,6 +140,10 @@ impl From<VerifyError> for ApiError {
                 tracing::warn!(age_seconds = age, "check refused: the mirror is stale");
                 Self::Unavailable(Unreachable::Stale)
             }
+            VerifyError::NeverImported => {
+                tracing::warn!("check refused: nothing was ever imported into the mirror");
+                Self::Unavailable(Unreachable::Stale)
+            }
             other => {
                 tracing::error!(error = %other, "verification failed");
                 Self::Internal

@@ -96,6 +96,10 @@ pub enum VerifyError {
     /// The mirror's data is older than `mirror.max_age`.
     #[error("the mirror's data is {age} s old, past mirror.max_age")]
     Stale { age: i64 },
+    /// Nothing was ever imported into the mirror, and `mirror.max_age`
+    /// bounds its age.
+    #[error("nothing was ever imported into the mirror")]
+    NeverImported,
     #[error("a stored answer cannot be read back: {0}")]
     StoredAnswer(&'static str),
     #[error("cannot sign the attestation: {0}")]
@@ -252,6 +256,12 @@ impl Verifier {
             command.name_match,
             found.record.as_ref(),
         );
+        if found.data_as_of.is_none() && self.freshness.max_age.is_some() {
+            // Nothing imported yet: under an age bound, no data is data too
+            // old to trust (never a NOT_FOUND from an empty mirror).
+            self.refused(MIRROR_STALE, agency);
+            return Err(VerifyError::NeverImported);
+        }
         if let Some(as_of) = found.data_as_of {
             self.metrics.mirror_data_as_of.set(as_of);
             (self.freshness.data_as_of).store(as_of, std::sync::atomic::Ordering::Relaxed);

@@ -484,3 +484,32 @@ async fn a_stale_mirror_answers_mirror_stale_and_stays_ready() {
     app.clock.set(NOW);
     app.verify(request(THUY.id, THUY.name)).await.unwrap();
 }
+
+/// A mirror nothing was ever imported into has no data to trust: under an
+/// age bound its checks answer MIRROR_STALE, never NOT_FOUND for everyone.
+#[tokio::test]
+async fn a_mirror_never_imported_is_stale_under_an_age_bound() {
+    let mut settings = test_settings(&PgServer::shared().fresh_database().await);
+    settings.mirror.max_age = Some(vnid::config::Age(7 * 86_400));
+    let app = spawn_bare(settings).await;
+    let status = app.verify(request(DAM.id, DAM.name)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_eq!(reason(&status), "MIRROR_STALE");
+    let text = get(app.admin.unwrap(), "/metrics").await.body;
+    assert_eq!(
+        sample(&text, "vnid_refusals_total", &["reason=\"mirror_stale\""]),
+        1.0,
+        "{text}"
+    );
+    // Loaded, it answers.
+    vnid::mirror::load_records(
+        &app.mirror,
+        vnid::mirror::LoadMode::Delta,
+        None,
+        fixtures().into_iter(),
+    )
+    .await
+    .unwrap();
+    let answer = app.verify(request(THUY.id, THUY.name)).await.unwrap();
+    assert_eq!(answer.verdict(), vnid::pb::Verdict::Verified);
+}

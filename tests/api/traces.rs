@@ -60,7 +60,17 @@ async fn a_call_span_reaches_the_collector_in_the_callers_trace() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let url = crate::lifecycle::database_with_fixtures().await;
-    let mut cmd = vnid(Some(&url), &["serve", "--listen", "127.0.0.1:0"]);
+    let dir = crate::store::tempdir::Dir::new("traces");
+    let mut cmd = vnid(
+        Some(&url),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
     cmd.env(
         "VNID__TELEMETRY__OTLP_ENDPOINT",
         format!("http://{collector}"),

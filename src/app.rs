@@ -22,7 +22,8 @@ use crate::grpc::listener::{self, Admission, Connections};
 use crate::grpc::tls::ServerTls;
 use crate::grpc::{AuditApi, Callers, ErrorDetailsLayer, VerificationApi, call_span};
 use crate::guard::Guard;
-use crate::metrics::{GrpcMetricsLayer, Metrics, Pull, Samples};
+use crate::infra::read_batch::SIZE_BOUNDS;
+use crate::metrics::{Distribution, GrpcMetricsLayer, Metrics, Pull, Samples};
 use crate::mirror::{Gathered, MirrorStore};
 use crate::pb::audit_service_server::AuditServiceServer;
 use crate::pb::verification_service_server::VerificationServiceServer;
@@ -583,13 +584,18 @@ fn read_when_scraped(
             &[],
             read(|sent| sent.queries),
         )?;
-        metrics.pull(
-            "vnid_mirror_query_keys_total",
-            "ID numbers those queries carried: divided by the queries, the gathered \
-             batch size.",
-            Pull::Counter,
-            &[],
-            read(|sent| sent.keys),
+        let weak = Arc::downgrade(store);
+        metrics.pull_histogram(
+            "vnid_mirror_query_keys",
+            "ID numbers per point-read query: the gathered batch size.",
+            &SIZE_BOUNDS.map(|bound| bound as f64),
+            move || {
+                let sent = weak.upgrade()?.gathered()?;
+                Some(Distribution {
+                    counts: sent.by_size.to_vec(),
+                    sum: sent.keys as f64,
+                })
+            },
         )?;
     }
     Ok(())

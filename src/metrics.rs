@@ -213,8 +213,23 @@ impl Metrics {
         )?;
         self.registry.register(Box::new(Pulled {
             desc,
-            kind,
-            read: Box::new(read),
+            read: Read::Values(kind, Box::new(read)),
+        }))
+    }
+
+    /// Adds a histogram read only when scraped (as [`Metrics::pull`]):
+    /// `read` answers the observations under each of `bounds`, if any.
+    pub fn pull_histogram(
+        &self,
+        name: &str,
+        help: &str,
+        bounds: &[f64],
+        read: impl Fn() -> Option<Distribution> + Send + Sync + 'static,
+    ) -> Result<(), prometheus::Error> {
+        let desc = Desc::new(name.to_owned(), help.to_owned(), vec![], Default::default())?;
+        self.registry.register(Box::new(Pulled {
+            desc,
+            read: Read::Histogram(bounds.to_vec(), Box::new(read)),
         }))
     }
 
@@ -238,13 +253,41 @@ pub enum Pull {
 /// One value per set of label values.
 pub type Samples = Vec<(Vec<&'static str>, f64)>;
 
-type Read = Box<dyn Fn() -> Samples + Send + Sync>;
+/// A histogram read when scraped: how many observations fell at or under
+/// each bound and above the one before (not cumulative), and their sum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Distribution {
+    pub counts: Vec<u64>,
+    pub sum: f64,
+}
+
+enum Read {
+    Values(Pull, Box<dyn Fn() -> Samples + Send + Sync>),
+    Histogram(
+        Vec<f64>,
+        Box<dyn Fn() -> Option<Distribution> + Send + Sync>,
+    ),
+}
 
 /// A family whose values are read when scraped.
 struct Pulled {
     desc: Desc,
-    kind: Pull,
     read: Read,
+}
+
+impl Pulled {
+    fn labelled(&self, values: Vec<&str>) -> Metric {
+        let labels = (self.desc.variable_labels.iter())
+            .zip(values)
+            .map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name(name.clone());
+                pair.set_value(value.to_owned());
+                pair
+            })
+            .collect();
+        Metric::from_label(labels)
+    }
 }
 
 impl Collector for Pulled {
@@ -253,42 +296,59 @@ impl Collector for Pulled {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let samples = (self.read)()
-            .into_iter()
-            .map(|(values, value)| {
-                let labels = (self.desc.variable_labels.iter())
-                    .zip(values)
-                    .map(|(name, value)| {
-                        let mut pair = LabelPair::default();
-                        pair.set_name(name.clone());
-                        pair.set_value(value.to_owned());
-                        pair
-                    })
-                    .collect();
-                let mut metric = Metric::from_label(labels);
-                match self.kind {
-                    Pull::Counter => {
-                        let mut counter = prometheus::proto::Counter::default();
-                        counter.set_value(value);
-                        metric.set_counter(counter);
-                    }
-                    Pull::Gauge => {
-                        let mut gauge = prometheus::proto::Gauge::default();
-                        gauge.set_value(value);
-                        metric.set_gauge(gauge);
-                    }
-                }
-                metric
-            })
-            .collect();
         let mut family = MetricFamily::default();
         family.set_name(self.desc.fq_name.clone());
         family.set_help(self.desc.help.clone());
-        family.set_field_type(match self.kind {
-            Pull::Counter => MetricType::COUNTER,
-            Pull::Gauge => MetricType::GAUGE,
-        });
-        family.set_metric(samples);
+        match &self.read {
+            Read::Values(kind, read) => {
+                family.set_field_type(match kind {
+                    Pull::Counter => MetricType::COUNTER,
+                    Pull::Gauge => MetricType::GAUGE,
+                });
+                let samples = read().into_iter().map(|(values, value)| {
+                    let mut metric = self.labelled(values);
+                    match kind {
+                        Pull::Counter => {
+                            let mut counter = prometheus::proto::Counter::default();
+                            counter.set_value(value);
+                            metric.set_counter(counter);
+                        }
+                        Pull::Gauge => {
+                            let mut gauge = prometheus::proto::Gauge::default();
+                            gauge.set_value(value);
+                            metric.set_gauge(gauge);
+                        }
+                    }
+                    metric
+                });
+                family.set_metric(samples.collect());
+            }
+            Read::Histogram(bounds, read) => {
+                family.set_field_type(MetricType::HISTOGRAM);
+                let metrics = read().map(|distribution| {
+                    let mut below = 0;
+                    let buckets = bounds
+                        .iter()
+                        .zip(&distribution.counts)
+                        .map(|(&bound, &count)| {
+                            below += count;
+                            let mut bucket = prometheus::proto::Bucket::default();
+                            bucket.set_upper_bound(bound);
+                            bucket.set_cumulative_count(below);
+                            bucket
+                        })
+                        .collect();
+                    let mut histogram = prometheus::proto::Histogram::default();
+                    histogram.set_bucket(buckets);
+                    histogram.set_sample_count(distribution.counts.iter().sum());
+                    histogram.set_sample_sum(distribution.sum);
+                    let mut metric = self.labelled(Vec::new());
+                    metric.set_histogram(histogram);
+                    metric
+                });
+                family.set_metric(metrics.into_iter().collect());
+            }
+        }
         vec![family]
     }
 }
@@ -314,6 +374,15 @@ const METHODS: &[(&str, &str, &str)] = &[
         "bidi_stream",
     ),
 ];
+
+/// A call's name for its span: `service/method` when it is one of the
+/// methods served, else `unknown` (a caller cannot name spans).
+pub fn call_name(path: &str) -> &str {
+    match method_of(path) {
+        ["unknown", ..] => "unknown",
+        _ => path.trim_start_matches('/'),
+    }
+}
 
 /// `(type, service, method)` of a request path.
 fn method_of(path: &str) -> [&'static str; 3] {
@@ -540,6 +609,11 @@ mod tests {
             ["unknown"; 3]
         );
         assert_eq!(method_of("/"), ["unknown"; 3]);
+        assert_eq!(
+            call_name("/vnid.v1.VerificationService/Verify"),
+            "vnid.v1.VerificationService/Verify"
+        );
+        assert_eq!(call_name("/anything/at-all"), "unknown");
         assert_eq!(code_name(b"14"), "Unavailable");
         assert_eq!(code_name(b"99"), "Unknown");
     }

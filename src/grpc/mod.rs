@@ -43,7 +43,7 @@ pub fn call_span(request: &http::Request<()>) -> tracing::Span {
     let method = request.uri().path();
     let span = tracing::info_span!(
         "rpc",
-        otel.name = method.trim_start_matches('/'),
+        otel.name = crate::metrics::call_name(method),
         otel.kind = "server",
         rpc.system = "grpc",
         method,

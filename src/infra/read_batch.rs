@@ -41,24 +41,38 @@ pub trait ReadMany: Send + Sync + 'static {
     fn miscounted(keys: usize, values: usize) -> Self::Error;
 }
 
-/// Queries a batcher sent and the keys they carried: their ratio is the
-/// mean gathered size (for `/metrics`).
+/// The upper bounds of the gathered sizes counted: powers of two up to
+/// [`MAX_KEYS`] (a batcher with a larger maximum counts the rest in the
+/// last).
+pub const SIZE_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// Queries a batcher sent, the keys they carried, and how many queries
+/// carried how many keys (for `/metrics`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gathered {
     pub queries: u64,
     pub keys: u64,
+    /// Queries by size: `[i]` counts those of more than `SIZE_BOUNDS[i - 1]`
+    /// keys and at most `SIZE_BOUNDS[i]`.
+    pub by_size: [u64; SIZE_BOUNDS.len()],
 }
 
 #[derive(Debug, Default)]
 struct Sent {
     queries: AtomicU64,
     keys: AtomicU64,
+    by_size: [AtomicU64; SIZE_BOUNDS.len()],
 }
 
 impl Sent {
     fn count(&self, keys: usize) {
         self.queries.fetch_add(1, Ordering::Relaxed);
         self.keys.fetch_add(keys as u64, Ordering::Relaxed);
+        let size = SIZE_BOUNDS
+            .iter()
+            .position(|&bound| keys as u64 <= bound)
+            .unwrap_or(SIZE_BOUNDS.len() - 1);
+        self.by_size[size].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -110,6 +124,7 @@ impl<R: ReadMany> ReadBatcher<R> {
         Gathered {
             queries: self.sent.queries.load(Ordering::Relaxed),
             keys: self.sent.keys.load(Ordering::Relaxed),
+            by_size: std::array::from_fn(|i| self.sent.by_size[i].load(Ordering::Relaxed)),
         }
     }
 
@@ -320,7 +335,9 @@ mod tests {
             gatherer.sent(),
             Gathered {
                 queries: 2,
-                keys: 6
+                keys: 6,
+                // One query of one key, one of five (at most 8).
+                by_size: [1, 0, 0, 1, 0, 0, 0],
             }
         );
     }

@@ -168,16 +168,7 @@ async fn a_server_killed_during_load_keeps_every_answered_checks_row() {
         .unwrap();
     let dir = Dir::new("audit-kill");
     let serve = || {
-        let mut cmd = vnid(
-            Some(&url),
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-            ],
-        );
+        let mut cmd = serve_on_loopback(&url, dir.path());
         // The load fails the same numbers again and again, and half its
         // answers, on purpose: the defences against harvesting are off.
         cmd.env("VNID__DEFENCES__ID_FAILURES_PER_DAY", "0");

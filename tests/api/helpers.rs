@@ -333,6 +333,16 @@ pub fn vnid(database_url: Option<&str>, args: &[&str]) -> Command {
     cmd
 }
 
+/// `vnid serve` on a free loopback port, over `database_url`, keeping its
+/// state in `data_dir`.
+pub fn serve_on_loopback(database_url: &str, data_dir: &std::path::Path) -> Command {
+    let data_dir = data_dir.to_str().unwrap();
+    vnid(
+        Some(database_url),
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+    )
+}
+
 /// A `vnid serve` child process, once it listens.
 pub struct Served {
     pub child: Child,

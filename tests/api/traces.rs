@@ -61,16 +61,7 @@ async fn a_call_span_reaches_the_collector_in_the_callers_trace() {
     );
     let url = crate::lifecycle::database_with_fixtures().await;
     let dir = crate::store::tempdir::Dir::new("traces");
-    let mut cmd = vnid(
-        Some(&url),
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-    );
+    let mut cmd = serve_on_loopback(&url, dir.path());
     cmd.env(
         "VNID__TELEMETRY__OTLP_ENDPOINT",
         format!("http://{collector}"),

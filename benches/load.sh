@@ -16,7 +16,8 @@
 # audit trail costs: cache hits with the trail vs without, run alternately
 # twice (A B A B) in the same run. METRICS_ONLY=1 runs only what counting
 # for /metrics costs (cache-hit checks with telemetry.metrics on and off,
-# A B A B).
+# A B A B); ALG_ONLY=1 what ES256 costs against EdDSA (the same, signed
+# each way).
 # With the trail, h2load's one frame repeats one request_id, so every call
 # after the first is a retry, answered from the trail: the "hit" and "miss"
 # rows measure that path. The "hit-cache" and "miss-cache" rows measure the
@@ -68,6 +69,30 @@ if [ -n "${METRICS_ONLY:-}" ]; then
   printf 'ratio metrics/no metrics   %.3f, %.3f\n' \
     "$(echo "scale=4; $(cat "$work/metrics.rate") / $(cat "$work/nometrics.rate")" | bc)" \
     "$(echo "scale=4; $(cat "$work/metrics-2.rate") / $(cat "$work/nometrics-2.rate")" | bc)"
+  exit 0
+fi
+
+if [ -n "${ALG_ONLY:-}" ]; then
+  # What ES256 costs a check against EdDSA: cache-hit checks (no trail) by
+  # the same agency, signed EdDSA on one instance and ES256 on another,
+  # A B A B.
+  registry() { echo "[{ id = \"demo\", purposes = [\"healthcare\"], detail = \"fields\", least_strict_name_match = \"partial\", attestation_alg = \"$1\" }]"; }
+  eddsa_port=$(free_port); es256_port=$(free_port)
+  start_vnid_without_trail eddsa "$eddsa_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" VNID__PLAINTEXT_OPERATOR= VNID__AGENCIES="$(registry EdDSA)"
+  start_vnid_without_trail es256 "$es256_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" VNID__PLAINTEXT_OPERATOR= VNID__AGENCIES="$(registry ES256)"
+  warm "$eddsa_port"; warm "$es256_port"
+  echo "== ES256 against EdDSA: cache-hit checks, A B A B, $requests requests each"
+  cp "$work/eddsa.pid" "$work/eddsa-2.pid"; cp "$work/es256.pid" "$work/es256-2.pid"
+  run eddsa "$eddsa_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+  run es256 "$es256_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+  run eddsa-2 "$eddsa_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+  run es256-2 "$es256_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+  for pair in "es256 eddsa" "es256-2 eddsa-2"; do
+    read -r e d <<<"$pair"
+    printf 'ES256/EdDSA: throughput %.3f, server CPU per check %.3f\n' \
+      "$(echo "scale=4; $(cat "$work/$e.rate") / $(cat "$work/$d.rate")" | bc)" \
+      "$(paste -d' ' "$work/$e.cpu" "$work/$d.cpu" | awk '{printf "%.4f", $1 / $4}')"
+  done
   exit 0
 fi
 

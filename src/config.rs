@@ -528,6 +528,10 @@ pub struct AttestationSettings {
     /// At least 32 bytes of secret that key the pairwise subject tokens.
     /// Absent: generated under the data directory on first run.
     pub subject_key_file: Option<PathBuf>,
+    /// PKCS#8 PEM P-256 private key that signs ES256, for the agencies set
+    /// to `attestation_alg = "ES256"`. Absent: with no `signing_key_file`
+    /// either, a dev key generated under the data directory; else none.
+    pub es256_key_file: Option<PathBuf>,
 }
 
 impl Default for AttestationSettings {
@@ -538,6 +542,7 @@ impl Default for AttestationSettings {
             signing_key_file: None,
             published_key_files: Vec::new(),
             subject_key_file: None,
+            es256_key_file: None,
         }
     }
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::attest::Alg;
+
 use crate::domain::{Assessment, CheckCall, FieldChecks, NameMatchLevel, Purpose, Reason, Verdict};
 
 /// How much of an answer an agency sees beyond the verdict.
@@ -90,6 +92,10 @@ pub struct AgencyConfig {
     /// certificate of the agency CA that names it.
     #[serde(default)]
     pub certificate_sha256: Vec<String>,
+    /// How its attestations are signed: `"EdDSA"` (Ed25519) or `"ES256"`
+    /// (P-256, for JOSE libraries without EdDSA).
+    #[serde(default)]
+    pub attestation_alg: Alg,
 }
 
 fn default_detail() -> DetailLevel {
@@ -121,6 +127,7 @@ impl AgencyConfig {
             allow_batch: true,
             allow_card_qr: true,
             certificate_sha256: Vec::new(),
+            attestation_alg: Alg::EdDsa,
         }
     }
 
@@ -141,6 +148,7 @@ impl AgencyConfig {
             allow_batch: false,
             allow_card_qr: false,
             certificate_sha256: Vec::new(),
+            attestation_alg: Alg::EdDsa,
         }
     }
 }
@@ -170,6 +178,8 @@ pub struct Agency {
     pub allow_card_qr: bool,
     /// SHA-256 of the certificates that may act as it; empty: any.
     pub pins: Vec<[u8; 32]>,
+    /// How its attestations are signed.
+    pub attestation_alg: Alg,
 }
 
 /// Why a call is refused. Each is a stable reason code on the wire.
@@ -268,6 +278,7 @@ impl Registry {
                     allow_batch: c.allow_batch,
                     allow_card_qr: c.allow_card_qr,
                     pins,
+                    attestation_alg: c.attestation_alg,
                 };
                 Ok((c.id.clone(), Arc::new(agency)))
             })

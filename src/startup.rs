@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use sqlx::{Postgres, Sqlite};
 
-use crate::attest::{Jwks, KeyError, Keyring, SubjectKey, generate_key_pem};
+use crate::attest::{Jwks, KeyError, Keyring, SubjectKey, generate_es256_pem, generate_key_pem};
 use crate::audit::witness::WitnessDatabase;
 use crate::audit::{AuditError, AuditStore, SqlAudit, TrailKeys};
 use crate::cache::{CacheBackend, CachedMirror, MemoryBackend, RedisBackend, Sealer};
@@ -21,7 +21,7 @@ use crate::import::generate::{GenOptions, Generator};
 use crate::mirror::{
     ExportRecord, LoadMode, MirrorAdmin, PgMirror, SqliteMirror, StoreError, load_records,
 };
-use crate::policy::{Registry, Role};
+use crate::policy::{AgencyConfig, Registry, Role};
 use crate::verify::Attester;
 
 /// The embedded default's files under the data directory.
@@ -29,6 +29,8 @@ const EMBEDDED_TRAIL: &str = "audit.sqlite3";
 const EMBEDDED_MIRROR: &str = "mirror.sqlite3";
 /// The signing key generated when none is configured.
 const DEV_SIGNING_KEY: &str = "dev-signing-key.pem";
+/// The ES256 (P-256) key generated when no key is configured at all.
+const DEV_ES256_KEY: &str = "dev-es256-key.pem";
 /// The audit checkpoint key generated when none is configured.
 const CHECKPOINT_KEY: &str = "audit-checkpoint-key.pem";
 /// The note of the newest checkpoint this instance stored.
@@ -169,8 +171,11 @@ fn audit_url(settings: &Settings) -> Option<&crate::config::Secret> {
 /// nothing is generated, and a missing key is an error naming it.
 #[derive(Debug, Clone)]
 pub struct ExistingKeys {
-    /// The attestation signing key's public half and the published ones.
+    /// The attestation signing keys' public halves and the published ones.
     pub attestations: Jwks,
+    /// The kids of the keys that sign attestations now (Ed25519, then
+    /// P-256 if configured).
+    pub attestation_signers: Vec<String>,
     /// The checkpoint key's public half and the older ones.
     pub checkpoints: Jwks,
     /// The same, as JWKS documents.
@@ -190,23 +195,39 @@ impl ExistingKeys {
                     path.display()
                 )));
             }
-            let json = Keyring::load(&path, older)?.jwks_json().to_owned();
+            Ok(Keyring::load(&path, older)?)
+        };
+        let jwks = |ring: Keyring| -> Result<(Jwks, String), StartupError> {
+            let json = ring.jwks_json().to_owned();
             Ok((Jwks::parse(&json)?, json))
         };
         let (a, audit) = (&settings.attestation, &settings.audit);
-        let (attestations, attestations_json) = existing(
+        let mut attestation_keys = existing(
             &a.signing_key_file,
             DEV_SIGNING_KEY,
             "signing key",
             &a.published_key_files,
         )?;
-        let (checkpoints, checkpoints_json) = existing(
+        // The ES256 key as configured, or the dev one if it was made.
+        let dev_es256 = || {
+            let path = settings.data_dir.join(DEV_ES256_KEY);
+            (a.signing_key_file.is_none() && path.is_file()).then_some(path)
+        };
+        if let Some(path) = a.es256_key_file.clone().or_else(dev_es256) {
+            attestation_keys = attestation_keys.with_es256_file(&path)?;
+        }
+        let attestation_signers = std::iter::once(attestation_keys.signing_kid())
+            .chain(attestation_keys.es256_kid())
+            .collect();
+        let (attestations, attestations_json) = jwks(attestation_keys)?;
+        let (checkpoints, checkpoints_json) = jwks(existing(
             &audit.checkpoint_key_file,
             CHECKPOINT_KEY,
             "audit checkpoint key",
             &audit.published_checkpoint_key_files,
-        )?;
+        )?)?;
         Ok(Self {
+            attestation_signers,
             attestations,
             checkpoints,
             attestations_json,
@@ -401,7 +422,43 @@ pub fn load_keyring(settings: &Settings) -> Result<Keyring, StartupError> {
             path
         }
     };
-    Ok(Keyring::load(&signing, &a.published_key_files)?)
+    let keyring = Keyring::load(&signing, &a.published_key_files)?;
+    let es256 = match (&a.es256_key_file, &a.signing_key_file) {
+        (Some(path), _) => Some(path.clone()),
+        // The embedded default signs both ways with dev keys.
+        (None, None) => {
+            let path = data_dir(settings)?.join(DEV_ES256_KEY);
+            create_secret_file_once(&path, || {
+                let pem = generate_es256_pem().ok_or(KeyError::GenerateEs256)?;
+                Ok(pem.as_bytes().to_vec())
+            })?;
+            Some(path)
+        }
+        (None, Some(_)) => None,
+    };
+    let keyring = match es256 {
+        Some(path) => keyring.with_es256_file(&path)?,
+        None => keyring,
+    };
+    keys_serve_the_registry(&keyring, &settings.agencies())?;
+    Ok(keyring)
+}
+
+/// Refuses a keyring that cannot sign for an agency as its registry entry
+/// asks (ES256 with no P-256 key).
+pub fn keys_serve_the_registry(
+    keyring: &Keyring,
+    agencies: &[AgencyConfig],
+) -> Result<(), StartupError> {
+    match agencies.iter().find(|a| !keyring.signs(a.attestation_alg)) {
+        Some(agency) => Err(StartupError::Refused(format!(
+            "agency {:?} has attestation_alg = \"{}\", and no attestation.es256_key_file is \
+             configured",
+            agency.id,
+            agency.attestation_alg.name()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The data directory, created if missing and made its owner's alone: it

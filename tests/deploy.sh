@@ -61,11 +61,12 @@ grep -q '^target/' .dockerignore || fail ".dockerignore does not keep target/ ou
 
 # Key and certificate files where a configuration names them, under $1
 # (which stands for the configuration's root of secrets).
-make_secrets() { # DIR SIGNING CHECKPOINT SUBJECT CACHE CERT KEY CA
+make_secrets() { # DIR SIGNING CHECKPOINT SUBJECT CACHE CERT KEY CA ES256
   local dir=$1
-  mkdir -p "$dir"
+  mkdir -p "$(dirname "$dir/$2")"
   "$vnid" keygen --out "$dir/$2" >/dev/null
   "$vnid" keygen --out "$dir/$3" >/dev/null
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/$9" 2>/dev/null
   head -c 32 /dev/urandom >"$dir/$4"
   head -c 32 /dev/urandom >"$dir/$5"
   "$vnid" dev-certs --out "$work/certs" >/dev/null
@@ -182,7 +183,7 @@ echo "Deployment, Service, PDB, HPA, NetworkPolicy, ServiceMonitor, Job and Cron
 echo "== Kubernetes: the ConfigMap's vnid.toml"
 etc="$work/k8s/etc/vnid"
 sed "s|/etc/vnid/|$etc/|g" "$work/k8s-vnid.toml" >"$work/k8s.toml"
-make_secrets "$etc" keys/signing.pem keys/checkpoint.pem keys/subject.key keys/cache.key tls/tls.crt tls/tls.key tls/ca.crt
+make_secrets "$etc" keys/signing.pem keys/checkpoint.pem keys/subject.key keys/cache.key tls/tls.crt tls/tls.key tls/ca.crt keys/es256.pem
 mapfile -t pod_env <"$work/k8s-vnid.toml.env"
 said=$(config_check "$work/k8s.toml" "${pod_env[@]}")
 for want in "mutual TLS" "mirror Postgres" "cache Redis" "traces to"; do
@@ -221,7 +222,7 @@ pathlib.Path(sys.argv[2]).write_text(compose["configs"]["vnid-toml"]["content"])
 PY
 run="$work/compose/run/secrets"
 sed "s|/run/secrets/|$run/|g" "$work/compose-vnid.toml" >"$work/compose.toml"
-make_secrets "$run" vnid/signing.pem vnid/checkpoint.pem vnid/subject.key vnid/cache.key tls/server.pem tls/server.key tls/ca.pem
+make_secrets "$run" vnid/signing.pem vnid/checkpoint.pem vnid/subject.key vnid/cache.key tls/server.pem tls/server.key tls/ca.pem vnid/es256.pem
 said=$(config_check "$work/compose.toml")
 grep -q "Postgres" <<<"$said" && grep -q "Redis" <<<"$said" || fail "unexpected: $said"
 echo "$said"

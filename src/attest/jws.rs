@@ -1,20 +1,31 @@
 //! A JWKS read back: it verifies attestations and checkpoints as any
-//! JOSE library would (EdDSA, the expected `typ`, a published `kid`).
+//! JOSE library would (EdDSA or ES256 as the key's type says, the expected
+//! `typ`, a published `kid`).
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::es256::Es256Public;
 use super::keys::thumbprint;
 use super::{AttestationClaims, KeyError, TOKEN_TYPE, TokenError};
 use crate::clock::UnixSeconds;
 
 /// Verification keys read from a JWKS document.
 #[derive(Debug, Clone)]
-pub struct Jwks(Vec<(String, VerifyingKey)>);
+pub struct Jwks(Vec<(String, PublicKey)>);
+
+/// A published key of either algorithm.
+#[derive(Debug, Clone)]
+enum PublicKey {
+    Ed25519(VerifyingKey),
+    P256(Es256Public),
+}
 
 impl Jwks {
+    /// Reads the Ed25519 (`OKP`) and P-256 (`EC`) keys of a JWKS; keys of
+    /// other types are skipped.
     pub fn parse(json: &str) -> Result<Self, KeyError> {
         #[derive(Deserialize)]
         struct Doc {
@@ -25,27 +36,56 @@ impl Jwks {
             kty: String,
             crv: Option<String>,
             x: Option<String>,
+            y: Option<String>,
             kid: Option<String>,
         }
         let doc: Doc = serde_json::from_str(json).map_err(|e| KeyError::Jwks(e.to_string()))?;
+        let decode = |c: &str| {
+            Base64UrlUnpadded::decode_vec(c)
+                .map_err(|_| KeyError::Jwks("a key's coordinate is not base64url".into()))
+        };
         let mut keys = Vec::new();
         for key in doc.keys {
             let (Some(crv), Some(x)) = (key.crv, key.x) else {
                 continue;
             };
-            if key.kty != "OKP" || crv != "Ed25519" {
-                continue;
-            }
-            let bytes = Base64UrlUnpadded::decode_vec(&x)
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| KeyError::Jwks("an Ed25519 key's x is not 32 bytes".into()))?;
-            let key_bytes = VerifyingKey::from_bytes(&bytes)
-                .map_err(|_| KeyError::Jwks("an Ed25519 key is not a curve point".into()))?;
-            let kid = key.kid.unwrap_or_else(|| thumbprint(&key_bytes));
-            keys.push((kid, key_bytes));
+            let (kid, public) = match (key.kty.as_str(), crv.as_str()) {
+                ("OKP", "Ed25519") => {
+                    let bytes = <[u8; 32]>::try_from(decode(&x)?)
+                        .map_err(|_| KeyError::Jwks("an Ed25519 key's x is not 32 bytes".into()))?;
+                    let public = VerifyingKey::from_bytes(&bytes).map_err(|_| {
+                        KeyError::Jwks("an Ed25519 key is not a curve point".into())
+                    })?;
+                    (thumbprint(&public), PublicKey::Ed25519(public))
+                }
+                ("EC", "P-256") => {
+                    let y = key
+                        .y
+                        .ok_or_else(|| KeyError::Jwks("a P-256 key has no y".into()))?;
+                    let public = Es256Public::from_coordinates(&decode(&x)?, &decode(&y)?)
+                        .ok_or_else(|| {
+                            KeyError::Jwks("a P-256 key's x or y is not 32 bytes".into())
+                        })?;
+                    (public.kid(), PublicKey::P256(public))
+                }
+                _ => continue,
+            };
+            keys.push((key.kid.unwrap_or(kid), public));
         }
         Ok(Self(keys))
+    }
+
+    /// The kid and JWS `alg` of every key, in the document's order.
+    pub fn algs(&self) -> Vec<(String, &'static str)> {
+        (self.0.iter())
+            .map(|(kid, key)| {
+                let alg = match key {
+                    PublicKey::Ed25519(_) => "EdDSA",
+                    PublicKey::P256(_) => "ES256",
+                };
+                (kid.clone(), alg)
+            })
+            .collect()
     }
 
     /// The kid of every key, in the document's order.
@@ -88,7 +128,7 @@ impl Jwks {
         let decode = |s: &str| Base64UrlUnpadded::decode_vec(s).map_err(|_| TokenError::Malformed);
         let header: Header =
             serde_json::from_slice(&decode(header_b64)?).map_err(|_| TokenError::Malformed)?;
-        if header.alg != "EdDSA" || header.typ.as_deref() != Some(typ) {
+        if !matches!(header.alg.as_str(), "EdDSA" | "ES256") || header.typ.as_deref() != Some(typ) {
             return Err(TokenError::Header);
         }
         let key = self
@@ -97,11 +137,23 @@ impl Jwks {
             .find(|(kid, _)| *kid == header.kid)
             .map(|(_, key)| key)
             .ok_or(TokenError::UnknownKey(header.kid))?;
-        let signature =
-            Signature::from_slice(&decode(sig_b64)?).map_err(|_| TokenError::Malformed)?;
-        let signed_len = header_b64.len() + 1 + payload_b64.len();
-        key.verify_strict(&token.as_bytes()[..signed_len], &signature)
-            .map_err(|_| TokenError::BadSignature)?;
+        let signature = decode(sig_b64)?;
+        let signed = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        // The key decides the algorithm; a header naming another is refused.
+        match (key, header.alg.as_str()) {
+            (PublicKey::Ed25519(key), "EdDSA") => {
+                let signature =
+                    Signature::from_slice(&signature).map_err(|_| TokenError::Malformed)?;
+                key.verify_strict(signed, &signature)
+                    .map_err(|_| TokenError::BadSignature)?;
+            }
+            (PublicKey::P256(key), "ES256") => {
+                if !key.verify(signed, &signature) {
+                    return Err(TokenError::BadSignature);
+                }
+            }
+            _ => return Err(TokenError::Header),
+        }
         serde_json::from_slice(&decode(payload_b64)?).map_err(|_| TokenError::Claims)
     }
 }
@@ -190,6 +242,89 @@ mod tests {
         let jwks = Jwks::parse(rotated.jwks_json()).unwrap();
         assert!(jwks.verify(&old_token, 1_500).is_ok());
         assert_eq!(rotated.signing_kid(), current.signing_kid());
+    }
+
+    fn es256_keyring() -> (Keyring, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "vnid-es256-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p256.pem");
+        std::fs::write(
+            &path,
+            crate::attest::generate_es256_pem().unwrap().as_bytes(),
+        )
+        .unwrap();
+        (keyring().with_es256_file(&path).unwrap(), dir)
+    }
+
+    #[test]
+    fn es256_tokens_verify_against_the_same_jwks() {
+        let (ring, dir) = es256_keyring();
+        let jwks = Jwks::parse(ring.jwks_json()).unwrap();
+        assert_eq!(
+            jwks.kids(),
+            [ring.signing_kid(), ring.es256_kid().unwrap()],
+            "both signing keys, Ed25519 first"
+        );
+        let es256 = ring
+            .sign_as(crate::attest::Alg::Es256, &claims(2_000))
+            .unwrap();
+        let eddsa = ring
+            .sign_as(crate::attest::Alg::EdDsa, &claims(2_000))
+            .unwrap();
+        for token in [&es256, &eddsa] {
+            assert_eq!(jwks.verify(token, 1_500), Ok(claims(2_000)));
+        }
+        let header = |t: &str| {
+            let h = Base64UrlUnpadded::decode_vec(t.split('.').next().unwrap()).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&h).unwrap()
+        };
+        assert_eq!(header(&es256)["alg"], "ES256");
+        assert_eq!(header(&es256)["kid"], ring.es256_kid().unwrap());
+        assert_eq!(header(&es256)["typ"], TOKEN_TYPE);
+        assert_eq!(header(&eddsa)["alg"], "EdDSA");
+        // An ES256 signature is 64 bytes (r ‖ s), as JWS has it.
+        let sig = es256.rsplit('.').next().unwrap();
+        assert_eq!(Base64UrlUnpadded::decode_vec(sig).unwrap().len(), 64);
+        // Any changed byte fails.
+        for i in 0..es256.len() {
+            let mut bytes = es256.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            assert!(jwks.verify(&tampered, 1_500).is_err(), "byte {i}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_header_cannot_pick_another_algorithm_for_a_key() {
+        let (ring, dir) = es256_keyring();
+        let jwks = Jwks::parse(ring.jwks_json()).unwrap();
+        let es256 = ring
+            .sign_as(crate::attest::Alg::Es256, &claims(2_000))
+            .unwrap();
+        // The ES256 token's header, relabelled EdDSA (same kid).
+        let mut parts = es256.splitn(2, '.');
+        let header = Base64UrlUnpadded::decode_vec(parts.next().unwrap()).unwrap();
+        let relabelled = String::from_utf8(header)
+            .unwrap()
+            .replace("\"ES256\"", "\"EdDSA\"");
+        let forged = format!("{}.{}", b64(relabelled.as_bytes()), parts.next().unwrap());
+        assert_eq!(jwks.verify(&forged, 1_500), Err(TokenError::Header));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn without_a_p256_key_es256_is_not_signed() {
+        let ring = keyring();
+        assert!(!ring.signs(crate::attest::Alg::Es256));
+        assert!(matches!(
+            ring.sign_as(crate::attest::Alg::Es256, &claims(2_000)),
+            Err(crate::attest::SignError::NoKey(crate::attest::Alg::Es256))
+        ));
     }
 
     #[test]

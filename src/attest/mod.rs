@@ -12,6 +12,7 @@
 //! thumbprint (`kid`), and the claims are plain JSON.
 
 mod claims;
+mod es256;
 mod jws;
 mod keys;
 mod subject;
@@ -26,8 +27,9 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use crate::clock::UnixSeconds;
 
 pub use claims::{AttestationClaims, ChecksClaim, FieldClaim, new_attestation_id, stored_claims};
+pub use es256::{Es256Public, Es256Signing, generate_es256_pem};
 pub use jws::Jwks;
-pub use keys::{Keyring, generate_key_pem, thumbprint};
+pub use keys::{Alg, Keyring, SignError, generate_key_pem, thumbprint};
 pub use subject::{MIN_SUBJECT_KEY_BYTES, SubjectKey};
 
 /// The JWS `typ` of every attestation.
@@ -44,12 +46,18 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is neither a PKCS#8 Ed25519 private key nor an SPKI public key (PEM)")]
+    #[error(
+        "{path} is neither a PKCS#8 private key nor an SPKI public key (PEM) of Ed25519 or P-256"
+    )]
     Parse { path: PathBuf },
+    #[error("{path} is not a PKCS#8 P-256 private key (PEM) for ES256")]
+    ParseEs256 { path: PathBuf },
     #[error("cannot gather randomness: {0}")]
     Random(getrandom::Error),
     #[error("cannot encode the key: {0}")]
     Encode(String),
+    #[error("cannot generate a P-256 key")]
+    GenerateEs256,
     #[error("the JWKS is not valid: {0}")]
     Jwks(String),
 }
@@ -59,7 +67,7 @@ pub enum KeyError {
 pub enum TokenError {
     #[error("not a compact JWS")]
     Malformed,
-    #[error("unsupported header (alg must be EdDSA, and typ the expected one)")]
+    #[error("unsupported header (alg must be EdDSA or ES256, and typ the expected one)")]
     Header,
     #[error("no published key has kid {0:?}")]
     UnknownKey(String),
@@ -102,6 +110,11 @@ impl Attester {
     /// Signs with the signing key now.
     pub fn sign(&self, claims: &AttestationClaims) -> Result<String, serde_json::Error> {
         self.keyring.load().sign(claims)
+    }
+
+    /// Signs with the signing key of `alg` now.
+    pub fn sign_as(&self, alg: Alg, claims: &AttestationClaims) -> Result<String, SignError> {
+        self.keyring.load().sign_as(alg, claims)
     }
 
     /// Takes `keyring` for every check from now on.

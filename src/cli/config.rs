@@ -48,7 +48,12 @@ fn check(settings: &Settings) -> Result<String, String> {
     let mut generated = Vec::new();
     match &a.signing_key_file {
         Some(path) => {
-            let keys = Keyring::load(path, &a.published_key_files).map_err(|e| error(&e))?;
+            let mut keys = Keyring::load(path, &a.published_key_files).map_err(|e| error(&e))?;
+            if let Some(es256) = &a.es256_key_file {
+                keys = keys.with_es256_file(es256).map_err(|e| error(&e))?;
+            }
+            crate::startup::keys_serve_the_registry(&keys, &settings.agencies())
+                .map_err(|e| error(&e))?;
             if let Some(checkpoints) = &audit.checkpoint_key_file {
                 let checkpoints = Keyring::load(checkpoints, &audit.published_checkpoint_key_files)
                     .map_err(|e| error(&e))?;
@@ -61,7 +66,19 @@ fn check(settings: &Settings) -> Result<String, String> {
                 }
             }
         }
-        None => generated.push("the attestation signing key"),
+        None => {
+            generated.push("the attestation signing key");
+            match &a.es256_key_file {
+                Some(path) => {
+                    let pem = std::fs::read_to_string(path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    crate::attest::Es256Signing::from_pkcs8_pem(&pem).ok_or_else(|| {
+                        error(&crate::attest::KeyError::ParseEs256 { path: path.clone() })
+                    })?;
+                }
+                None => generated.push("the ES256 key"),
+            }
+        }
     }
     match &audit.checkpoint_key_file {
         Some(path) => {

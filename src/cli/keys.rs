@@ -122,16 +122,16 @@ fn list(args: ListKeys) -> Result<(), Failure> {
         store.key_uses().await.map_err(fail)
     })?;
     let keys = ExistingKeys::read(&settings).map_err(fail)?;
-    // Every kid the configuration publishes (signing key first), then any
+    // Every kid the configuration publishes (signing keys first), then any
     // the trail holds that it does not.
     let mut listed: Vec<(String, String, &str)> = keys
         .attestations
-        .kids()
+        .algs()
         .into_iter()
-        .enumerate()
-        .map(|(i, kid)| {
-            let status = if i == 0 { "signing" } else { "published" };
-            (kid, "EdDSA".to_owned(), status)
+        .map(|(kid, alg)| {
+            let signs = keys.attestation_signers.contains(&kid);
+            let status = if signs { "signing" } else { "published" };
+            (kid, alg.to_owned(), status)
         })
         .collect();
     let mut used = std::collections::HashMap::new();

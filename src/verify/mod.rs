@@ -103,7 +103,7 @@ pub enum VerifyError {
     #[error("a stored answer cannot be read back: {0}")]
     StoredAnswer(&'static str),
     #[error("cannot sign the attestation: {0}")]
-    Sign(#[from] serde_json::Error),
+    Sign(#[from] crate::attest::SignError),
     #[error("cannot draw an attestation id: {0}")]
     Random(getrandom::Error),
 }
@@ -403,7 +403,7 @@ impl Verifier {
                 verdict: assessment.verdict,
                 reason,
                 checks,
-                attestation: self.attester.sign(&claims)?,
+                attestation: self.attester.sign_as(agency.attestation_alg, &claims)?,
                 attestation_id,
                 data_as_of,
             },

@@ -211,6 +211,11 @@ fn config_check_accepts_the_example_and_names_what_is_wrong() {
         "{said}"
     );
 
+    let commented_es256 = format!(
+        "# es256_key_file = \"{}/keys/es256-2026-11.pem\"",
+        etc.display()
+    );
+    assert!(example.contains(&commented_es256));
     let broken = [
         (
             example.replace("ttl_seconds = 300", "ttl_secs = 300"),
@@ -243,10 +248,49 @@ fn config_check_accepts_the_example_and_names_what_is_wrong() {
             ),
             "telemetry.otlp_endpoint",
         ),
+        (
+            example.replace("attestation_alg = \"EdDSA\"", "attestation_alg = \"ES256\""),
+            "no attestation.es256_key_file is configured",
+        ),
+        (
+            example.replace("attestation_alg = \"EdDSA\"", "attestation_alg = \"RS256\""),
+            "attestation_alg",
+        ),
+        (
+            example.replace(
+                &commented_es256,
+                &format!("es256_key_file = \"{}/keys/2026-11.pem\"", etc.display()),
+            ),
+            "not a PKCS#8 P-256 private key",
+        ),
     ];
     for (toml, reason) in broken {
         let (code, said) = check(&toml);
         assert_eq!(code, 1, "{reason}: {said}");
         assert!(said.contains(reason), "{reason}: {said}");
     }
+
+    // An agency on ES256 with a P-256 key, as OpenSSL makes it.
+    let es256 = etc.join("keys/es256-2026-11.pem");
+    let made = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&es256)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let with_es256 = example
+        .replace("attestation_alg = \"EdDSA\"", "attestation_alg = \"ES256\"")
+        .replace(
+            &commented_es256,
+            &format!("es256_key_file = \"{}\"", es256.display()),
+        );
+    let (code, said) = check(&with_es256);
+    assert_eq!(code, 0, "{said}");
 }

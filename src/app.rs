@@ -20,7 +20,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Secret, Settings};
 use crate::grpc::listener::{self, Admission, Connections};
 use crate::grpc::tls::ServerTls;
-use crate::grpc::{AuditApi, Callers, ErrorDetailsLayer, VerificationApi, call_span};
+use crate::grpc::{
+    AuditApi, Callers, ErrorDetailsLayer, VerificationApi, VerificationRoutes, call_span,
+};
 use crate::guard::Guard;
 use crate::infra::read_batch::SIZE_BOUNDS;
 use crate::metrics::{Distribution, GrpcMetricsLayer, Metrics, Pull, Samples};
@@ -323,11 +325,11 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
-            .add_service(
-                Service::new(api)
-                    .max_decoding_message_size(server.max_request_bytes)
-                    .max_encoding_message_size(4 * server.max_request_bytes),
-            )
+            .add_service(VerificationRoutes::new(
+                api,
+                server.max_request_bytes,
+                settings.batch.max_many_items,
+            ))
             .add_service(
                 AuditServiceServer::new(audit_api)
                     .max_decoding_message_size(server.max_request_bytes),

@@ -260,6 +260,8 @@ pub struct BatchSettings {
     /// One item's deadline, its wait for the agency's rate included; past
     /// it the item is answered `DEADLINE_EXCEEDED` (`ITEM_DEADLINE`).
     pub item_timeout_ms: u64,
+    /// Requests one `VerifyMany` call may carry.
+    pub max_many_items: usize,
 }
 
 impl BatchSettings {
@@ -269,6 +271,7 @@ impl BatchSettings {
             max_items: self.max_items,
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
             item_timeout: Duration::from_millis(self.item_timeout_ms.max(1)),
+            max_many_items: self.max_many_items.max(1),
         }
     }
 }
@@ -280,6 +283,7 @@ impl Default for BatchSettings {
             max_items: 1_000_000,
             idle_timeout_ms: 60_000,
             item_timeout_ms: 30_000,
+            max_many_items: 1_000,
         }
     }
 }

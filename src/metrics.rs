@@ -360,6 +360,7 @@ const METHODS: &[(&str, &str, &str)] = &[
     ("vnid.v1.VerificationService", "VerifyBatch", "bidi_stream"),
     ("vnid.v1.VerificationService", "VerifyCardQr", "unary"),
     ("vnid.v1.VerificationService", "GetSigningKeys", "unary"),
+    ("vnid.v1.VerificationService", "VerifyMany", "unary"),
     ("vnid.v1.AuditService", "ListAccessHistory", "unary"),
     ("grpc.health.v1.Health", "Check", "unary"),
     ("grpc.health.v1.Health", "Watch", "server_stream"),

@@ -57,6 +57,8 @@ pub struct BatchParams {
     pub idle_timeout: Duration,
     /// One item's deadline, its wait for the rate included.
     pub item_timeout: Duration,
+    /// Requests one `VerifyMany` call may carry.
+    pub max_many_items: usize,
 }
 
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<pb::VerifyBatchResponse, Status>> + Send>>;
@@ -213,6 +215,71 @@ impl Batch {
             .authorize_call(CheckCall::BatchItem)
             .map_err(ApiError::PermissionDenied)?;
         Ok(agency)
+    }
+}
+
+/// A `VerifyMany` call's requests, checked like batch items, at most
+/// `window` at once: their answers, in the order of the requests.
+pub async fn many(
+    verifier: Arc<Verifier>,
+    agency: Arc<Agency>,
+    requests: Vec<pb::VerifyRequest>,
+    params: BatchParams,
+) -> Vec<pb::VerifyBatchResponse> {
+    verifier.metrics().batch_streams.inc();
+    let permits = Arc::new(tokio::sync::Semaphore::new(params.window.max(1)));
+    // A caller that goes away lets the checks under way finish: each gets
+    // its audit row, and the caller's retry its answer.
+    let mut in_flight = Detached(JoinSet::new());
+    let in_flight = &mut in_flight.0;
+    let request_ids: Vec<String> = requests.iter().map(|r| r.request_id.clone()).collect();
+    for (index, request) in requests.into_iter().enumerate() {
+        let (verifier, agency, permits) = (verifier.clone(), agency.clone(), permits.clone());
+        in_flight.spawn(
+            async move {
+                let _permit = permits.acquire_owned().await;
+                (
+                    index,
+                    check_item(verifier, agency, request, params.item_timeout).await,
+                )
+            }
+            .in_current_span(),
+        );
+    }
+    let mut answers: Vec<Option<pb::VerifyBatchResponse>> = vec![None; request_ids.len()];
+    while let Some(done) = in_flight.join_next().await {
+        let (index, answer) = match done {
+            Ok((index, answer)) => (index, answer),
+            Err(failed) => {
+                // Its slot stays empty, and is answered INTERNAL below.
+                tracing::error!(error = %failed, "a VerifyMany item's task failed");
+                continue;
+            }
+        };
+        let error = matches!(
+            answer.result,
+            Some(pb::verify_batch_response::Result::Error(_))
+        );
+        (verifier.metrics().batch_items)
+            .with_label_values(&[if error { "error" } else { "verdict" }])
+            .inc();
+        if let Some(slot) = answers.get_mut(index) {
+            *slot = Some(answer);
+        }
+    }
+    (answers.into_iter().zip(request_ids))
+        .map(|(answer, request_id)| {
+            answer.unwrap_or_else(|| error_item(request_id, ApiError::Internal))
+        })
+        .collect()
+}
+
+/// Tasks left to finish when their set is dropped.
+struct Detached<T: 'static>(JoinSet<T>);
+
+impl<T: 'static> Drop for Detached<T> {
+    fn drop(&mut self) {
+        self.0.detach_all();
     }
 }
 

@@ -22,6 +22,8 @@ pub use audit::AuditApi;
 pub use caller::Callers;
 pub use service::VerificationApi;
 
+use crate::pb::verification_service_server::VerificationServiceServer;
+
 use error::ApiError;
 
 /// Turns a call's result into its answer, and logs the end of the call.
@@ -97,3 +99,64 @@ where
         })
     }
 }
+
+/// `vnid.v1.VerificationService` with two message limits: `VerifyMany`
+/// carries up to `batch.max_many_items` requests in one message, every
+/// other method one request of at most `server.max_request_bytes`. tonic
+/// sets its limits per service; this routes each call to a copy of the
+/// service with the limits its method needs.
+#[derive(Clone)]
+pub struct VerificationRoutes {
+    one: VerificationServiceServer<VerificationApi>,
+    many: VerificationServiceServer<VerificationApi>,
+}
+
+/// What one request of a `VerifyMany` call may take on average.
+pub const MANY_BYTES_PER_REQUEST: usize = 1024;
+
+impl VerificationRoutes {
+    pub fn new(api: VerificationApi, max_request_bytes: usize, max_many_items: usize) -> Self {
+        let one = VerificationServiceServer::new(api)
+            .max_decoding_message_size(max_request_bytes)
+            .max_encoding_message_size(4 * max_request_bytes);
+        let many_bytes = max_many_items
+            .saturating_mul(MANY_BYTES_PER_REQUEST)
+            .max(max_request_bytes);
+        let many = one
+            .clone()
+            .max_decoding_message_size(many_bytes)
+            // Each answer carries its attestation (about 1 KB).
+            .max_encoding_message_size(max_many_items.saturating_mul(4 * 1024).max(many_bytes));
+        Self { one, many }
+    }
+}
+
+impl tonic::server::NamedService for VerificationRoutes {
+    const NAME: &'static str =
+        <VerificationServiceServer<VerificationApi> as tonic::server::NamedService>::NAME;
+}
+
+impl<B> tower::Service<http::Request<B>> for VerificationRoutes
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        <VerificationServiceServer<VerificationApi> as tower::Service<http::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() == VERIFY_MANY_PATH {
+            self.many.call(request)
+        } else {
+            self.one.call(request)
+        }
+    }
+}
+
+const VERIFY_MANY_PATH: &str = "/vnid.v1.VerificationService/VerifyMany";

@@ -12,7 +12,7 @@ use crate::domain::CheckCall;
 use crate::domain::Spelled;
 use crate::grpc::batch::{self, BatchParams, BatchStream};
 use crate::grpc::caller::Callers;
-use crate::grpc::error::ApiError;
+use crate::grpc::error::{ApiError, FieldViolation};
 use crate::grpc::respond;
 use crate::pb;
 use crate::pb::verification_service_server::VerificationService;
@@ -92,6 +92,32 @@ impl VerificationService for VerificationApi {
                 self.batch,
             ))
         })();
+        respond(result, started)
+    }
+
+    async fn verify_many(
+        &self,
+        request: Request<pb::VerifyManyRequest>,
+    ) -> Result<Response<pb::VerifyManyResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let agency = self.callers.agency(&request)?;
+            agency
+                .authorize_call(CheckCall::BatchItem)
+                .map_err(ApiError::PermissionDenied)?;
+            let requests = request.into_inner().requests;
+            let most = self.batch.max_many_items;
+            if requests.len() > most {
+                return Err(ApiError::InvalidArgument(vec![FieldViolation::new(
+                    "requests",
+                    "TOO_MANY_REQUESTS",
+                    format!("at most {most} requests in one VerifyMany call"),
+                )]));
+            }
+            let results = batch::many(self.verifier.clone(), agency, requests, self.batch).await;
+            Ok(pb::VerifyManyResponse { results })
+        }
+        .await;
         respond(result, started)
     }
 

@@ -657,3 +657,101 @@ async fn the_batch_cli_writes_one_row_per_candidate_and_resumes_after_being_kill
     // and got their first answer back: nothing was checked twice.
     assert_eq!(audit_rows(&url).await as u64, CANDIDATES / 5 * 3);
 }
+
+/// `VerifyMany`: the requests of one unary call answered like batch items,
+/// in order, each with its response or its own error; its rows are batch
+/// rows, a retry gets the first answers, and a call over the limit, or by
+/// an agency without the batch right, is refused whole.
+#[tokio::test]
+async fn verify_many_answers_each_request_in_order() {
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.plaintext_agency = "board".into();
+    settings.plaintext_operator = String::new();
+    settings.batch.max_many_items = 1_000;
+    settings.agencies = vec![AgencyConfig {
+        allow_batch: true,
+        ..agency("board")
+    }];
+    let app = spawn_app_with(settings.clone()).await;
+    let mut bad = exam(2);
+    bad.id_number = "12345".into();
+    let requests = vec![exam(1), bad, exam(3)];
+    let many = |requests: Vec<pb::VerifyRequest>| {
+        let mut client = app.client.clone();
+        async move {
+            client
+                .verify_many(pb::VerifyManyRequest { requests })
+                .await
+                .map(|r| r.into_inner().results)
+        }
+    };
+    let results = many(requests.clone()).await.unwrap();
+    let ids: Vec<&str> = results.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["exam-1", "exam-2", "exam-3"]);
+    let Some(Item::Response(first)) = &results[0].result else {
+        panic!("{:?}", results[0]);
+    };
+    assert_eq!(first.verdict(), pb::Verdict::Verified);
+    let Some(Item::Error(error)) = &results[1].result else {
+        panic!("{:?}", results[1]);
+    };
+    let error = status_of(error.clone());
+    assert_eq!(error.code(), Code::InvalidArgument);
+    let fields = error.get_error_details().bad_request().cloned().unwrap();
+    assert_eq!(fields.field_violations[0].field, "id_number");
+    assert!(matches!(results[2].result, Some(Item::Response(_))));
+    assert_eq!(
+        settled_audit_rows(&url, Duration::from_millis(100)).await,
+        2
+    );
+
+    // The same call again: the first answers, no new rows.
+    let again = many(requests).await.unwrap();
+    assert_eq!(again[0], results[0]);
+    assert_eq!(again[2], results[2]);
+    assert_eq!(audit_rows(&url).await, 2);
+
+    // A thousand requests (well over one request's 16 KB) in one call.
+    let thousand: Vec<_> = (100..1_100).map(exam).collect();
+    let results = many(thousand).await.unwrap();
+    assert_eq!(results.len(), 1_000);
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r.result, Some(Item::Response(_))))
+    );
+    assert_eq!(results[999].request_id, "exam-1099");
+
+    // One more than the limit: refused whole, nothing checked.
+    let over = many((2_000..3_001).map(exam).collect()).await.unwrap_err();
+    assert_eq!(over.code(), Code::InvalidArgument);
+    let fields = over.get_error_details().bad_request().cloned().unwrap();
+    assert_eq!(fields.field_violations[0].field, "requests");
+    assert_eq!(
+        settled_audit_rows(&url, Duration::from_millis(100)).await,
+        1_002
+    );
+
+    // An agency without the batch right.
+    settings.agencies = vec![AgencyConfig {
+        allow_batch: false,
+        ..agency("board")
+    }];
+    let other = PgServer::shared().fresh_database().await;
+    settings.database_url = Some(Secret::new(&other));
+    let refusing = spawn_app_with(settings).await;
+    let refused = refusing
+        .client
+        .clone()
+        .verify_many(pb::VerifyManyRequest {
+            requests: vec![exam(1)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::PermissionDenied, "BATCH_NOT_ALLOWED")
+    );
+    assert_eq!(audit_rows(&other).await, 0);
+}

@@ -256,14 +256,22 @@ fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes
 }
 
 fn jwks(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let body = state.attester.keyring().jwks_json().to_owned();
+    jwks_answer(
+        state.attester.keyring().jwks_json().to_owned(),
+        request.headers(),
+    )
+}
+
+/// The JWKS as served over HTTP (here and on the JSON door): `ETag` (of
+/// its bytes: it changes when the keys do, and only then),
+/// `Cache-Control`, and `304` for a matching `If-None-Match`.
+pub fn jwks_answer(body: String, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
     let digest = Sha256::digest(body.as_bytes());
     let tag = format!(
         "\"{}\"",
         <base64ct::Base64UrlUnpadded as base64ct::Encoding>::encode_string(&digest[..16])
     );
-    let matches = request
-        .headers()
+    let matches = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -18,6 +18,7 @@ use crate::audit::{AuditLog, AuditSink, Checkpointer, NoAudit, WriterHandle};
 use crate::cache::{BreakerState, CachedMirror, RequestIndex};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Secret, Settings};
+use crate::grpc::json::JsonDoor;
 use crate::grpc::listener::{self, Admission, Connections};
 use crate::grpc::tls::ServerTls;
 use crate::grpc::{
@@ -279,6 +280,12 @@ impl Application {
         ));
         let callers = Arc::new(Callers::new(identities, settings.tls.is_some()));
         let api = VerificationApi::new(verifier, callers.clone(), settings.batch.params());
+        // The same calls as JSON over HTTP/1.1 and HTTP/2, on this listener.
+        let json_door = JsonDoor::new(
+            api.clone(),
+            settings.server.max_request_bytes,
+            settings.batch.max_many_items,
+        );
         let callers_handle = callers.clone();
         let audit_api = AuditApi::new(history, callers);
 
@@ -304,6 +311,8 @@ impl Application {
                 ));
         }
         let router = builder
+            // The JSON door takes HTTP/1.1 too (gRPC stays HTTP/2).
+            .accept_http1(true)
             .layer(ErrorDetailsLayer)
             .layer(GrpcMetricsLayer(metrics.clone()))
             .trace_fn(call_span)
@@ -326,10 +335,12 @@ impl Application {
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
             .add_service(VerificationRoutes::new(
-                api,
+                api.clone(),
                 server.max_request_bytes,
                 settings.batch.max_many_items,
             ))
+            .add_service(json_door.clone())
+            .add_service(json_door.well_known())
             .add_service(
                 AuditServiceServer::new(audit_api)
                     .max_decoding_message_size(server.max_request_bytes),

@@ -90,6 +90,8 @@ pub mod verify;
 )]
 pub mod pb {
     tonic::include_proto!("vnid.v1");
+    // The proto3 JSON mapping of the same messages (the JSON door).
+    include!(concat!(env!("OUT_DIR"), "/vnid.v1.serde.rs"));
 
     /// For server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vnid_descriptor");

@@ -461,7 +461,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        if !self.metrics.counting {
+        // gRPC calls only (and gRPC-Web): the JSON door's are counted by
+        // what they do (`vnid_checks_total`, refusals).
+        let grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+        if !self.metrics.counting || !grpc {
             let answer = self.inner.call(request);
             return Box::pin(async move {
                 let response = answer.await?;

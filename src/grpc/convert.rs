@@ -201,7 +201,7 @@ pub fn access_record(
     let verdict = pb::Verdict::from_str_name(&e.verdict).unwrap_or(pb::Verdict::Unspecified);
     let reason = pb::Reason::from_str_name(&e.reason).unwrap_or(pb::Reason::Unspecified);
     pb::AccessRecord {
-        time: Some(prost_types::Timestamp {
+        time: Some(pbjson_types::Timestamp {
             seconds: e.at_us.div_euclid(1_000_000),
             nanos: i32::try_from(e.at_us.rem_euclid(1_000_000) * 1_000).unwrap_or(0),
         }),
@@ -398,7 +398,7 @@ impl From<VerifyOutcome> for pb::VerifyResponse {
             attestation_id: o.attestation_id,
             data_as_of: o
                 .data_as_of
-                .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
+                .map(|seconds| pbjson_types::Timestamp { seconds, nanos: 0 }),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod caller;
 pub mod convert;
 pub mod error;
+pub mod json;
 pub mod listener;
 mod service;
 pub mod tls;

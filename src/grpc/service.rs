@@ -19,6 +19,7 @@ use crate::pb::verification_service_server::VerificationService;
 use crate::policy::Agency;
 use crate::verify::{Verifier, VerifyCommand};
 
+#[derive(Clone)]
 pub struct VerificationApi {
     verifier: Arc<Verifier>,
     callers: Arc<Callers>,

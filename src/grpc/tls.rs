@@ -90,7 +90,9 @@ fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(certificates(&settings.cert_file)?, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // gRPC needs HTTP/2; the JSON door also takes HTTP/1.1 (older .NET and
+    // Java stacks, gateways).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -21,15 +21,26 @@ pub(crate) struct Answer {
     pub body: String,
 }
 
-/// `METHOD path` on the admin endpoint, with `extra` header lines.
-async fn http(addr: SocketAddr, method: &str, path: &str, extra: &[&str]) -> Answer {
+/// `METHOD path` over HTTP/1.1 (the admin endpoint, or the JSON door of a
+/// plaintext listener), with `extra` header lines and `body`.
+pub(crate) async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[&str],
+    body: &str,
+) -> Answer {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for line in extra {
         head.push_str(line);
         head.push_str("\r\n");
     }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     head.push_str("\r\n");
+    head.push_str(body);
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();
@@ -55,7 +66,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, extra: &[&str]) -> Ans
 }
 
 pub(crate) async fn get(addr: SocketAddr, path: &str) -> Answer {
-    http(addr, "GET", path, &[]).await
+    http(addr, "GET", path, &[], "").await
 }
 
 /// Waits (a few seconds at most) until `/readyz` answers `status`.
@@ -116,6 +127,7 @@ async fn the_admin_endpoint_answers_health_readiness_and_the_keys() {
         "GET",
         "/.well-known/jwks.json",
         &[&format!("If-None-Match: {tag}")],
+        "",
     )
     .await;
     assert_eq!((again.status, again.body.as_str()), (304, ""));
@@ -124,13 +136,14 @@ async fn the_admin_endpoint_answers_health_readiness_and_the_keys() {
         "GET",
         "/.well-known/jwks.json",
         &["If-None-Match: \"other\""],
+        "",
     )
     .await;
     assert_eq!(other.status, 200);
 
     assert_eq!(get(admin, "/nothing-here").await.status, 404);
     assert_eq!(
-        http(admin, "POST", "/readyz", &["Content-Length: 0"])
+        http(admin, "POST", "/readyz", &["Content-Length: 0"], "")
             .await
             .status,
         405

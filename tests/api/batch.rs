@@ -409,7 +409,7 @@ fn exam_as_healthcare(n: u64) -> pb::VerifyRequest {
 }
 
 /// The QR code of DAM's card.
-fn dam_card() -> String {
+pub(crate) fn dam_card() -> String {
     format!(
         "{}|312000111|{}|17051990|Nam|12 Ấp Bắc, Phường 10, Mỹ Tho, Tiền Giang|01072021",
         DAM.id, DAM.name

@@ -21,11 +21,11 @@ fn violations(status: &tonic::Status) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn each_bad_field_is_named() {
-    let app = spawn_app().await;
-    type Edit = fn(&mut pb::VerifyRequest);
-    let cases: Vec<(Edit, &str, &str)> = vec![
+type Edit = fn(&mut pb::VerifyRequest);
+
+/// Each bad field, and the field and reason its refusal names.
+fn bad_fields() -> Vec<(Edit, &'static str, &'static str)> {
+    vec![
         (
             |r| r.request_id = String::new(),
             "request_id",
@@ -104,8 +104,13 @@ async fn each_bad_field_is_named() {
         ),
         (|r| r.purpose = 99, "purpose", "PURPOSE_UNKNOWN"),
         (|r| r.name_match = 42, "name_match", "NAME_MATCH_UNKNOWN"),
-    ];
-    for (edit, field, code) in cases {
+    ]
+}
+
+#[tokio::test]
+async fn each_bad_field_is_named() {
+    let app = spawn_app().await;
+    for (edit, field, code) in bad_fields() {
         let mut req = request(DAM.id, DAM.name);
         edit(&mut req);
         let status = app.verify(req).await.unwrap_err();
@@ -117,6 +122,51 @@ async fn each_bad_field_is_named() {
         );
         assert_eq!(reason(&status), code);
     }
+}
+
+/// A request in the proto3 JSON mapping, its enum fields as numbers (the
+/// mapping takes any number, known or not, as the binary encoding does).
+fn as_json(request: &pb::VerifyRequest) -> serde_json::Value {
+    let mut known = request.clone();
+    known.purpose = 0;
+    known.name_match = 0;
+    if let Some(claims) = known.claims.as_mut() {
+        claims.gender = 0;
+    }
+    let mut json = serde_json::to_value(&known).unwrap();
+    json["purpose"] = request.purpose.into();
+    json["nameMatch"] = request.name_match.into();
+    if let Some(claims) = &request.claims {
+        json["claims"]["gender"] = claims.gender.into();
+    }
+    json
+}
+
+/// The same table over the JSON door: the same HTTP 400 for each, with the
+/// same field and reason as over gRPC.
+#[tokio::test]
+async fn each_bad_field_is_named_over_json_too() {
+    let app = spawn_app().await;
+    for (edit, field, code) in bad_fields() {
+        let mut req = request(DAM.id, DAM.name);
+        edit(&mut req);
+        let answer = crate::json::post_json(&app, "/v1/verify", &as_json(&req)).await;
+        assert_eq!(answer.status, 400, "{field}: {}", answer.body);
+        let status: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(status["code"], 3, "{field}: {status}");
+        assert_eq!(status["details"][0]["reason"], code, "{field}: {status}");
+        let violations: Vec<(&str, &str)> = status["details"][1]["fieldViolations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["field"].as_str().unwrap(), v["reason"].as_str().unwrap()))
+            .collect();
+        assert_eq!(violations, [(field, code)], "{field}");
+    }
+    // And a good one, as numbers too, is answered.
+    let good =
+        crate::json::post_json(&app, "/v1/verify", &as_json(&request(DAM.id, DAM.name))).await;
+    assert_eq!(good.status, 200, "{}", good.body);
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod helpers;
 mod holes;
 mod import;
 mod interop;
+mod json;
 mod lifecycle;
 mod pg;
 mod privacy;

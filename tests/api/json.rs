@@ -1,0 +1,254 @@
+//! The JSON door: the same calls over HTTP/1.1 on the gRPC listener, in
+//! the proto3 JSON mapping, answered like gRPC (verdict, reason, claims,
+//! refusals with the same details), with the JWKS at a URL.
+
+use crate::admin::{Answer, http};
+use crate::helpers::*;
+use vnid::pb;
+
+/// `POST path` with a JSON body on the app's listener.
+pub(crate) async fn post_json(app: &TestApp, path: &str, body: &serde_json::Value) -> Answer {
+    http(
+        app.addr,
+        "POST",
+        path,
+        &["Content-Type: application/json"],
+        &body.to_string(),
+    )
+    .await
+}
+
+fn json_of(answer: &Answer) -> serde_json::Value {
+    serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("{e}: {}", answer.body))
+}
+
+/// The claims of an attestation, less what differs between two checks
+/// (their ids and times).
+fn lasting_claims(app_jwks: &vnid::attest::Jwks, token: &str) -> serde_json::Value {
+    let claims = app_jwks.verify(token, NOW).unwrap();
+    let mut claims = serde_json::to_value(claims).unwrap();
+    for varying in ["jti", "nonce", "iat", "exp"] {
+        claims.as_object_mut().unwrap().remove(varying);
+    }
+    claims
+}
+
+#[tokio::test]
+async fn json_and_grpc_give_the_same_answer() {
+    let app = spawn_app().await;
+    let jwks = app.jwks().await;
+    for (n, (person, name)) in [
+        (DAM, DAM.name),
+        (THUY, THUY.name),
+        (DAM, "Nguyễn Văn Sai"),
+        (HOA_DECEASED, HOA_DECEASED.name),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut grpc_request = request(person.id, name);
+        grpc_request.request_id = format!("grpc-{n}");
+        let grpc = app.verify(grpc_request.clone()).await.unwrap();
+        let mut json_request = grpc_request;
+        json_request.request_id = format!("json-{n}");
+        let body = serde_json::to_value(&json_request).unwrap();
+        assert!(body.get("idNumber").is_some(), "camelCase names: {body}");
+        let answer = post_json(&app, "/v1/verify", &body).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(
+            answer.headers.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
+        let json: pb::VerifyResponse = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(json.verdict, grpc.verdict, "{}", answer.body);
+        assert_eq!(json.reason, grpc.reason);
+        assert_eq!(json.checks, grpc.checks);
+        assert_eq!(json.request_id, format!("json-{n}"));
+        assert_eq!(
+            lasting_claims(&jwks, &json.attestation),
+            lasting_claims(&jwks, &grpc.attestation)
+        );
+        // Enum values by name, as the mapping has them.
+        let raw = json_of(&answer);
+        assert!(
+            raw["verdict"].as_str().unwrap().starts_with("VERDICT_"),
+            "{raw}"
+        );
+    }
+    // A retry over JSON gets the first answer.
+    let body = serde_json::to_value(request(DAM.id, DAM.name)).unwrap();
+    let first = post_json(&app, "/v1/verify", &body).await;
+    let again = post_json(&app, "/v1/verify", &body).await;
+    assert_eq!(
+        json_of(&first)["attestation"],
+        json_of(&again)["attestation"]
+    );
+}
+
+#[tokio::test]
+async fn refusals_over_json_carry_the_grpc_details_and_http_status() {
+    let app = spawn_app().await;
+    let mut bad = request("12345", DAM.name);
+    bad.request_id = "bad-1".into();
+    let answer = post_json(&app, "/v1/verify", &serde_json::to_value(&bad).unwrap()).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let status = json_of(&answer);
+    assert_eq!(status["code"], 3);
+    let details = status["details"].as_array().unwrap();
+    assert_eq!(
+        details[0]["@type"],
+        "type.googleapis.com/google.rpc.ErrorInfo"
+    );
+    assert_eq!(details[0]["reason"], "ID_NUMBER_FORMAT");
+    assert_eq!(
+        details[1]["@type"],
+        "type.googleapis.com/google.rpc.BadRequest"
+    );
+    assert_eq!(details[1]["fieldViolations"][0]["field"], "id_number");
+    assert!(!answer.body.contains("12345"), "echoed: {}", answer.body);
+
+    // Not JSON, or not the message: INVALID_ARGUMENT, named as gRPC names
+    // an undecodable message; no value is echoed.
+    for body in [
+        "{\"requestId\": ",
+        "{\"idNumber\": 12, \"secretField\": \"Nguyễn\"}",
+    ] {
+        let answer = http(
+            app.addr,
+            "POST",
+            "/v1/verify",
+            &["Content-Type: application/json"],
+            body,
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{}", answer.body);
+        assert_eq!(
+            json_of(&answer)["details"][0]["reason"],
+            "MESSAGE_UNDECODABLE"
+        );
+        assert!(!answer.body.contains("Nguy"), "{}", answer.body);
+    }
+    // Not declared JSON.
+    let answer = http(
+        app.addr,
+        "POST",
+        "/v1/verify",
+        &["Content-Type: text/plain"],
+        "{}",
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+    // Too large: as over gRPC, OUT_OF_RANGE / MESSAGE_TOO_LARGE.
+    let mut big = request(DAM.id, DAM.name);
+    big.claims.as_mut().unwrap().full_name = "a ".repeat(20_000);
+    let answer = post_json(&app, "/v1/verify", &serde_json::to_value(&big).unwrap()).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(json_of(&answer)["code"], 11);
+    assert_eq!(
+        json_of(&answer)["details"][0]["reason"],
+        "MESSAGE_TOO_LARGE"
+    );
+    // The wrong method; a path there is not.
+    assert_eq!(
+        http(app.addr, "GET", "/v1/verify", &[], "").await.status,
+        405
+    );
+    let nowhere = http(
+        app.addr,
+        "POST",
+        "/v1/nowhere",
+        &["Content-Type: application/json"],
+        "{}",
+    )
+    .await;
+    assert_eq!(nowhere.status, 501);
+    assert_eq!(json_of(&nowhere)["details"][0]["reason"], "METHOD_UNKNOWN");
+}
+
+#[tokio::test]
+async fn a_quota_refusal_over_json_says_when_to_retry() {
+    let url = crate::pg::PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.plaintext_agency = "desk".into();
+    settings.plaintext_operator = String::new();
+    settings.agencies = vec![vnid::policy::AgencyConfig {
+        daily_quota: Some(1),
+        ..vnid::policy::AgencyConfig::demo("desk")
+    }];
+    let app = spawn_app_with(settings).await;
+    let mut first = request(DAM.id, DAM.name);
+    first.request_id = "q-1".into();
+    let mut second = first.clone();
+    second.request_id = "q-2".into();
+    let ok = post_json(&app, "/v1/verify", &serde_json::to_value(&first).unwrap()).await;
+    assert_eq!(ok.status, 200);
+    let refused = post_json(&app, "/v1/verify", &serde_json::to_value(&second).unwrap()).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    let status = json_of(&refused);
+    assert_eq!(status["details"][0]["reason"], "DAILY_QUOTA_EXCEEDED");
+    assert_eq!(
+        status["details"][1]["@type"],
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+    let retry_after: u64 = refused.headers["retry-after"].parse().unwrap();
+    assert!(retry_after >= 1);
+    // And over gRPC, the same reason: one quota for both doors.
+    let mut third = first.clone();
+    third.request_id = "q-3".into();
+    let status = app.verify(third).await.unwrap_err();
+    assert_eq!(reason(&status), "DAILY_QUOTA_EXCEEDED");
+}
+
+#[tokio::test]
+async fn card_qr_many_and_the_keys_over_json() {
+    let app = spawn_app().await;
+    // VerifyMany: in order, each with its answer or its own error.
+    let mut bad = request("12345", DAM.name);
+    bad.request_id = "m-2".into();
+    let mut good = request(THUY.id, THUY.name);
+    good.request_id = "m-1".into();
+    let body = serde_json::json!({
+        "requests": [serde_json::to_value(&good).unwrap(), serde_json::to_value(&bad).unwrap()]
+    });
+    let answer = post_json(&app, "/v1/verify-many", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let results = json_of(&answer)["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["requestId"], "m-1");
+    assert_eq!(results[0]["response"]["verdict"], "VERDICT_VERIFIED");
+    assert_eq!(results[1]["requestId"], "m-2");
+    assert_eq!(results[1]["error"]["code"], 3);
+    assert_eq!(
+        results[1]["error"]["details"][0]["reason"],
+        "ID_NUMBER_FORMAT"
+    );
+
+    // A card's QR code, as over gRPC.
+    let card = serde_json::json!({
+        "requestId": "card-1",
+        "qrPayload": crate::batch::dam_card(),
+        "purpose": "PURPOSE_HEALTHCARE",
+    });
+    let answer = post_json(&app, "/v1/verify-card-qr", &card).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(json_of(&answer)["verdict"], "VERDICT_VERIFIED");
+
+    // The signing keys, and the JWKS at its well-known URL.
+    let keys = http(app.addr, "GET", "/v1/signing-keys", &[], "").await;
+    assert_eq!(keys.status, 200);
+    let jwks_json = json_of(&keys)["jwksJson"].as_str().unwrap().to_owned();
+    let well_known = http(app.addr, "GET", "/.well-known/jwks.json", &[], "").await;
+    assert_eq!(well_known.status, 200);
+    assert_eq!(well_known.body, jwks_json);
+    assert_eq!(well_known.headers["cache-control"], "public, max-age=300");
+    let tag = well_known.headers["etag"].clone();
+    let unchanged = http(
+        app.addr,
+        "GET",
+        "/.well-known/jwks.json",
+        &[&format!("If-None-Match: {tag}")],
+        "",
+    )
+    .await;
+    assert_eq!(unchanged.status, 304);
+}

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
+use tower::layer::util::Stack;
 
 use crate::admin::{AdminServer, AdminState, Readiness};
 use crate::audit::history::AccessHistory;
@@ -22,7 +23,8 @@ use crate::grpc::json::JsonDoor;
 use crate::grpc::listener::{self, Admission, Connections};
 use crate::grpc::tls::ServerTls;
 use crate::grpc::{
-    AuditApi, Callers, ErrorDetailsLayer, VerificationApi, VerificationRoutes, call_span,
+    AuditApi, Callers, ErrorDetailsLayer, GrpcWebWhenAsked, VerificationApi, VerificationRoutes,
+    call_span,
 };
 use crate::guard::Guard;
 use crate::infra::read_batch::SIZE_BOUNDS;
@@ -41,16 +43,18 @@ use crate::verify::{Replays, Verifier};
 /// about 60 bytes a `VerifyRequest`, a thousand batch items.
 const STREAM_WINDOW_BYTES: u32 = 65_535;
 
+/// The layers every call passes, from the outside in: gRPC-Web
+/// translation, error details, metrics.
+type Layers = Stack<
+    GrpcMetricsLayer,
+    Stack<ErrorDetailsLayer, Stack<GrpcWebWhenAsked, tower::layer::util::Identity>>,
+>;
+
 /// A bound, ready server. `local_addr` is known before it runs, so tests
 /// bind port 0 and connect without sleeping.
 pub struct Application {
     listener: TcpListener,
-    router: Router<
-        tower::layer::util::Stack<
-            GrpcMetricsLayer,
-            tower::layer::util::Stack<ErrorDetailsLayer, tower::layer::util::Identity>,
-        >,
-    >,
+    router: Router<Layers>,
     /// Flipped to NOT_SERVING when shutdown begins, so load balancers stop
     /// sending new calls while in-flight ones finish.
     health: HealthReporter,
@@ -311,8 +315,11 @@ impl Application {
                 ));
         }
         let router = builder
-            // The JSON door takes HTTP/1.1 too (gRPC stays HTTP/2).
+            // The JSON door and gRPC-Web take HTTP/1.1 too.
             .accept_http1(true)
+            // gRPC-Web (binary and text) becomes gRPC before anything else
+            // sees it: the same limits, errors, metrics and handlers.
+            .layer(GrpcWebWhenAsked)
             .layer(ErrorDetailsLayer)
             .layer(GrpcMetricsLayer(metrics.clone()))
             .trace_fn(call_span)

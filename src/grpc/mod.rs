@@ -161,3 +161,65 @@ where
 }
 
 const VERIFY_MANY_PATH: &str = "/vnid.v1.VerificationService/VerifyMany";
+
+/// gRPC-Web (binary and text) for the callers that ask for it by its
+/// content type, translated to gRPC before anything else sees it; every
+/// other request (gRPC, the JSON door) passes untouched. tonic-web alone
+/// would answer any other HTTP/1.1 request `400`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcWebWhenAsked;
+
+impl<S: Clone> tower::Layer<S> for GrpcWebWhenAsked {
+    type Service = WebOrNot<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WebOrNot {
+            web: tower::Layer::layer(&tonic_web::GrpcWebLayer::new(), inner.clone()),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct WebOrNot<S> {
+    inner: S,
+    web: tonic_web::GrpcWebService<S>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for WebOrNot<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ReqBody: http_body::Body<Data = hyper::body::Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError> + std::fmt::Display,
+    ResBody: http_body::Body<Data = hyper::body::Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError> + std::fmt::Display,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => <tonic_web::GrpcWebService<S> as tower::Service<
+                http::Request<ReqBody>,
+            >>::poll_ready(&mut self.web, cx),
+            other => other,
+        }
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let grpc_web = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc-web"));
+        if grpc_web {
+            Box::pin(self.web.call(request))
+        } else {
+            let answer = self.inner.call(request.map(tonic::body::Body::new));
+            Box::pin(async move { Ok(answer.await?.map(tonic::body::Body::new)) })
+        }
+    }
+}

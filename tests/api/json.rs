@@ -252,3 +252,142 @@ async fn card_qr_many_and_the_keys_over_json() {
     .await;
     assert_eq!(unchanged.status, 304);
 }
+
+/// A raw HTTP/1.1 exchange with a binary body: status, headers, body (a
+/// chunked body put together).
+async fn exchange(
+    addr: std::net::SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
+         Accept: {content_type}\r\nX-Grpc-Web: 1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut rest = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: std::collections::HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        let mut body = Vec::new();
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&rest[end + 2..end + 2 + size]);
+            rest.drain(..end + 2 + size + 2);
+        }
+        rest = body;
+    }
+    (status, headers, rest)
+}
+
+/// gRPC-Web, binary and text, for callers without HTTP/2 trailers: the
+/// answer is the gRPC answer, its status in a trailer frame of the body.
+#[tokio::test]
+async fn grpc_web_binary_and_text() {
+    use base64ct::{Base64, Encoding};
+    use prost::Message;
+    let app = spawn_app().await;
+    let framed = |message: &[u8]| {
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(message);
+        frame
+    };
+    // (frames: data, then the trailer frame.)
+    let frames = |mut body: &[u8]| {
+        let mut out = Vec::new();
+        while body.len() >= 5 {
+            let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+            out.push((body[0], body[5..5 + len].to_vec()));
+            body = &body[5 + len..];
+        }
+        out
+    };
+    for (n, text) in [false, true].into_iter().enumerate() {
+        let mut r = request(DAM.id, DAM.name);
+        r.request_id = format!("web-{n}");
+        let body = framed(&r.encode_to_vec());
+        let (content_type, body) = if text {
+            (
+                "application/grpc-web-text",
+                Base64::encode_string(&body).into_bytes(),
+            )
+        } else {
+            ("application/grpc-web+proto", body)
+        };
+        let (status, headers, answer) = exchange(
+            app.addr,
+            "/vnid.v1.VerificationService/Verify",
+            content_type,
+            &body,
+        )
+        .await;
+        assert_eq!(status, 200, "{headers:?}");
+        assert!(
+            headers["content-type"].starts_with(content_type.split('+').next().unwrap()),
+            "{headers:?}"
+        );
+        let answer = if text {
+            Base64::decode_vec(std::str::from_utf8(&answer).unwrap().trim()).unwrap()
+        } else {
+            answer
+        };
+        let frames = frames(&answer);
+        assert_eq!(frames.len(), 2, "a message and the trailers");
+        let response = pb::VerifyResponse::decode(frames[0].1.as_slice()).unwrap();
+        assert_eq!(response.verdict(), pb::Verdict::Verified);
+        assert_eq!(response.request_id, format!("web-{n}"));
+        assert_eq!(frames[1].0, 0x80);
+        let trailers = String::from_utf8_lossy(&frames[1].1).to_ascii_lowercase();
+        assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    }
+    // A refusal: its status (with its details) in the trailers.
+    let mut bad = request("12345", DAM.name);
+    bad.request_id = "web-bad".into();
+    let (status, headers, answer) = exchange(
+        app.addr,
+        "/vnid.v1.VerificationService/Verify",
+        "application/grpc-web+proto",
+        &framed(&bad.encode_to_vec()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Trailers-only: the status comes in the headers (else in a trailer
+    // frame).
+    let trailers = frames(&answer)
+        .into_iter()
+        .find(|(flag, _)| *flag == 0x80)
+        .map(|(_, t)| String::from_utf8_lossy(&t).to_ascii_lowercase())
+        .unwrap_or_else(|| {
+            (headers.iter())
+                .map(|(k, v)| format!("{k}:{v}\r\n"))
+                .collect()
+        });
+    assert!(trailers.contains("grpc-status:3"), "{trailers}");
+    assert!(trailers.contains("grpc-status-details-bin"), "{trailers}");
+}

@@ -16,8 +16,7 @@ fn kept(column: &str) -> Option<String> {
 
 /// The trail's own cost in the database, without the service around it.
 pub async fn append(url: &str, csv: &str, group: usize) -> Result<(), Box<dyn std::error::Error>> {
-    use vnid::audit::{AuditEntry, AuditKind, AuditStore, SqlAudit};
-    use vnid::domain::Spelled;
+    use vnid::audit::{AuditEntry, AuditStore, SqlAudit, parse_stored_kind};
 
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -26,9 +25,11 @@ pub async fn append(url: &str, csv: &str, group: usize) -> Result<(), Box<dyn st
     for record in reader.records() {
         let r = record?;
         let text = |i: usize| r.get(i).unwrap_or_default().to_owned();
+        let (kind, door) = parse_stored_kind(&text(1)).ok_or("unknown kind")?;
         entries.push(AuditEntry {
             at_us: text(0).parse()?,
-            kind: AuditKind::from_name(&text(1)).ok_or("unknown kind")?,
+            kind,
+            door,
             agency: text(2),
             purpose: text(3),
             request_id: text(4),

@@ -40,6 +40,7 @@ fn entry(writer: usize, n: u64) -> AuditEntry {
         attestation_id: format!("{writer:08}-{n:024}"),
         attestation: attestation(),
         request_digest: "d".repeat(43),
+        door: vnid::domain::Door::Grpc,
     }
 }
 

@@ -34,8 +34,9 @@ pub fn row_hash(prev: &Hash, entry: &AuditEntry) -> Hash {
     h.update(b"vnid-audit-v1\0");
     h.update(prev);
     h.update(entry.at_us.to_be_bytes());
+    let kind = entry.stored_kind();
     for field in [
-        entry.kind.name(),
+        &*kind,
         &entry.agency,
         &entry.purpose,
         &entry.request_id,
@@ -799,7 +800,62 @@ mod tests {
             attestation_id: claims.jti.clone(),
             attestation: ring.sign(&claims).unwrap(),
             request_digest: format!("digest-{n}"),
+            door: crate::domain::Door::Grpc,
         }
+    }
+
+    /// The door is in the hash (a row cannot be moved to another door
+    /// unseen), and a gRPC row hashes as rows did before doors.
+    #[test]
+    fn the_door_is_hashed_and_grpc_rows_hash_as_before() {
+        use crate::audit::parse_stored_kind;
+        use crate::domain::Door;
+        let ring = keyring();
+        let grpc = entry(&ring, 1);
+        assert_eq!(grpc.stored_kind(), "verify");
+        let mut before = Sha256::new();
+        before.update(b"vnid-audit-v1\0");
+        before.update(GENESIS);
+        before.update(grpc.at_us.to_be_bytes());
+        for field in [
+            "verify",
+            &grpc.agency,
+            &grpc.purpose,
+            &grpc.request_id,
+            &grpc.subject,
+            &grpc.subject_index,
+            &grpc.verdict,
+            &grpc.reason,
+            &grpc.attestation_id,
+            &grpc.attestation,
+            &grpc.request_digest,
+        ] {
+            before.update((field.len() as u64).to_be_bytes());
+            before.update(field.as_bytes());
+        }
+        let before: Hash = before.finalize().into();
+        assert_eq!(row_hash(&GENESIS, &grpc), before);
+        for door in [Door::Json, Door::GrpcWeb] {
+            let other = AuditEntry {
+                door,
+                ..grpc.clone()
+            };
+            assert_ne!(row_hash(&GENESIS, &other), before, "{door:?}");
+            assert_eq!(
+                parse_stored_kind(&other.stored_kind()),
+                Some((other.kind, door))
+            );
+        }
+        assert_eq!(
+            parse_stored_kind("verify_batch.json"),
+            Some((AuditKind::Check(CheckCall::BatchItem), Door::Json))
+        );
+        assert_eq!(
+            parse_stored_kind("verify.grpc"),
+            None,
+            "gRPC is never spelled"
+        );
+        assert_eq!(parse_stored_kind("verify.carrier-pigeon"), None);
     }
 
     /// A trail of `n` rows, as the writer appends it.

@@ -32,9 +32,8 @@ use super::chain::{
     ChainCheck, ChainHeadClaim, ChainId, FIRST_CHAIN, Finding, Hash, Head, Heads, StoredCheckpoint,
     Summary, TrailKeys,
 };
-use super::{AuditEntry, AuditKind, AuditRecord};
+use super::{AuditEntry, AuditRecord, parse_stored_kind};
 use crate::attest::Jwks;
-use crate::domain::Spelled;
 
 /// The `format` of the first line.
 pub const FORMAT: &str = "vnid-audit-export/2";
@@ -171,7 +170,7 @@ impl<W: Write> ExportWriter<W> {
             seq: record.seq,
             chain: record.chain,
             at_us: e.at_us,
-            kind: e.kind.name().to_owned(),
+            kind: e.stored_kind().into_owned(),
             agency: e.agency.clone(),
             purpose: e.purpose.clone(),
             request_id: e.request_id.clone(),
@@ -376,6 +375,8 @@ impl<R: BufRead> Lines<R> {
 
 fn record(row: RowLine) -> Result<AuditRecord, String> {
     let hash = |text: &str, what: &str| unb64(text).ok_or_else(|| format!("{what} is not a hash"));
+    let (kind, door) =
+        parse_stored_kind(&row.kind).ok_or_else(|| format!("kind {:?} is unknown", row.kind))?;
     Ok(AuditRecord {
         seq: row.seq,
         chain: row.chain,
@@ -383,8 +384,8 @@ fn record(row: RowLine) -> Result<AuditRecord, String> {
         row_hash: hash(&row.row_hash, "row_hash")?,
         entry: AuditEntry {
             at_us: row.at_us,
-            kind: AuditKind::from_name(&row.kind)
-                .ok_or_else(|| format!("kind {:?} is unknown", row.kind))?,
+            kind,
+            door,
             agency: row.agency,
             purpose: row.purpose,
             request_id: row.request_id,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{AuditEntry, AuditError, AuditKind, AuditRecord, AuditSink, AuditStore};
 use crate::attest::Attester;
 use crate::clock::Clock;
-use crate::domain::{PersonalIdNumber, RequestId};
+use crate::domain::{Door, PersonalIdNumber, RequestId};
 use crate::policy::{Agency, Denial};
 
 /// Records per page when the caller does not say.
@@ -23,6 +23,8 @@ pub struct HistoryQuery {
     pub page_size: u32,
     /// Records older than this `seq` (from the previous page's token).
     pub before: Option<i64>,
+    /// The door the read came in by, for its own audit row.
+    pub door: Door,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,7 @@ impl AccessHistory {
             .record(AuditEntry {
                 at_us: self.clock.now_micros(),
                 kind: AuditKind::AccessHistory,
+                door: query.door,
                 agency: operator.id.clone(),
                 purpose: String::new(),
                 request_id: query.request_id.as_str().to_owned(),

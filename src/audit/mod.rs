@@ -32,7 +32,7 @@ pub use writer::{AuditLog, AuditSink, NoAudit, WriterHandle, WriterParams};
 
 use crate::attest::Keyring;
 use crate::clock::Clock;
-use crate::domain::{CheckCall, Spelled};
+use crate::domain::{CheckCall, Door, Spelled};
 
 /// What touched a person's data: a check, by the call it arrived by, or
 /// an operator's read of the person's access history. Spelled in the
@@ -63,6 +63,20 @@ impl Spelled for AuditKind {
     }
 }
 
+/// The kind and door of a stored kind (see [`AuditEntry::stored_kind`]).
+pub fn parse_stored_kind(text: &str) -> Option<(AuditKind, Door)> {
+    let (kind, door) = match text.split_once('.') {
+        None => (text, Door::Grpc),
+        Some((kind, door)) => (
+            kind,
+            Door::ALL
+                .into_iter()
+                .find(|d| *d != Door::Grpc && d.name() == door)?,
+        ),
+    };
+    Some((AuditKind::from_name(kind)?, door))
+}
+
 /// One row's content. Enumerated values are spelled as the proto (and the
 /// attestation) spells them; empty where they do not apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,9 +102,21 @@ pub struct AuditEntry {
     /// the same `request_id` with the same digest is a retry, with another
     /// one a conflict.
     pub request_digest: String,
+    /// The door the call came in by.
+    pub door: Door,
 }
 
 impl AuditEntry {
+    /// The kind as stored and hashed: its name, then `.` and the door when
+    /// that is not gRPC (so rows from before the doors, all gRPC, read and
+    /// hash as they always did).
+    pub fn stored_kind(&self) -> std::borrow::Cow<'static, str> {
+        match self.door {
+            Door::Grpc => self.kind.name().into(),
+            door => format!("{}.{}", self.kind.name(), door.name()).into(),
+        }
+    }
+
     /// The (agency, request_id) a check's row holds, which the trail keeps
     /// unique; `None` for an operator's read of a history.
     pub fn request_key(&self) -> Option<(&str, &str)> {

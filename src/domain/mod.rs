@@ -21,5 +21,5 @@ pub use id_number::{
 pub use name::{NameError, NameMatchLevel, PersonName, normalize as normalize_name};
 pub use person::{CitizenRecord, CitizenStatus, Claims, Gender};
 pub use qr::{CardQr, MAX_QR_PAYLOAD_BYTES, QrError, QrField};
-pub use request::{CheckCall, MAX_REQUEST_ID_LEN, Purpose, RequestId, RequestIdError};
+pub use request::{CheckCall, Door, MAX_REQUEST_ID_LEN, Purpose, RequestId, RequestIdError};
 pub use spelling::{Spelled, by_name};

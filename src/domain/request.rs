@@ -24,6 +24,28 @@ impl Purpose {
     ];
 }
 
+/// The door a call came in by, kept in its audit row: gRPC, gRPC-Web or
+/// the JSON door. One policy, quota and trail whatever the door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Door {
+    #[default]
+    Grpc,
+    GrpcWeb,
+    Json,
+}
+
+impl Door {
+    pub const ALL: [Self; 3] = [Self::Grpc, Self::GrpcWeb, Self::Json];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::GrpcWeb => "grpc_web",
+            Self::Json => "json",
+        }
+    }
+}
+
 /// The call a check arrives by; each may be allowed or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckCall {

@@ -32,7 +32,11 @@ impl AuditService for AuditApi {
         let started = Instant::now();
         let result = async {
             let operator = self.callers.operator(&request)?;
-            let query = HistoryQuery::try_from(request.into_inner())?;
+            let door = crate::grpc::door_of(&request);
+            let query = HistoryQuery {
+                door,
+                ..HistoryQuery::try_from(request.into_inner())?
+            };
             let page = self.history.list(&operator, query).await?;
             Ok(history_response(page, |id| self.callers.name_of(id)))
         }

@@ -39,7 +39,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use crate::domain::CheckCall;
+use crate::domain::{CheckCall, Door};
 use crate::grpc::caller::Callers;
 use crate::grpc::error::{ApiError, Deadline};
 use crate::pb;
@@ -163,6 +163,7 @@ impl Batch {
                                 self.verifier.clone(),
                                 agency,
                                 request,
+                                Door::Grpc,
                                 self.params.item_timeout,
                             );
                             let task = in_flight.spawn(item.in_current_span());
@@ -224,6 +225,7 @@ pub async fn many(
     verifier: Arc<Verifier>,
     agency: Arc<Agency>,
     requests: Vec<pb::VerifyRequest>,
+    door: Door,
     params: BatchParams,
 ) -> Vec<pb::VerifyBatchResponse> {
     verifier.metrics().batch_streams.inc();
@@ -240,7 +242,7 @@ pub async fn many(
                 let _permit = permits.acquire_owned().await;
                 (
                     index,
-                    check_item(verifier, agency, request, params.item_timeout).await,
+                    check_item(verifier, agency, request, door, params.item_timeout).await,
                 )
             }
             .in_current_span(),
@@ -289,11 +291,15 @@ async fn check_item(
     verifier: Arc<Verifier>,
     agency: Arc<Agency>,
     request: pb::VerifyRequest,
+    door: Door,
     deadline: Duration,
 ) -> pb::VerifyBatchResponse {
     let request_id = request.request_id.clone();
     let check = async {
-        let command = VerifyCommand::try_from(request)?;
+        let command = VerifyCommand {
+            door,
+            ..VerifyCommand::try_from(request)?
+        };
         Ok(verifier.check_batch_item(&agency, command).await?)
     };
     let result = tokio::time::timeout(deadline, check)

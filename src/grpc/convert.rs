@@ -7,8 +7,9 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use crate::audit::history::{DEFAULT_PAGE_SIZE, HistoryPage, HistoryQuery};
 use crate::audit::{AuditKind, AuditRecord};
 use crate::domain::{
-    CardQr, CheckCall, Claims, DatePrecision, FieldChecks, FieldOutcome, Gender, NameMatchLevel,
-    OldIdNumber, PartialDate, PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Verdict,
+    CardQr, CheckCall, Claims, DatePrecision, Door, FieldChecks, FieldOutcome, Gender,
+    NameMatchLevel, OldIdNumber, PartialDate, PersonName, PersonalIdNumber, Purpose, Reason,
+    RequestId, Verdict,
 };
 use crate::grpc::error::FieldViolation;
 use crate::pb;
@@ -69,6 +70,7 @@ impl TryFrom<pb::VerifyRequest> for VerifyCommand {
                 if v.0.is_empty() =>
             {
                 Ok(VerifyCommand {
+                    door: Door::Grpc,
                     request_id,
                     id_number,
                     claims,
@@ -103,6 +105,7 @@ impl TryFrom<pb::VerifyCardQrRequest> for VerifyCommand {
         match (request_id, card, purpose, name_match) {
             (Some(request_id), Some(card), Some(purpose), Some(name_match)) if v.0.is_empty() => {
                 Ok(VerifyCommand {
+                    door: Door::Grpc,
                     request_id,
                     id_number: card.id_number,
                     claims: Claims {
@@ -157,6 +160,7 @@ impl TryFrom<pb::ListAccessHistoryRequest> for HistoryQuery {
                     id_number,
                     page_size,
                     before,
+                    door: Door::Grpc,
                 })
             }
             _ => Err(v.0),
@@ -214,6 +218,7 @@ pub fn access_record(
         request_id: e.request_id,
         attestation_id: e.attestation_id,
         audit_seq: record.seq,
+        door: e.door.name().to_owned(),
     }
 }
 

@@ -239,7 +239,9 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     T: JsonRequest,
 {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // Its audit row says it came by the JSON door.
+    parts.extensions.insert(crate::domain::Door::Json);
     let json_type = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -23,6 +23,7 @@ pub use audit::AuditApi;
 pub use caller::Callers;
 pub use service::VerificationApi;
 
+use crate::domain::Door;
 use crate::pb::verification_service_server::VerificationServiceServer;
 
 use error::ApiError;
@@ -160,6 +161,16 @@ where
     }
 }
 
+/// The door a call came in by: the JSON door and gRPC-Web mark their
+/// requests; a call with no mark came by gRPC.
+pub fn door_of<T>(request: &tonic::Request<T>) -> Door {
+    request
+        .extensions()
+        .get::<Door>()
+        .copied()
+        .unwrap_or_default()
+}
+
 const VERIFY_MANY_PATH: &str = "/vnid.v1.VerificationService/VerifyMany";
 
 /// gRPC-Web (binary and text) for the callers that ask for it by its
@@ -216,6 +227,8 @@ where
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc-web"));
         if grpc_web {
+            let mut request = request;
+            request.extensions_mut().insert(Door::GrpcWeb);
             Box::pin(self.web.call(request))
         } else {
             let answer = self.inner.call(request.map(tonic::body::Body::new));

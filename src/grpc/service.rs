@@ -13,7 +13,7 @@ use crate::domain::Spelled;
 use crate::grpc::batch::{self, BatchParams, BatchStream};
 use crate::grpc::caller::Callers;
 use crate::grpc::error::{ApiError, FieldViolation};
-use crate::grpc::respond;
+use crate::grpc::{door_of, respond};
 use crate::pb;
 use crate::pb::verification_service_server::VerificationService;
 use crate::policy::Agency;
@@ -66,8 +66,14 @@ impl VerificationService for VerificationApi {
         let started = Instant::now();
         let result = async {
             let agency = self.callers.agency(&request)?;
+            let door = door_of(&request);
             let command = VerifyCommand::try_from(request.into_inner())?;
-            self.check(&agency, command, CheckCall::Verify).await
+            self.check(
+                &agency,
+                VerifyCommand { door, ..command },
+                CheckCall::Verify,
+            )
+            .await
         }
         .await;
         respond(result, started)
@@ -106,6 +112,7 @@ impl VerificationService for VerificationApi {
             agency
                 .authorize_call(CheckCall::BatchItem)
                 .map_err(ApiError::PermissionDenied)?;
+            let door = door_of(&request);
             let requests = request.into_inner().requests;
             let most = self.batch.max_many_items;
             if requests.len() > most {
@@ -115,7 +122,8 @@ impl VerificationService for VerificationApi {
                     format!("at most {most} requests in one VerifyMany call"),
                 )]));
             }
-            let results = batch::many(self.verifier.clone(), agency, requests, self.batch).await;
+            let results =
+                batch::many(self.verifier.clone(), agency, requests, door, self.batch).await;
             Ok(pb::VerifyManyResponse { results })
         }
         .await;
@@ -132,8 +140,14 @@ impl VerificationService for VerificationApi {
             agency
                 .authorize_call(CheckCall::CardQr)
                 .map_err(ApiError::PermissionDenied)?;
+            let door = door_of(&request);
             let command = VerifyCommand::try_from(request.into_inner())?;
-            self.check(&agency, command, CheckCall::CardQr).await
+            self.check(
+                &agency,
+                VerifyCommand { door, ..command },
+                CheckCall::CardQr,
+            )
+            .await
         }
         .await;
         respond(result, started)

@@ -18,7 +18,7 @@ use crate::attest::{AttestationClaims, ChecksClaim, new_attestation_id};
 use crate::audit::{AuditEntry, AuditError, AuditKind, AuditSink};
 use crate::clock::{Clock, UnixSeconds};
 use crate::domain::{
-    Assessment, CheckCall, CitizenRecord, CitizenStatus, Claims, FieldChecks, NameMatchLevel,
+    Assessment, CheckCall, CitizenRecord, CitizenStatus, Claims, Door, FieldChecks, NameMatchLevel,
     PartialDate, PersonName, PersonalIdNumber, Purpose, Reason, RequestId, Spelled, Verdict,
     assess,
 };
@@ -40,6 +40,9 @@ pub struct VerifyCommand {
     pub purpose: Purpose,
     /// The least strict name level that counts as a match.
     pub name_match: NameMatchLevel,
+    /// The door the call came in by (not part of what makes two checks
+    /// the same: a retry by another door is still a retry).
+    pub door: Door,
 }
 
 impl VerifyCommand {
@@ -293,6 +296,7 @@ impl Verifier {
             verdict: assessment.verdict.kind().name().to_owned(),
             attestation_id: answer.outcome.attestation_id.clone(),
             request_digest: digest,
+            door: command.door,
         };
         let labels = [
             assessment.verdict.kind().name(),

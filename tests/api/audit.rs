@@ -318,8 +318,8 @@ impl Drill {
     /// What an owner of the database can do after changing rows: chain
     /// every row again from the genesis, and move the head to the last.
     async fn rechain(&self) {
+        use vnid::audit::AuditEntry;
         use vnid::audit::chain::{GENESIS, row_hash};
-        use vnid::audit::{AuditEntry, AuditKind};
         self.sql(UNGUARDED).await;
         let rows = sqlx::query(
             "SELECT seq, at_us, kind, agency, purpose, request_id, subject, subject_index, \
@@ -333,9 +333,11 @@ impl Drill {
         let mut last = 0i64;
         for row in rows {
             let text = |i: usize| row.get::<String, _>(i);
+            let (kind, door) = vnid::audit::parse_stored_kind(&text(2)).unwrap();
             let entry = AuditEntry {
                 at_us: row.get(1),
-                kind: AuditKind::from_name(&text(2)).unwrap(),
+                kind,
+                door,
                 agency: text(3),
                 purpose: text(4),
                 request_id: text(5),
@@ -989,6 +991,7 @@ fn entries_named(
                 attestation_id: claims.jti.clone(),
                 attestation: ring.sign(&claims).unwrap(),
                 request_digest: format!("digest-{i}"),
+                door: vnid::domain::Door::Grpc,
             }
         })
         .collect()

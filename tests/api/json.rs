@@ -391,3 +391,101 @@ async fn grpc_web_binary_and_text() {
     assert!(trailers.contains("grpc-status:3"), "{trailers}");
     assert!(trailers.contains("grpc-status-details-bin"), "{trailers}");
 }
+
+/// The audit row records the door a check came in by; the trail verifies,
+/// and the access history shows it.
+#[tokio::test]
+async fn the_audit_row_records_the_door() {
+    use prost::Message;
+    let url = crate::pg::PgServer::shared().fresh_database().await;
+    let app = spawn_app_with(test_settings(&url)).await;
+    let mut by_grpc = request(DAM.id, DAM.name);
+    by_grpc.request_id = "door-grpc".into();
+    app.verify(by_grpc).await.unwrap();
+    let mut by_json = request(DAM.id, DAM.name);
+    by_json.request_id = "door-json".into();
+    let answer = post_json(&app, "/v1/verify", &serde_json::to_value(&by_json).unwrap()).await;
+    assert_eq!(answer.status, 200);
+    let mut by_web = request(DAM.id, DAM.name);
+    by_web.request_id = "door-web".into();
+    let mut frame = vec![0u8];
+    let message = by_web.encode_to_vec();
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let (status, _, _) = exchange(
+        app.addr,
+        "/vnid.v1.VerificationService/Verify",
+        "application/grpc-web+proto",
+        &frame,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut many = request(THUY.id, THUY.name);
+    many.request_id = "door-many".into();
+    let body = serde_json::json!({ "requests": [serde_json::to_value(&many).unwrap()] });
+    assert_eq!(post_json(&app, "/v1/verify-many", &body).await.status, 200);
+
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let kinds: Vec<(String, String)> = loop {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT request_id, kind FROM audit_log ORDER BY request_id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        if rows.len() == 4 {
+            break rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    pool.close().await;
+    let kinds: Vec<(&str, &str)> = kinds
+        .iter()
+        .map(|(r, k)| (r.as_str(), k.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("door-grpc", "verify"),
+            ("door-json", "verify.json"),
+            ("door-many", "verify_batch.json"),
+            ("door-web", "verify.grpc_web"),
+        ]
+    );
+    let (code, said) = run_to_end(vnid(
+        Some(&url),
+        &[
+            "audit",
+            "verify",
+            "--data-dir",
+            app.data_dir.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(code, 0, "{said}");
+    // The access history says which door each check came by.
+    let history = vnid::pb::audit_service_client::AuditServiceClient::new(app.channel.clone())
+        .list_access_history(pb::ListAccessHistoryRequest {
+            request_id: "door-history".into(),
+            id_number: DAM.id.into(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut doors: Vec<(String, String)> = history
+        .records
+        .into_iter()
+        .map(|r| (r.request_id, r.door))
+        .collect();
+    doors.sort();
+    assert_eq!(
+        doors,
+        [
+            ("door-grpc".to_owned(), "grpc".to_owned()),
+            // (the read of the history is in it too)
+            ("door-history".to_owned(), "grpc".to_owned()),
+            ("door-json".to_owned(), "json".to_owned()),
+            ("door-web".to_owned(), "grpc_web".to_owned()),
+        ]
+    );
+}

@@ -12,7 +12,6 @@ use sqlx::{AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, IntoArguments, 
 use super::{COLUMN_COUNT, COLUMNS, Dialect, MOVE_HEAD, ROWS_PER_INSERT, SqlAudit, audit_error};
 use crate::audit::chain::{ChainId, FIRST_CHAIN, Head, row_hash};
 use crate::audit::{AuditEntry, AuditError, packed};
-use crate::domain::Spelled;
 
 /// Appends a group to chain `$18` in one statement, if its head is still
 /// where this store left it: the rows are numbered from `audit_seq`, and
@@ -89,7 +88,12 @@ impl SqlAudit<Postgres> {
                 .bind(expected.seq)
                 .bind(expected.hash.to_vec())
                 .bind(at)
-                .bind(text(|e| e.kind.name()))
+                .bind(
+                    entries
+                        .iter()
+                        .map(|e| e.stored_kind().into_owned())
+                        .collect::<Vec<_>>(),
+                )
                 .bind(text(|e| &e.agency))
                 .bind(text(|e| &e.purpose))
                 .bind(text(|e| &e.request_id))
@@ -243,13 +247,14 @@ where
         }
         let numbered: Vec<(i64, &AuditEntry)> = seqs.iter().copied().zip(entries).collect();
         for chunk in numbered.chunks(ROWS_PER_INSERT) {
+            let kinds: Vec<_> = chunk.iter().map(|(_, e)| e.stored_kind()).collect();
             let mut insert = sqlx::query(insert_sql(chunk.len()));
-            for &(seq, e) in chunk {
+            for (&(seq, e), kind) in chunk.iter().zip(&kinds) {
                 let row_hash = row_hash(&head.hash, e);
                 insert = insert
                     .bind(seq)
                     .bind(e.at_us)
-                    .bind(e.kind.name())
+                    .bind(kind.as_ref())
                     .bind(e.agency.as_str())
                     .bind(e.purpose.as_str())
                     .bind(e.request_id.as_str())

@@ -33,8 +33,7 @@ use super::chain::{
     ChainId, CheckpointClaims, Finding, GENESIS, Hash, Head, Heads, StoredCheckpoint, Summary,
     TrailKeys,
 };
-use super::{AuditEntry, AuditError, AuditKind, AuditRecord, packed};
-use crate::domain::Spelled;
+use super::{AuditEntry, AuditError, AuditRecord, packed, parse_stored_kind};
 use crate::infra::BoxFuture;
 use crate::infra::read_batch::{self, ReadBatcher, ReadMany};
 use crate::infra::sql::{
@@ -721,11 +720,12 @@ where
         let corrupt = |e: sqlx::Error| AuditError::Corrupt(e.to_string());
         let text = |i: usize| row.try_get::<String, _>(i).map_err(corrupt);
         let seq: i64 = row.try_get(0).map_err(corrupt)?;
-        let kind = text(2)?;
+        let (kind, door) = parse_stored_kind(&text(2)?)
+            .ok_or_else(|| AuditError::Corrupt(format!("row {seq} has an unknown kind")))?;
         let entry = AuditEntry {
             at_us: row.try_get(1).map_err(corrupt)?,
-            kind: AuditKind::from_name(&kind)
-                .ok_or_else(|| AuditError::Corrupt(format!("row {seq} has an unknown kind")))?,
+            kind,
+            door,
             agency: text(3)?,
             purpose: text(4)?,
             request_id: text(5)?,

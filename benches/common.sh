@@ -156,7 +156,8 @@ PY
 run() {
   local name=$1 port=$2 path=$3 frame=$4 n=$5; shift 5
   local pid; pid=$(cat "$work/$name.pid")
-  local args=(-n "$n" -t 1 --header 'content-type: application/grpc' --header 'te: trailers' -d "$frame")
+  # CONTENT_TYPE: another door's (the JSON door's, gRPC-Web's).
+  local args=(-n "$n" -t 1 --header "content-type: ${CONTENT_TYPE:-application/grpc}" --header 'te: trailers' -d "$frame")
   # The size of one good answer, from one call.
   h2load -n 1 -c 1 "${args[@]:2}" "http://127.0.0.1:$port$path" >"$work/one.out"
   local one; one=$(awk '/^traffic:/ {gsub(/[()]/,""); for (i=1;i<=NF;i++) if ($i=="data") print $(i-1)}' "$work/one.out" | tail -1)

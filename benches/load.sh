@@ -17,7 +17,8 @@
 # twice (A B A B) in the same run. METRICS_ONLY=1 runs only what counting
 # for /metrics costs (cache-hit checks with telemetry.metrics on and off,
 # A B A B); ALG_ONLY=1 what ES256 costs against EdDSA (the same, signed
-# each way).
+# each way); DOORS_ONLY=1 what the JSON door and gRPC-Web cost against
+# gRPC (the same server, in turn).
 # With the trail, h2load's one frame repeats one request_id, so every call
 # after the first is a retry, answered from the trail: the "hit" and "miss"
 # rows measure that path. The "hit-cache" and "miss-cache" rows measure the
@@ -69,6 +70,33 @@ if [ -n "${METRICS_ONLY:-}" ]; then
   printf 'ratio metrics/no metrics   %.3f, %.3f\n' \
     "$(echo "scale=4; $(cat "$work/metrics.rate") / $(cat "$work/nometrics.rate")" | bc)" \
     "$(echo "scale=4; $(cat "$work/metrics-2.rate") / $(cat "$work/nometrics-2.rate")" | bc)"
+  exit 0
+fi
+
+if [ -n "${DOORS_ONLY:-}" ]; then
+  # What the other doors cost a check against gRPC, on one server: cache-hit
+  # checks (no trail) by gRPC (HTTP/2, 8 connections x 16 streams), by the
+  # JSON door over HTTP/1.1 (128 connections) and HTTP/2, and by gRPC-Web
+  # over HTTP/1.1; twice, in turn.
+  "$tools" json verify "$person_id" "$person_name" "$work/verify.json"
+  doors_port=$(free_port)
+  start_vnid_without_trail doors "$doors_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"
+  warm "$doors_port"
+  echo "== the doors: gRPC, JSON (HTTP/1.1, HTTP/2), gRPC-Web (HTTP/1.1), $requests requests each, twice"
+  for round in 1 2; do
+    for r in grpc json-h1 json-h2 web-h1; do cp "$work/doors.pid" "$work/$r-$round.pid"; done
+    run "grpc-$round" "$doors_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
+    CONTENT_TYPE=application/json run "json-h1-$round" "$doors_port" /v1/verify "$work/verify.json" "$requests" -c 128 --h1
+    CONTENT_TYPE=application/json run "json-h2-$round" "$doors_port" /v1/verify "$work/verify.json" "$requests" -c 8 -m 16
+    CONTENT_TYPE=application/grpc-web+proto run "web-h1-$round" "$doors_port" "$verify_path" "$work/verify.bin" "$requests" -c 128 --h1
+  done
+  for round in 1 2; do
+    for door in json-h1 json-h2 web-h1; do
+      printf '%s/gRPC, round %s: server CPU per check %.3f, throughput %.3f\n' "$door" "$round" \
+        "$(paste -d' ' "$work/$door-$round.cpu" "$work/grpc-$round.cpu" | awk '{printf "%.4f", $1 / $4}')" \
+        "$(echo "scale=4; $(cat "$work/$door-$round.rate") / $(cat "$work/grpc-$round.rate")" | bc)"
+    done
+  done
   exit 0
 fi
 

@@ -81,6 +81,20 @@ mod proto {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The request every load run sends.
+fn verify_request(id: &str, name: &str) -> pb::VerifyRequest {
+    pb::VerifyRequest {
+        request_id: "load-1".into(),
+        id_number: id.into(),
+        claims: Some(pb::Claims {
+            full_name: name.into(),
+            ..Default::default()
+        }),
+        purpose: pb::Purpose::Healthcare.into(),
+        name_match: pb::NameMatch::Exact.into(),
+    }
+}
+
 fn frame(message: &impl Message) -> Vec<u8> {
     let body = message.encode_to_vec();
     let mut out = vec![0u8];
@@ -116,17 +130,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .as_slice()
     {
         ["frame", "verify", id, name, out] => {
-            let request = pb::VerifyRequest {
-                request_id: "load-1".into(),
-                id_number: (*id).into(),
-                claims: Some(pb::Claims {
-                    full_name: (*name).into(),
-                    ..Default::default()
-                }),
-                purpose: pb::Purpose::Healthcare.into(),
-                name_match: pb::NameMatch::Exact.into(),
-            };
-            std::fs::write(out, frame(&request))?;
+            std::fs::write(out, frame(&verify_request(id, name)))?;
+        }
+        // The same request in the proto3 JSON mapping, for the JSON door.
+        ["json", "verify", id, name, out] => {
+            std::fs::write(out, serde_json::to_vec(&verify_request(id, name))?)?;
         }
         ["frame", "hello", out] => {
             let request = proto::HelloRequest {

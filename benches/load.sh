@@ -81,16 +81,26 @@ if [ -n "${DOORS_ONLY:-}" ]; then
   "$tools" json verify "$person_id" "$person_name" "$work/verify.json"
   doors_port=$(free_port)
   start_vnid_without_trail doors "$doors_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/"
-  warm "$doors_port"
+  # The same without the doors (HTTP/2 only, no JSON routes, no gRPC-Web):
+  # what serving them costs a gRPC check.
+  nodoors_port=$(free_port)
+  start_vnid_without_trail nodoors "$nodoors_port" VNID__REDIS_URL="redis://127.0.0.1:$redis_port/" \
+    VNID__SERVER__JSON_DOOR=false VNID__SERVER__GRPC_WEB=false
+  warm "$doors_port"; warm "$nodoors_port"
   echo "== the doors: gRPC, JSON (HTTP/1.1, HTTP/2), gRPC-Web (HTTP/1.1), $requests requests each, twice"
   for round in 1 2; do
     for r in grpc json-h1 json-h2 web-h1; do cp "$work/doors.pid" "$work/$r-$round.pid"; done
+    cp "$work/nodoors.pid" "$work/grpc-nodoors-$round.pid"
+    run "grpc-nodoors-$round" "$nodoors_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
     run "grpc-$round" "$doors_port" "$verify_path" "$work/verify.bin" "$requests" -c 8 -m 16
     CONTENT_TYPE=application/json run "json-h1-$round" "$doors_port" /v1/verify "$work/verify.json" "$requests" -c 128 --h1
     CONTENT_TYPE=application/json run "json-h2-$round" "$doors_port" /v1/verify "$work/verify.json" "$requests" -c 8 -m 16
     CONTENT_TYPE=application/grpc-web+proto run "web-h1-$round" "$doors_port" "$verify_path" "$work/verify.bin" "$requests" -c 128 --h1
   done
   for round in 1 2; do
+    printf 'gRPC with the doors/without, round %s: server CPU per check %.3f, throughput %.3f\n' "$round" \
+      "$(paste -d' ' "$work/grpc-$round.cpu" "$work/grpc-nodoors-$round.cpu" | awk '{printf "%.4f", $1 / $4}')" \
+      "$(echo "scale=4; $(cat "$work/grpc-$round.rate") / $(cat "$work/grpc-nodoors-$round.rate")" | bc)"
     for door in json-h1 json-h2 web-h1; do
       printf '%s/gRPC, round %s: server CPU per check %.3f, throughput %.3f\n' "$door" "$round" \
         "$(paste -d' ' "$work/$door-$round.cpu" "$work/grpc-$round.cpu" | awk '{printf "%.4f", $1 / $4}')" \

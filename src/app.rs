@@ -316,10 +316,12 @@ impl Application {
         }
         let router = builder
             // The JSON door and gRPC-Web take HTTP/1.1 too.
-            .accept_http1(true)
+            .accept_http1(server.json_door || server.grpc_web)
             // gRPC-Web (binary and text) becomes gRPC before anything else
             // sees it: the same limits, errors, metrics and handlers.
-            .layer(GrpcWebWhenAsked)
+            .layer(GrpcWebWhenAsked {
+                enabled: server.grpc_web,
+            })
             .layer(ErrorDetailsLayer)
             .layer(GrpcMetricsLayer(metrics.clone()))
             .trace_fn(call_span)
@@ -346,12 +348,17 @@ impl Application {
                 server.max_request_bytes,
                 settings.batch.max_many_items,
             ))
-            .add_service(json_door.clone())
-            .add_service(json_door.well_known())
             .add_service(
                 AuditServiceServer::new(audit_api)
                     .max_decoding_message_size(server.max_request_bytes),
             );
+        let router = if server.json_door {
+            router
+                .add_service(json_door.clone())
+                .add_service(json_door.well_known())
+        } else {
+            router
+        };
 
         let listener =
             TcpListener::bind(settings.listen)

@@ -65,6 +65,8 @@ pub struct Summary {
     pub errors: u64,
     /// Items whose error a later run retries.
     pub to_retry: u64,
+    /// The longest wait the server asked for before one of them is retried.
+    pub retry_after: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +146,8 @@ struct Row {
     error_code: String,
     error_reason: String,
     error_detail: String,
+    /// When the server said to try again (its `RetryInfo`); not written.
+    retry_after: Option<Duration>,
 }
 
 impl Row {
@@ -185,8 +189,18 @@ impl Row {
     fn error(request_id: String, status: &tonic_types::pb::Status) -> Self {
         let mut reason = String::new();
         let mut detail = Vec::new();
+        let mut retry_after = None;
         for any in &status.details {
-            if any.type_url.ends_with("google.rpc.ErrorInfo")
+            if any.type_url.ends_with("google.rpc.RetryInfo")
+                && let Ok(retry) = tonic_types::pb::RetryInfo::decode(any.value.as_slice())
+            {
+                retry_after = retry.retry_delay.and_then(|d| {
+                    Some(Duration::new(
+                        u64::try_from(d.seconds).ok()?,
+                        u32::try_from(d.nanos).ok()?,
+                    ))
+                });
+            } else if any.type_url.ends_with("google.rpc.ErrorInfo")
                 && let Ok(info) = tonic_types::pb::ErrorInfo::decode(any.value.as_slice())
             {
                 reason = info.reason;
@@ -205,6 +219,7 @@ impl Row {
             error_code: format!("{:?}", Code::from(status.code)),
             error_reason: reason,
             error_detail: detail.join("; "),
+            retry_after,
             ..Self::default()
         }
     }
@@ -287,6 +302,7 @@ impl Output {
                     error_code: field(4),
                     error_reason: field(5),
                     error_detail: field(6),
+                    retry_after: None,
                 };
                 if row.is_final() {
                     kept.push(row);
@@ -494,7 +510,10 @@ pub async fn verify_batch(
                 let row = Row::from_answer(answer);
                 if !row.error_code.is_empty() {
                     summary.errors += 1;
-                    summary.to_retry += u64::from(!row.is_final());
+                    if !row.is_final() {
+                        summary.to_retry += 1;
+                        summary.retry_after = summary.retry_after.max(row.retry_after);
+                    }
                 } else if row.verdict == pb::Verdict::Verified.as_str_name() {
                     summary.verified += 1;
                 } else {

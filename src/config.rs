@@ -576,6 +576,10 @@ pub struct ServerSettings {
     pub max_connection_age_seconds: u64,
     /// ... and is closed this long after that, calls under way or not.
     pub max_connection_age_grace_seconds: u64,
+    /// The JSON door (`/v1/…`, `/.well-known/jwks.json`) on this listener.
+    pub json_door: bool,
+    /// gRPC-Web on this listener.
+    pub grpc_web: bool,
 }
 
 impl ServerSettings {
@@ -604,6 +608,8 @@ impl Default for ServerSettings {
             tcp_keepalive_seconds: 60,
             max_connection_age_seconds: 3_600,
             max_connection_age_grace_seconds: 600,
+            json_door: true,
+            grpc_web: true,
         }
     }
 }

@@ -40,6 +40,15 @@ pub(super) struct VerifyBatch {
     /// The name the server's certificate must carry (default: the host of --server).
     #[arg(long)]
     tls_name: Option<String>,
+    /// Retry, within this run, the candidates answered UNAVAILABLE,
+    /// RESOURCE_EXHAUSTED or past a deadline, up to this many times, each
+    /// after the wait the server asked for (its RetryInfo).
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+    /// The longest wait a retry may take; a longer one (a daily quota used
+    /// up) ends the run, to be run again later.
+    #[arg(long, default_value_t = 600)]
+    max_wait_seconds: u64,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -80,11 +89,40 @@ pub(super) fn run(args: VerifyBatch) -> Result<(), Failure> {
         };
         progress.update(done, share, finished);
     };
+    let max_wait = std::time::Duration::from_secs(args.max_wait_seconds);
     let s = super::block_on(async {
         let channel = crate::client::connect(&connection).await.map_err(fail)?;
-        crate::client::verify_batch(channel, &job, &mut report)
-            .await
-            .map_err(fail)
+        let mut attempt = 0;
+        loop {
+            let s = crate::client::verify_batch(channel.clone(), &job, &mut report)
+                .await
+                .map_err(fail)?;
+            if s.to_retry == 0 || attempt == args.retries {
+                return Ok(s);
+            }
+            // At least a second: a server that gave no RetryInfo is not
+            // hammered.
+            let wait = s
+                .retry_after
+                .unwrap_or_default()
+                .max(std::time::Duration::from_secs(1));
+            if wait > max_wait {
+                eprintln!(
+                    "{} to retry, but the server asks to wait {} s (over --max-wait-seconds)",
+                    s.to_retry,
+                    wait.as_secs()
+                );
+                return Ok(s);
+            }
+            attempt += 1;
+            eprintln!(
+                "{} to retry: retry {attempt} of {} in {:.1} s",
+                s.to_retry,
+                args.retries,
+                wait.as_secs_f64()
+            );
+            tokio::time::sleep(wait).await;
+        }
     })?;
     eprintln!(
         "{} verified, {} not verified, {} errors ({} to retry: run again); {} done before; results in {}",

@@ -177,8 +177,11 @@ const VERIFY_MANY_PATH: &str = "/vnid.v1.VerificationService/VerifyMany";
 /// content type, translated to gRPC before anything else sees it; every
 /// other request (gRPC, the JSON door) passes untouched. tonic-web alone
 /// would answer any other HTTP/1.1 request `400`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcWebWhenAsked;
+/// Off (`server.grpc_web = false`), every request passes untouched.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcWebWhenAsked {
+    pub enabled: bool,
+}
 
 impl<S: Clone> tower::Layer<S> for GrpcWebWhenAsked {
     type Service = WebOrNot<S>;
@@ -187,6 +190,7 @@ impl<S: Clone> tower::Layer<S> for GrpcWebWhenAsked {
         WebOrNot {
             web: tower::Layer::layer(&tonic_web::GrpcWebLayer::new(), inner.clone()),
             inner,
+            enabled: self.enabled,
         }
     }
 }
@@ -195,6 +199,7 @@ impl<S: Clone> tower::Layer<S> for GrpcWebWhenAsked {
 pub struct WebOrNot<S> {
     inner: S,
     web: tonic_web::GrpcWebService<S>,
+    enabled: bool,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -222,10 +227,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let grpc_web = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc-web"));
+        let grpc_web = self.enabled
+            && request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc-web"));
         if grpc_web {
             let mut request = request;
             request.extensions_mut().insert(Door::GrpcWeb);

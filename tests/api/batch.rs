@@ -755,3 +755,68 @@ async fn verify_many_answers_each_request_in_order() {
     );
     assert_eq!(audit_rows(&other).await, 0);
 }
+
+/// `vnid verify-batch --retries N`: candidates answered UNAVAILABLE (here:
+/// the database stopped when the run starts) are retried within the run,
+/// after the wait the server's RetryInfo asks, until each has its answer.
+#[tokio::test]
+async fn the_batch_cli_retries_what_the_server_could_not_answer_yet() {
+    const CANDIDATES: u64 = 50;
+    // A Postgres of this test's own, so stopping it disturbs no one else.
+    let mut pg = PgServer::start();
+    let url = pg.url("postgres");
+    let app = spawn_app_with(test_settings(&url)).await;
+    let dir = crate::store::tempdir::Dir::new("verify-batch-retries");
+    let (input, output) = (dir.path().join("in.csv"), dir.path().join("out.csv"));
+    write_candidates(&input, CANDIDATES);
+    let mut pg = tokio::task::spawn_blocking(move || {
+        pg.stop();
+        pg
+    })
+    .await
+    .unwrap();
+
+    let mut cmd = vnid(
+        None,
+        &[
+            "verify-batch",
+            "--purpose",
+            "healthcare",
+            "--quiet",
+            "--retries",
+            "20",
+        ],
+    );
+    cmd.arg("--input").arg(&input).arg("--output").arg(&output);
+    cmd.args(["--server", &format!("http://{}", app.addr)]);
+    let run = tokio::task::spawn_blocking(move || cmd.output());
+    // Back after the first attempt has met the outage.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // (Kept until the end: dropped, it would stop again.)
+    let _pg = tokio::task::spawn_blocking(move || {
+        pg.start_again();
+        pg
+    })
+    .await
+    .unwrap();
+    let done = run.await.unwrap().unwrap();
+    let said = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{said}");
+    assert!(said.contains("to retry: retry 1 of 20"), "{said}");
+    let rows = results(&output);
+    assert_eq!(
+        rows.len() as u64,
+        CANDIDATES,
+        "every candidate once: {said}"
+    );
+    for i in 0..CANDIDATES {
+        let (verdict, code, _) = &rows[&format!("cand-{i}")];
+        let want_verdict = match i % 5 {
+            0 => "VERDICT_VERIFIED",
+            1 | 2 => "VERDICT_NOT_VERIFIED",
+            _ => "",
+        };
+        assert_eq!(verdict, want_verdict, "cand-{i}: {code} {said}");
+        assert_ne!(code, "Unavailable", "cand-{i} not retried");
+    }
+}

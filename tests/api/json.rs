@@ -489,3 +489,27 @@ async fn the_audit_row_records_the_door() {
         ]
     );
 }
+
+/// With the doors off (`server.json_door`, `server.grpc_web` false) the
+/// listener is gRPC only: no JSON routes, no gRPC-Web, no HTTP/1.1.
+#[tokio::test]
+async fn the_doors_can_be_closed() {
+    let mut settings = test_settings(&crate::pg::PgServer::shared().fresh_database().await);
+    settings.server.json_door = false;
+    settings.server.grpc_web = false;
+    let app = spawn_app_with(settings).await;
+    app.verify(request(DAM.id, DAM.name)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let body = serde_json::to_string(&request(THUY.id, THUY.name)).unwrap();
+    let head = format!(
+        "POST /v1/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("VERDICT_"), "{answer}");
+}

@@ -646,6 +646,8 @@ impl ReadMany for FirstRequests {
     }
 
     fn for_each_read(error: &AuditError) -> AuditError {
+        // The cause, once for the query; each read gets its kind.
+        tracing::warn!(%error, "reading retries' first answers failed");
         error.for_each_waiter()
     }
 

@@ -29,11 +29,11 @@ if ((${#missing[@]})); then
 fi
 
 venv="target/interop-venv"
-if ! "$venv/bin/python" -c 'import grpc, grpc_tools, jwt, cryptography' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools, jwt, cryptography, requests' 2>/dev/null; then
   log "preparing the Python interop clients in $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    'grpcio>=1.60' 'grpcio-tools>=1.60' 'pyjwt[crypto]>=2.8' 'cryptography>=42'
+    'grpcio>=1.60' 'grpcio-tools>=1.60' 'pyjwt[crypto]>=2.8' 'cryptography>=42' 'requests>=2.31'
 fi
 export VNID_PYTHON="$PWD/$venv/bin/python"
 

@@ -1,6 +1,7 @@
 //! A client no one here wrote: Python's grpcio with stubs generated from
 //! our proto by grpcio-tools, and PyJWT verifying the attestation against
-//! the JWKS from GetSigningKeys.
+//! the JWKS from GetSigningKeys; then `requests` through the JSON door,
+//! against the JWKS URL.
 
 use std::process::Command;
 

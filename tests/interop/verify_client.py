@@ -1,6 +1,7 @@
 """An independent client: stubs generated from proto/ by grpcio-tools, a
 Verify call over grpcio, and the attestation verified with PyJWT against the
-JWKS that GetSigningKeys returns. Exits non-zero on any disagreement."""
+JWKS that GetSigningKeys returns; then the same check through the JSON door
+with requests, against the JWKS URL. Exits non-zero on any disagreement."""
 
 import argparse
 import json
@@ -9,6 +10,7 @@ import pathlib
 
 import grpc
 import jwt
+import requests
 from grpc_tools import protoc
 
 try:  # grpcio-tools ships the well-known protos.
@@ -94,6 +96,46 @@ def main():
         assert kinds == [audit_pb2.ACCESS_KIND_ACCESS_HISTORY, audit_pb2.ACCESS_KIND_VERIFY], history
         assert history.records[1].attestation_id == response.attestation_id, history
         assert history.records[1].purpose == pb.PURPOSE_HEALTHCARE, history
+
+    # The same check through the JSON door, with requests, as a REST
+    # integration would make it: proto3 JSON in and out, the attestation
+    # verified against the JWKS at its well-known URL.
+    base = f"http://{args.addr}"
+    answer = requests.post(
+        f"{base}/v1/verify",
+        json={
+            "requestId": "py-json-1",
+            "idNumber": args.id,
+            "claims": {"fullName": args.name},
+            "purpose": "PURPOSE_HEALTHCARE",
+        },
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["verdict"] == "VERDICT_VERIFIED", body
+    assert body["requestId"] == "py-json-1", body
+    published = requests.get(f"{base}/.well-known/jwks.json", timeout=10)
+    assert published.status_code == 200 and published.headers["ETag"], published.headers
+    assert published.json() == jwks, "the JWKS URL and GetSigningKeys disagree"
+    token = body["attestation"]
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = jwt.PyJWK(next(k for k in published.json()["keys"] if k["kid"] == kid))
+    claims = jwt.decode(token, key.key, algorithms=["EdDSA", "ES256"], audience="demo", issuer="vnid-test")
+    assert claims["nonce"] == "py-json-1", claims
+    assert claims["jti"] == body["attestationId"], claims
+    # A refusal: the JSON google.rpc.Status, the same reason as over gRPC.
+    refused = requests.post(
+        f"{base}/v1/verify",
+        json={"requestId": "py-json-2", "idNumber": "123", "purpose": "PURPOSE_HEALTHCARE"},
+        timeout=10,
+    )
+    assert refused.status_code == 400, refused.text
+    status = refused.json()
+    assert status["code"] == 3, status
+    assert status["details"][0]["@type"] == "type.googleapis.com/google.rpc.ErrorInfo", status
+    fields = [v["field"] for v in status["details"][1]["fieldViolations"]]
+    assert "id_number" in fields, status
     print("interop ok")
 
 

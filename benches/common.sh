@@ -74,13 +74,16 @@ setup() { # NAME
   export VNID__ATTESTATION__SIGNING_KEY_FILE="$work/signing.pem"
   export VNID__ATTESTATION__SUBJECT_KEY_FILE="$work/subject.key"
   export VNID__AUDIT__CHECKPOINT_KEY_FILE="$work/checkpoint.pem"
+  # And ES256, for agencies set to it (a P-256 key, as OpenSSL makes it).
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/es256.pem" 2>/dev/null
+  export VNID__ATTESTATION__ES256_KEY_FILE="$work/es256.pem"
 }
 
 start_vnid() { # NAME PORT [ENV=VALUE...]: a release server, its pid in $work/NAME.pid
   local name=$1 port=$2; shift 2
   env "$@" VNID__LOG__FILTER=warn "$vnid" serve --listen "127.0.0.1:$port" --data-dir "$work/$name" >"$work/$name.log" 2>&1 &
   pids+=($!)
-  wait_port "$port"
+  wait_port "$port" || { echo "$name did not start:" >&2; tail -5 "$work/$name.log" >&2; return 1; }
   echo $! >"$work/$name.pid"
 }
 
@@ -96,7 +99,7 @@ start_vnid_without_trail() {
     env "$@" VNID__AUDIT__SINK=none VNID__LOG__FILTER=warn "$vnid" serve --listen "127.0.0.1:$port" --data-dir "$work/$name" >"$work/$name.log" 2>&1 &
   fi
   pids+=($!)
-  wait_port "$port"
+  wait_port "$port" || { echo "$name did not start:" >&2; tail -5 "$work/$name.log" >&2; return 1; }
   echo $! >"$work/$name.pid"
 }
 

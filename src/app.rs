@@ -354,7 +354,7 @@ impl Application {
             );
         let router = if server.json_door {
             router
-                .add_service(json_door.clone())
+                .add_service(json_door.v1())
                 .add_service(json_door.well_known())
         } else {
             router

@@ -18,6 +18,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -53,49 +54,54 @@ impl JsonDoor {
         }
     }
 
-    /// The same door, as the service tonic routes `/.well-known/…` to.
-    pub fn well_known(&self) -> WellKnown {
-        WellKnown(self.clone())
+    /// The door as the service tonic routes `/v1/…` to.
+    pub fn v1(&self) -> Routed<V1> {
+        Routed(self.clone(), PhantomData)
+    }
+
+    /// The door as the service tonic routes `/.well-known/…` to.
+    pub fn well_known(&self) -> Routed<WellKnown> {
+        Routed(self.clone(), PhantomData)
     }
 }
 
-impl tonic::server::NamedService for JsonDoor {
-    /// Routed as `/v1/{*rest}`.
+/// The first segment of the paths a [`Routed`] door is given by tonic.
+pub trait Prefix: Send + Sync + 'static {
+    const NAME: &'static str;
+}
+
+/// `/v1/{*rest}`.
+pub enum V1 {}
+
+impl Prefix for V1 {
     const NAME: &'static str = "v1";
 }
 
-/// `/.well-known/jwks.json` on the gRPC listener.
-#[derive(Clone)]
-pub struct WellKnown(JsonDoor);
+/// `/.well-known/{*rest}`.
+pub enum WellKnown {}
 
-impl tonic::server::NamedService for WellKnown {
+impl Prefix for WellKnown {
     const NAME: &'static str = ".well-known";
+}
+
+/// The door under one path prefix: tonic routes a service by its name, so
+/// each prefix is a service of its own; every one answers by the whole path.
+pub struct Routed<P>(JsonDoor, PhantomData<P>);
+
+impl<P> Clone for Routed<P> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone(), PhantomData)
+    }
+}
+
+impl<P: Prefix> tonic::server::NamedService for Routed<P> {
+    const NAME: &'static str = P::NAME;
 }
 
 type Answer = http::Response<tonic::body::Body>;
 type Pending = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
 
-impl<B> tower::Service<http::Request<B>> for JsonDoor
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Response = Answer;
-    type Error = Infallible;
-    type Future = Pending;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Pending {
-        let door = self.clone();
-        Box::pin(async move { Ok(door.route(request).await) })
-    }
-}
-
-impl<B> tower::Service<http::Request<B>> for WellKnown
+impl<P, B> tower::Service<http::Request<B>> for Routed<P>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,

@@ -30,6 +30,23 @@ pub(crate) async fn http(
     extra: &[&str],
     body: &str,
 ) -> Answer {
+    let (status, headers, body) = http_bytes(addr, method, path, extra, body.as_bytes()).await;
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// The same with a body of bytes: status, headers (lower-case names), and
+/// the answer's body (a chunked one put together).
+pub(crate) async fn http_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[&str],
+    body: &[u8],
+) -> (u16, HashMap<String, String>, Vec<u8>) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for line in extra {
@@ -40,11 +57,13 @@ pub(crate) async fn http(
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
-    head.push_str(body);
     stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut rest = raw[split + 4..].to_vec();
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -54,15 +73,25 @@ pub(crate) async fn http(
         .unwrap()
         .parse()
         .unwrap();
-    let headers = lines
+    let headers: HashMap<String, String> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_owned(),
+    if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        let mut whole = Vec::new();
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            whole.extend_from_slice(&rest[end + 2..end + 2 + size]);
+            rest.drain(..end + 2 + size + 2);
+        }
+        rest = whole;
     }
+    (status, headers, rest)
 }
 
 pub(crate) async fn get(addr: SocketAddr, path: &str) -> Answer {

@@ -253,56 +253,20 @@ async fn card_qr_many_and_the_keys_over_json() {
     assert_eq!(unchanged.status, 304);
 }
 
-/// A raw HTTP/1.1 exchange with a binary body: status, headers, body (a
-/// chunked body put together).
+/// A gRPC-Web exchange over HTTP/1.1: status, headers, body.
 async fn exchange(
     addr: std::net::SocketAddr,
     path: &str,
     content_type: &str,
     body: &[u8],
 ) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\n\
-         Accept: {content_type}\r\nX-Grpc-Web: 1\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut rest = raw[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: std::collections::HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
-        let mut body = Vec::new();
-        loop {
-            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let size =
-                usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap(), 16).unwrap();
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&rest[end + 2..end + 2 + size]);
-            rest.drain(..end + 2 + size + 2);
-        }
-        rest = body;
-    }
-    (status, headers, rest)
+    let headers = [
+        format!("Content-Type: {content_type}"),
+        format!("Accept: {content_type}"),
+        "X-Grpc-Web: 1".to_owned(),
+    ];
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    crate::admin::http_bytes(addr, "POST", path, &headers, body).await
 }
 
 /// gRPC-Web, binary and text, for callers without HTTP/2 trailers: the

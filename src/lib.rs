@@ -18,8 +18,9 @@
 //! - [`grpc`]: transport only: the `vnid.v1` services, the `pb` ↔ domain
 //!   seam (`grpc::convert`), the batch stream's bounded window
 //!   (`grpc::batch`), the one mapping of errors to `tonic::Status`
-//!   (`grpc::error`), who the caller is (`grpc::caller`), and the listener
-//!   that lets connections in (`grpc::listener`, `grpc::tls`).
+//!   (`grpc::error`), who the caller is (`grpc::caller`), the listener
+//!   that lets connections in (`grpc::listener`, `grpc::tls`), and the
+//!   other doors on it: the JSON door (`grpc::json`) and gRPC-Web.
 //! - [`verify`]: the use case, a short pipeline — policy, retry or admit,
 //!   find, assess, attest, record — with retries (`verify::replay`) and a
 //!   batch item's pacing beside it.
@@ -42,7 +43,8 @@
 //! [`import`] (the export format, `vnid import`'s pipeline, the population
 //! generator), [`client`] (the `vnid verify-batch` client), [`config`]
 //! (typed settings that build their own parts, clamped at load),
-//! [`telemetry`] (logs), [`clock`] (the one reader of the wall clock),
+//! [`telemetry`] (logs and traces), [`metrics`] and [`admin`] (the operators'
+//! endpoint), [`clock`] (the one reader of the wall clock),
 //! [`devcerts`] (a development CA for trying mutual TLS), [`files`] (keys
 //! and secrets written whole, private directories).
 //!

@@ -266,6 +266,17 @@ async fn sighup_rolls_the_signing_key_and_the_jwks_follows() {
         std::slice::from_ref(&old_kid)
     );
 
+    // The JWKS URL on the listener: one ETag while the keys stay, another
+    // once they change.
+    let listener: std::net::SocketAddr = served.addr.parse().unwrap();
+    let etag = || async move {
+        let answer = crate::admin::http(listener, "GET", "/.well-known/jwks.json", &[], "").await;
+        assert_eq!(answer.status, 200);
+        answer.headers["etag"].clone()
+    };
+    let tag_before = etag().await;
+    assert_eq!(etag().await, tag_before, "the keys did not change");
+
     write_config(&new_key, &[&old_key]);
     assert!(
         std::process::Command::new("kill")
@@ -284,6 +295,9 @@ async fn sighup_rolls_the_signing_key_and_the_jwks_follows() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     assert_eq!(kids(&rolled), [new_kid.clone(), old_kid.clone()]);
+    let tag_after = etag().await;
+    assert_ne!(tag_after, tag_before, "the keys changed");
+    assert_eq!(etag().await, tag_after);
     let after = client
         .verify(request(DAM.id, DAM.name))
         .await
